@@ -1,0 +1,130 @@
+"""`emulab clean`: remove what a crashed or killed testbed left behind — and only what emulab created.
+
+Found by emulab's own marks, never by guessing: processes carrying the EMULAB_RUN_ID environment
+marker (every process a testbed starts inherits it), OVS bridges and root-namespace links named
+with emulab's prefix, named network namespaces ``em-*``, and the run directory's state.
+Unlike `mn -c`, it leaves other people's bridges, controllers and /tmp files alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from emulab import control, paths
+
+# System daemons that may have been (re)started from inside a testbed and so inherited the marker.
+_SPARE = {"ovsdb-server", "ovs-vswitchd"}
+
+
+def _ancestors() -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return pids
+
+
+def marked_processes() -> list[tuple[int, str]]:
+    """(pid, command name) of every live process that carries emulab's run marker."""
+    marker = paths.RUN_ENV.encode() + b"="
+    spare = _ancestors()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spare:
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes():
+                continue
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm not in _SPARE:
+            found.append((int(entry.name), comm))
+    return found
+
+
+def kill_processes(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(control.pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _named_namespaces() -> list[str]:
+    from pyroute2 import netns
+
+    return [n for n in netns.listnetns() if n.startswith(paths.PREFIX)]
+
+
+def clean() -> list[str]:
+    """Remove every leftover; returns a line per thing removed."""
+    removed: list[str] = []
+    state = control.read_state()
+    runner = state.get("runner_pid") if state else None
+    if runner and control.pid_alive(runner):
+        kill_processes([runner])
+        removed.append(f"runner process {runner}")
+    procs = marked_processes()
+    if procs:
+        kill_processes([p for p, _ in procs])
+        removed.extend(f"process {pid} ({comm})" for pid, comm in procs)
+
+    from pyroute2 import netns
+
+    for name in _named_namespaces():
+        with contextlib.suppress(OSError):
+            netns.remove(name)
+            removed.append(f"network namespace {name}")
+
+    from emulab import ovs
+
+    for bridge in ovs.list_bridges(paths.PREFIX):
+        removed.append(f"OVS bridge {bridge}")
+    ovs.delete_bridges(paths.PREFIX)
+
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            if name and name.startswith(paths.PREFIX):
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=link["index"])
+                    removed.append(f"link {name}")
+
+    from emulab.links import cleanup_leftovers
+
+    removed.extend(cleanup_leftovers())
+
+    for leftover in (paths.state_file(), paths.control_socket(), paths.run_dir() / "shaper.sock"):
+        if leftover.exists():
+            leftover.unlink()
+            removed.append(str(leftover))
+    return removed
+
+
+def find_leftovers() -> list[str]:
+    """What `clean` would remove, without removing anything (tests assert this is empty after a stop)."""
+    found = [f"process {pid} ({comm})" for pid, comm in marked_processes()]
+    found += [f"network namespace {n}" for n in _named_namespaces()]
+    from emulab import ovs
+
+    found += [f"OVS bridge {b}" for b in ovs.list_bridges(paths.PREFIX)]
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith((paths.PREFIX, "emsh")):
+                found.append(f"link {name}")
+    found += [str(p) for p in (paths.state_file(), paths.control_socket()) if p.exists()]
+    return found

@@ -1,0 +1,167 @@
+"""The `emulab` command line: doctor, start, status, exec, stop, clean (and the hooks later issues extend)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from emulab.errors import EmulabError
+
+
+class UserError(click.ClickException):
+    """A user-facing error: one clear line, exit code 2, never a traceback."""
+
+    exit_code = 2
+
+
+class _Group(click.Group):
+    """Turns every EmulabError raised by a sub-command into a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except EmulabError as exc:
+            raise UserError(str(exc)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="emulab")
+def main() -> None:
+    """emulab: the papers' 4G + MEC + multi-cloud testbed in Mininet, with RSerPool offloading.
+
+    \b
+    Typical session (as root):
+      emulab doctor                         what this machine offers, and the fallbacks used
+      emulab start paper-topology --detach  build the papers' network in the background
+      emulab status                         nodes, links (configured vs applied), controller
+      emulab exec ue -- ping -c 3 pmc-haikou
+      emulab stop                           tear it down (emulab clean after a crash)
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the probe result as JSON.")
+def doctor(as_json: bool) -> None:
+    """Probe the kernel and machine: sch_netem, SCTP, OVS datapaths, Mininet, os-ken, tshark, UHD/B210, OAI.
+
+    Shows, for every missing piece, the fallback emulab uses instead. Exits 0 when the testbed can run.
+    """
+    from emulab.capabilities import probe
+
+    caps = probe(fresh=True)
+    if as_json:
+        click.echo(json.dumps(caps.to_json(), indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"emulab doctor — kernel {caps.kernel}")
+        for col in ("capability", "status", "detail"):
+            table.add_column(col)
+        for cap in caps.items.values():
+            style = "green" if cap.present else ("red" if cap.required else "yellow")
+            table.add_row(cap.name, f"[{style}]{cap.verdict}[/{style}]", cap.detail)
+        console = Console()
+        console.print(table)
+        console.print(
+            f"links: [bold]{caps.link_backend}[/bold]   OVS datapath: [bold]{caps.ovs_datapath}[/bold]   "
+            f"RSerPool transport: [bold]{caps.rserpool_transport}[/bold]"
+        )
+        console.print("[green]the testbed can run[/green]" if caps.can_run else "[red]the testbed cannot run here[/red]")
+    sys.exit(0 if caps.can_run else 1)
+
+
+@main.command()
+@click.argument("topology")
+@click.option("--detach", is_flag=True, help="Return once the network is up; it keeps running in the background.")
+@click.option(
+    "--radio",
+    type=click.Choice(["emulated", "oai", "b210"]),
+    default=None,
+    help="Radio backend for the UE–eNodeB link (default: the topology's, else emulated).",
+)
+@click.option("--self-check", is_flag=True, help="Build, check reachability and RTTs against the configuration, tear down.")
+@click.option("--no-services", is_flag=True, help="Do not start the RSerPool services listed in the topology.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for a detached start.")
+def start(topology: str, detach: bool, radio: str | None, self_check: bool, no_services: bool, timeout: float) -> None:
+    """Build TOPOLOGY (a name under topologies/ or a path to a YAML file) and start it.
+
+    Without --detach, opens Mininet's CLI and tears everything down when you leave it.
+    """
+    from emulab import control, runner
+    from emulab.topology import TopologyError, load
+
+    try:
+        spec = load(topology)
+    except TopologyError as exc:
+        raise UserError(str(exc)) from None
+    control.refuse_if_running()
+    options = runner.StartOptions(
+        topology=str(spec.source), radio=radio, services=not no_services, self_check=self_check
+    )
+    if detach:
+        click.echo(runner.start_detached(options, timeout=timeout, progress=click.echo))
+    else:
+        sys.exit(runner.run_foreground(options, progress=click.echo))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
+def status(as_json: bool) -> None:
+    """Show the running testbed: nodes, links (configured and applied), switches and controller."""
+    from emulab import control, status_view
+
+    data = control.request({"cmd": "status"})
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        status_view.render(data)
+
+
+@main.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside NODE's network namespace; its exit code is passed through.
+
+    Example: emulab exec ue -- ping -c 3 mec-pe1
+    """
+    from emulab import control
+
+    sys.exit(control.exec_in_node(node, list(command)))
+
+
+@main.command()
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for an orderly teardown.")
+def stop(timeout: float) -> None:
+    """Tear the running testbed down (namespaces, links, bridges, controller, services)."""
+    from emulab import control
+
+    control.stop(timeout=timeout)
+    click.echo("testbed stopped")
+
+
+@main.command()
+def clean() -> None:
+    """Remove whatever a crashed run left behind: only what emulab created (like `mn -c`, but careful)."""
+    from emulab import cleanup
+
+    removed = cleanup.clean()
+    for item in removed:
+        click.echo(f"removed {item}")
+    click.echo(f"clean: {len(removed)} leftover(s) removed" if removed else "clean: nothing left behind")
+
+
+@main.command(name="topologies")
+def list_topologies() -> None:
+    """List the topologies under topologies/."""
+    from emulab.topology import available
+
+    for name in available():
+        click.echo(name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,485 @@
+"""The link emulation layer: tc netem where the kernel has it, the userspace shaper where not.
+
+`choose_backend` is the one place that decides between the two. `EmuLink` is the Mininet link
+class the builder uses for every link::
+
+    net.addLink(n1, n2, cls=EmuLink, intfName1=..., intfName2=..., params=LinkParams(...),
+                backend="netem" | "shaper", shaper=<emulab.shaper.Shaper or None>, link_id="name",
+                dynamic=False, limit=1000)
+
+* backend "netem": one veth pair; a netem qdisc (handle 10:, root) on the egress of BOTH ends,
+  applied with pyroute2 inside each end's network namespace (/proc/<pid>/ns/net). Rate uses
+  netem's own ``rate`` (serialisation before the delay line), so one qdisc carries everything and
+  a run-time change is a single ``replace``. With jitter and no rate we still set a very high
+  rate (FIFO_RATE_BPS): netem then computes departures relative to the previous packet and does
+  not reorder, which is what the shaper does too.
+* backend "shaper": two veth pairs whose middle ends live in the shaper's namespace
+  (``emulab-shaper``): node1:intf1 <-> emsh<N>a, emsh<N>b <-> node2:intf2; the shaper process
+  forwards frames between emsh<N>a and emsh<N>b applying delay/jitter/loss/rate.
+* A neutral link (no delay/jitter/loss/rate) is a plain veth pair on both backends, unless
+  ``dynamic=True`` says it will be shaped at run time (radio links), which keeps the shaper hop.
+
+Errors are raised (LinkError), never printed and ignored as Mininet's TCIntf does.
+Directions: "1to2" is what node1 sends (egress of intf1, shaper direction ab), "2to1" the reverse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from typing import Any
+
+from mininet.link import Link
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.tcmsg import common as tc_common
+
+from emulab.linkparams import LinkParams
+from emulab.shaper import DEFAULT_NETNS, Shaper, ShaperError, delete_netns, netns_exists
+
+BACKENDS = ("netem", "shaper")
+ENV_BACKEND = "EMULAB_LINK_BACKEND"
+#: Middle interfaces of shaped links: emsh<N>a / emsh<N>b (only inside the shaper namespace).
+SHAPER_IFPREFIX = "emsh"
+#: Throwaway namespaces of probe_netem().
+PROBE_NETNS_PREFIX = "emulab-probe-"
+NETEM_HANDLE = 0x000A0000  # "10:"
+TC_H_ROOT = 0xFFFFFFFF
+#: netem rate used only to keep FIFO order with jitter (bytes/s; 32 Gbit/s, fits netem's u32).
+FIFO_RATE_BPS = 4_000_000_000
+#: Packets queued per direction before tail drop (netem's and Mininet's default).
+DEFAULT_LIMIT = 1000
+DIRECTIONS = ("1to2", "2to1")
+
+
+class LinkError(RuntimeError):
+    """A link could not be built, shaped or read back; the message says which and why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# capability and backend choice
+
+
+def probe_netem() -> bool:
+    """True when the kernel accepts a netem qdisc (tried on lo of a throwaway namespace).
+
+    Raises LinkError when the answer cannot be known (not root, namespaces unavailable).
+    """
+    if os.geteuid() != 0:
+        raise LinkError("probing sch_netem needs root (network namespaces)")
+    name = f"{PROBE_NETNS_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise LinkError(f"cannot create a probe namespace: {r.stderr.strip()}")
+    try:
+        with IPRoute(netns=name, flags=0) as ipr:
+            try:
+                ipr.tc("add", "netem", index=1, handle=NETEM_HANDLE, delay=1000)
+            except NetlinkError as e:
+                # ENOENT/EOPNOTSUPP: "Specified qdisc kind is unknown"
+                if e.code in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
+                    return False
+                raise LinkError(f"netem probe failed unexpectedly: {e}") from e
+            return True
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def choose_backend(netem_available: bool, forced: str | None = None) -> str:
+    """THE place the link backend is decided: "netem" or "shaper".
+
+    Precedence: ``forced`` (e.g. a CLI option) > $EMULAB_LINK_BACKEND > netem if the kernel has
+    it, else the shaper. "auto" or an empty value means no preference. Forcing netem on a kernel
+    without sch_netem is an error, not a silent fallback.
+    """
+    choice = (forced or os.environ.get(ENV_BACKEND) or "auto").strip().lower()
+    if choice in ("", "auto"):
+        return "netem" if netem_available else "shaper"
+    if choice not in BACKENDS:
+        raise LinkError(f"unknown link backend {choice!r} (from {'argument' if forced else ENV_BACKEND}); "
+                        f"use one of {', '.join(BACKENDS)} or auto")
+    if choice == "netem" and not netem_available:
+        raise LinkError("link backend netem was requested but this kernel has no sch_netem "
+                        "('Specified qdisc kind is unknown'); use the shaper or a kernel with netem")
+    return choice
+
+
+# ---------------------------------------------------------------------------------------------
+# netem translation (pure, unit-tested)
+
+
+def netem_options(params: LinkParams, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """LinkParams -> keyword arguments of pyroute2's ``tc(..., 'netem', ...)``.
+
+    Every field is always sent, so a ``replace`` really resets what the previous call set:
+    loss 0 clears loss (Mininet's TCIntf skips it), rate 0 clears a rate (netem keeps the old
+    rate when the attribute is absent).
+    """
+    if params.rate_mbit:
+        rate = min(int(params.rate_mbit * 1e6 / 8), 2**32 - 1)
+    elif params.jitter_ms:
+        rate = FIFO_RATE_BPS  # keep FIFO order under jitter, like the shaper
+    else:
+        rate = 0
+    return {
+        "delay": int(round(params.delay_ms * 1000)),  # microseconds
+        "jitter": int(round(params.jitter_ms * 1000)),
+        "loss": float(params.loss_pct),
+        "limit": int(limit),
+        "rate": rate,  # bytes per second
+    }
+
+
+def netem_readback(qdisc: Any) -> dict[str, Any]:
+    """A root qdisc message (pyroute2) -> what is applied: {delay_ms, jitter_ms, loss_pct, rate_mbit, limit, qdisc}."""
+    kind = qdisc.get_attr("TCA_KIND") if qdisc is not None else None
+    if kind != "netem":
+        return {"delay_ms": 0.0, "jitter_ms": 0.0, "loss_pct": 0.0, "rate_mbit": None, "limit": None,
+                "qdisc": kind or "none"}
+    opts = qdisc.get_attr("TCA_OPTIONS")
+    tick = tc_common.tick_in_usec
+    rate_attr = opts.get_attr("TCA_NETEM_RATE")
+    rate = rate_attr["rate"] if rate_attr else 0
+    return {
+        "delay_ms": round(opts["delay"] / tick / 1000.0, 3),
+        "jitter_ms": round(opts["jitter"] / tick / 1000.0, 3),
+        "loss_pct": round(opts["loss"] / (2**32 - 1) * 100.0, 4),
+        "rate_mbit": None if rate in (0, FIFO_RATE_BPS) else round(rate * 8 / 1e6, 6),
+        "limit": opts["limit"],
+        "qdisc": "netem",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the Mininet link
+
+
+def _netns_path(node: Any) -> str:
+    return f"/proc/{node.pid}/ns/net"
+
+
+def _node_ipr(node: Any) -> IPRoute:
+    """A netlink socket inside the node's (possibly unnamed) network namespace."""
+    try:
+        return IPRoute(netns=_netns_path(node), flags=0)
+    except OSError as e:
+        raise LinkError(f"cannot enter the network namespace of {node} (pid {node.pid}): {e}") from e
+
+
+def _ifindex(ipr: IPRoute, name: str, where: str) -> int:
+    idx = ipr.link_lookup(ifname=name)
+    if not idx:
+        raise LinkError(f"interface {name} not found in {where}")
+    return idx[0]
+
+
+class EmuLink(Link):
+    """A Mininet link whose delay/jitter/loss/rate are emulated by netem or the userspace shaper.
+
+    Extra keyword arguments over mininet.link.Link:
+      params   LinkParams applied to both directions (None = neutral)
+      backend  "netem" or "shaper" (from choose_backend; required)
+      shaper   emulab.shaper.Shaper handle; needed when backend is "shaper" and the link is shaped
+      link_id  name of the link in the shaper and in reports (default: the interface names)
+      dynamic  keep the emulation hop even while neutral, because set_params will be called
+      limit    packets queued per direction before tail drop (netem limit; shaper limit)
+      seed     random seed for the shaper's loss/jitter (reproducible runs)
+    """
+
+    def __init__(self, node1: Any, node2: Any, port1: int | None = None, port2: int | None = None,
+                 intfName1: str | None = None, intfName2: str | None = None,
+                 addr1: str | None = None, addr2: str | None = None, *,
+                 params: LinkParams | None = None, backend: str | None = None, shaper: Shaper | None = None,
+                 link_id: str | int | None = None, dynamic: bool = False, limit: int = DEFAULT_LIMIT,
+                 seed: int | None = None, **kwargs: Any) -> None:
+        if backend not in BACKENDS:
+            raise LinkError(f"EmuLink needs backend='netem' or 'shaper' (see emulab.links.choose_backend), "
+                            f"got {backend!r}")
+        if kwargs.pop("fast", True) is not True:
+            raise LinkError("EmuLink always creates interfaces directly in the nodes (fast=True)")
+        params = params if params is not None else LinkParams()
+        self.backend = backend
+        self.dynamic = dynamic
+        self.limit = int(limit)
+        self.seed = seed
+        self.shaper = shaper
+        self.link_id = str(link_id) if link_id is not None else None
+        self._params = {"1to2": params, "2to1": params}
+        self._iprs: dict[int, IPRoute] = {}
+        self.mid1: str | None = None
+        self.mid2: str | None = None
+        #: True when traffic goes through the shaper process (two veth pairs)
+        self.hop = backend == "shaper" and (dynamic or not params.is_neutral)
+        if self.hop and shaper is None:
+            raise LinkError(f"link {link_id}: backend 'shaper' needs a running shaper "
+                            "(Shaper.start(...)) passed as shaper=")
+        super().__init__(node1, node2, port1=port1, port2=port2, intfName1=intfName1, intfName2=intfName2,
+                         addr1=addr1, addr2=addr2, fast=True, **kwargs)
+        if self.link_id is None:
+            self.link_id = f"{self.intf1.name}--{self.intf2.name}"
+        try:
+            if self.hop:
+                self._shaper_add()
+            elif backend == "netem" and not params.is_neutral:
+                self._netem_apply()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.delete()
+            raise
+
+    # -- interface creation ----------------------------------------------------------------------
+
+    def makeIntfPair(self, intfname1: str, intfname2: str, addr1: str | None = None,  # noqa: N802
+                     addr2: str | None = None, node1: Any = None, node2: Any = None,
+                     deleteIntfs: bool = True) -> None:  # noqa: N803
+        """Mininet hook: one veth pair, or two through the shaper namespace when the link has a hop."""
+        if not self.hop:
+            Link.makeIntfPair(intfname1, intfname2, addr1, addr2, node1, node2, deleteIntfs=deleteIntfs)
+            return
+        assert self.shaper is not None and node1 is not None and node2 is not None
+        ns = self.shaper.netns
+        try:
+            with IPRoute(netns=ns, flags=0) as ipr:
+                n = _free_index(ipr)
+                self.mid1, self.mid2 = f"{SHAPER_IFPREFIX}{n}a", f"{SHAPER_IFPREFIX}{n}b"
+                for mid, name, node, addr in ((self.mid1, intfname1, node1, addr1),
+                                              (self.mid2, intfname2, node2, addr2)):
+                    peer: dict[str, Any] = {"ifname": name, "net_ns_pid": node.pid}
+                    if addr:
+                        peer["address"] = addr
+                    ipr.link("add", ifname=mid, kind="veth", peer=peer)
+                    ipr.link("set", index=_ifindex(ipr, mid, ns), state="up")
+        except NetlinkError as e:
+            self._delete_middle()
+            raise LinkError(f"cannot create the shaped link {intfname1}<->{intfname2} via namespace {ns}: {e}") from e
+
+    def _delete_middle(self) -> None:
+        if self.shaper is None or not (self.mid1 or self.mid2):
+            return
+        with contextlib.suppress(Exception), IPRoute(netns=self.shaper.netns, flags=0) as ipr:
+            for mid in (self.mid1, self.mid2):
+                if mid and ipr.link_lookup(ifname=mid):
+                    ipr.link("del", ifname=mid)  # deleting a veth end deletes its peer in the node
+        self.mid1 = self.mid2 = None
+
+    # -- netem -----------------------------------------------------------------------------------
+
+    def _ipr(self, node: Any) -> IPRoute:
+        ipr = self._iprs.get(node.pid)
+        if ipr is None:
+            ipr = self._iprs[node.pid] = _node_ipr(node)
+        return ipr
+
+    def _ends(self) -> list[tuple[str, Any, str]]:
+        return [("1to2", self.intf1.node, self.intf1.name), ("2to1", self.intf2.node, self.intf2.name)]
+
+    def _netem_apply(self, direction: str | None = None) -> None:
+        for d, node, name in self._ends():
+            if direction not in (None, d):
+                continue
+            ipr = self._ipr(node)
+            idx = _ifindex(ipr, name, str(node))
+            p = self._params[d]
+            try:
+                if p.is_neutral and not self.dynamic:
+                    self._netem_clear(ipr, idx)
+                else:
+                    ipr.tc("replace", "netem", index=idx, handle=NETEM_HANDLE, **netem_options(p, self.limit))
+            except NetlinkError as e:
+                raise LinkError(f"tc netem on {node}:{name} ({p}) failed: {e}") from e
+
+    @staticmethod
+    def _netem_clear(ipr: IPRoute, idx: int) -> None:
+        root = [q for q in ipr.get_qdiscs(index=idx) if q["parent"] == TC_H_ROOT]
+        if root and root[0].get_attr("TCA_KIND") == "netem":
+            ipr.tc("del", index=idx, handle=NETEM_HANDLE)
+
+    def reapply(self) -> None:
+        """Re-install the netem qdiscs (after Open vSwitch replaced the qdisc of a port it added)."""
+        if self.backend == "netem":
+            self._netem_apply()
+
+    # -- shaper ----------------------------------------------------------------------------------
+
+    def _shaper_add(self) -> None:
+        assert self.shaper is not None and self.mid1 and self.mid2 and self.link_id
+        try:
+            self.shaper.client.add_link(self.link_id, self.mid1, self.mid2, self._params["1to2"],
+                                        params_ba=self._params["2to1"], limit=self.limit, seed=self.seed)
+        except ShaperError as e:
+            raise LinkError(f"link {self.link_id}: {e}") from e
+
+    # -- public API ------------------------------------------------------------------------------
+
+    @property
+    def params(self) -> LinkParams:
+        """The configured parameters of direction 1to2 (both, for a symmetric link)."""
+        return self._params["1to2"]
+
+    def set_params(self, params: LinkParams, direction: str | None = None) -> None:
+        """Change delay/jitter/loss/rate at run time, for both directions or one ("1to2"/"2to1")."""
+        if direction not in (None, *DIRECTIONS):
+            raise LinkError(f"direction must be one of {DIRECTIONS} or None, got {direction!r}")
+        if self.backend == "shaper" and not self.hop:
+            if params.is_neutral:
+                return
+            raise LinkError(f"link {self.link_id} was built neutral without dynamic=True, so it has no "
+                            "shaper hop and cannot be shaped at run time")
+        for d in DIRECTIONS:
+            if direction in (None, d):
+                self._params[d] = params
+        if self.backend == "netem":
+            self._netem_apply(direction)
+            return
+        assert self.shaper is not None and self.link_id
+        shaper_dir = {None: None, "1to2": "ab", "2to1": "ba"}[direction]
+        try:
+            self.shaper.client.set_params(self.link_id, params, direction=shaper_dir)
+        except ShaperError as e:
+            raise LinkError(f"link {self.link_id}: {e}") from e
+
+    def applied(self) -> dict[str, Any]:
+        """What is really applied, read back from the kernel (netem) or the shaper, per direction."""
+        out: dict[str, Any] = {"backend": self.backend, "link_id": self.link_id, "hop": self.hop}
+        if self.backend == "netem":
+            for d, node, name in self._ends():
+                ipr = self._ipr(node)
+                idx = _ifindex(ipr, name, str(node))
+                root = [q for q in ipr.get_qdiscs(index=idx) if q["parent"] == TC_H_ROOT]
+                out[d] = netem_readback(root[0] if root else None)
+            return out
+        if not self.hop:
+            neutral = {"delay_ms": 0.0, "jitter_ms": 0.0, "loss_pct": 0.0, "rate_mbit": None, "limit": None}
+            out["1to2"], out["2to1"] = dict(neutral), dict(neutral)
+            return out
+        assert self.shaper is not None and self.link_id
+        try:
+            st = self.shaper.client.stats(self.link_id)
+        except ShaperError as e:
+            raise LinkError(f"link {self.link_id}: {e}") from e
+        for d, sd in (("1to2", "ab"), ("2to1", "ba")):
+            stats = dict(st[sd])
+            out[d] = {**stats.pop("params"), "stats": stats}
+        return out
+
+    def delete(self) -> None:
+        """Remove the link: shaper entry, middle veths, qdisc sockets, then Mininet's interfaces."""
+        if self.hop and self.shaper is not None and self.link_id:
+            with contextlib.suppress(ShaperError):
+                self.shaper.client.remove_link(self.link_id)
+        self._delete_middle()
+        for ipr in self._iprs.values():
+            with contextlib.suppress(Exception):
+                ipr.close()
+        self._iprs.clear()
+        if getattr(self, "intf1", None) is not None and getattr(self, "intf2", None) is not None:
+            super().delete()
+
+
+def _free_index(ipr: IPRoute) -> int:
+    used = set()
+    pat = re.compile(rf"^{SHAPER_IFPREFIX}(\d+)[ab]$")
+    for link in ipr.get_links():
+        m = pat.match(link.get_attr("IFLA_IFNAME") or "")
+        if m:
+            used.add(int(m.group(1)))
+    n = 1
+    while n in used:
+        n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# cleanup
+
+
+def _shaper_processes(netns_prefix: str) -> list[int]:
+    """Pids of `python -m emulab.shaper` processes whose --netns starts with netns_prefix."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if "-m" not in argv or "emulab.shaper" not in argv:
+            continue
+        ns = argv[argv.index("--netns") + 1] if "--netns" in argv[:-1] else DEFAULT_NETNS
+        if ns.startswith(netns_prefix):
+            pids.append(int(entry))
+    return pids
+
+
+def cleanup_leftovers(netns_prefix: str = DEFAULT_NETNS, control_dir: str = "/run/emulab") -> list[str]:
+    """Remove what a crashed run of the link layer left behind; return what was removed.
+
+    Shaper processes (matched by their command line and --netns), namespaces named
+    ``<netns_prefix>*`` (deleting one deletes every shaper veth in it and their peers),
+    probe namespaces, stray ``emsh*`` interfaces in the root namespace, and stale shaper
+    control sockets / pid files in control_dir.
+    """
+    removed: list[str] = []
+    pids = _shaper_processes(netns_prefix)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 3.0
+    for pid in pids:
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and not _zombie(pid):
+            time.sleep(0.02)
+        if os.path.exists(f"/proc/{pid}") and not _zombie(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        removed.append(f"shaper process {pid}")
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir("/run/netns")):
+            if name.startswith(netns_prefix) or name.startswith(PROBE_NETNS_PREFIX):
+                with contextlib.suppress(ShaperError):
+                    delete_netns(name)
+                    removed.append(f"network namespace {name}")
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if re.match(rf"^{SHAPER_IFPREFIX}\d+[ab]$", name):
+                with contextlib.suppress(NetlinkError):
+                    ipr.link("del", index=link["index"])
+                    removed.append(f"link {name}")
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(control_dir)):
+            path = os.path.join(control_dir, name)
+            if name.startswith("shaper") and name.endswith(".pid"):
+                with contextlib.suppress(OSError, ValueError):
+                    pid = int(open(path).read().strip())
+                    if not os.path.exists(f"/proc/{pid}") or _zombie(pid):
+                        os.unlink(path)
+                        removed.append(path)
+            elif name.startswith("shaper") and name.endswith(".sock"):
+                from emulab.shaper import _socket_alive
+
+                if not _socket_alive(path):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                        removed.append(path)
+    return removed
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+__all__ = [
+    "BACKENDS", "DEFAULT_LIMIT", "ENV_BACKEND", "EmuLink", "LinkError", "choose_backend", "cleanup_leftovers",
+    "netem_options", "netem_readback", "netns_exists", "probe_netem",
+]

@@ -1,0 +1,345 @@
+"""Builds a running testbed from a validated topology spec, and tears it down again.
+
+Topology spec → Mininet hosts (one network namespace each, also named ``em-<node>`` under
+/run/netns), Open vSwitch bridges (kernel or userspace datapath, as probed) under emulab's os-ken
+controller, links whose delay/jitter/loss/rate are applied by netem or the userspace shaper,
+addresses and static routes, then the radio backend and the services. A failure at any step tears
+down whatever was built, so there is never a half-built network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emulab import paths
+from emulab.capabilities import Capabilities
+from emulab.errors import StartError
+from emulab.linkparams import LinkParams
+from emulab.topology import LinkSpec, TopologySpec
+
+Progress = Callable[[str], None]
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Testbed:
+    """One running instance of a topology: the Mininet network plus everything emulab starts beside it."""
+
+    def __init__(
+        self,
+        spec: TopologySpec,
+        caps: Capabilities,
+        radio: str | None = None,
+        services: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        self.spec = spec
+        self.caps = caps
+        self.radio_name = radio or (spec.radio.backend if spec.radio else "emulated")
+        self.want_services = services
+        self.progress = progress or (lambda _msg: None)
+        self.link_backend = caps.link_backend
+        self.datapath = caps.ovs_datapath
+        self.net: Any = None
+        self.controller: Any = None
+        self.controller_port = 0
+        self.shaper: Any = None
+        self.links: dict[str, Any] = {}
+        self.radio: Any = None
+        self.services: Any = None
+        self.netns: dict[str, str] = {}
+        self.started_at = 0.0
+        self.ready_s = 0.0
+
+    # ------------------------------------------------------------------ build
+    def start(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self._start()
+        except BaseException as exc:
+            self.progress(f"start failed ({exc}); removing what was built")
+            self.stop()
+            if isinstance(exc, StartError):
+                raise
+            if isinstance(exc, Exception):
+                raise StartError(f"could not build {self.spec.name}: {exc}") from exc
+            raise
+        self.ready_s = time.monotonic() - t0
+        self.started_at = time.time()
+
+    def _start(self) -> None:
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.node import OVSSwitch, RemoteController
+
+        from emulab import ovs
+        from emulab.controller import ControllerProcess
+        from emulab.links import EmuLink
+
+        if not self.caps.can_run:
+            missing = [c.name for c in self.caps.items.values() if c.required and not c.present]
+            raise StartError("this machine cannot run the testbed, missing: " + ", ".join(missing) + " (see `emulab doctor`)")
+        setLogLevel("error")
+        paths.log_dir().mkdir(parents=True, exist_ok=True)
+
+        self.progress("starting Open vSwitch")
+        ovs.ensure_running()
+
+        self.progress("starting the os-ken controller")
+        self.controller_port = _free_tcp_port()
+        self.controller = ControllerProcess.start(
+            port=self.controller_port,
+            log_path=paths.log_dir() / "controller.log",
+            status_path=paths.run_dir() / "controller.json",
+        )
+
+        if self.link_backend == "shaper" and any(not lk.params.is_neutral for lk in self.spec.links):
+            from emulab.shaper import Shaper
+
+            self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
+            self.shaper = Shaper.start(paths.run_dir() / "shaper.sock", log_path=paths.log_dir() / "shaper.log")
+
+        self.progress(
+            f"building {len(self.spec.nodes)} hosts, {len(self.spec.switches)} switches, {len(self.spec.links)} links"
+        )
+        net = Mininet(build=False, controller=None, autoSetMacs=False, waitConnected=False)
+        self.net = net
+        for node in self.spec.nodes.values():
+            net.addHost(node.name, ip=None)
+        for idx, sw in enumerate(self.spec.switches.values(), start=1):
+            net.addSwitch(
+                sw.bridge,
+                cls=OVSSwitch,
+                dpid=f"{0xE0000000 + idx:016x}",
+                datapath=self.datapath,
+                protocols="OpenFlow13",
+                failMode="secure",
+                reconnectms=1000,
+            )
+        net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=self.controller_port)
+        for link in self.spec.links:
+            self.links[link.name] = net.addLink(
+                self._mn_name(link.a.node),
+                self._mn_name(link.b.node),
+                cls=EmuLink,
+                intfName1=link.a.intf,
+                intfName2=link.b.intf,
+                params=link.params,
+                backend=self.link_backend,
+                shaper=self.shaper,
+                link_id=link.name,
+            )
+        net.build()
+        self._name_namespaces()
+        net.start()
+
+        self.progress("configuring addresses and routes")
+        self._configure_ip()
+
+        from radio import get_backend
+
+        self.progress(f"starting the radio backend: {self.radio_name}")
+        self.radio = get_backend(self.radio_name)(self)
+        self.radio.start()
+
+        if self.want_services:
+            from emulab.services import ServiceManager
+
+            self.services = ServiceManager(self)
+            started = self.services.start()
+            if started:
+                self.progress(f"started {started} service process(es)")
+
+    def _mn_name(self, name: str) -> str:
+        """Mininet's node name: switches are named after their OVS bridge."""
+        sw = self.spec.switches.get(name)
+        return sw.bridge if sw else name
+
+    def _name_namespaces(self) -> None:
+        """Give each host's (otherwise anonymous) namespace a name, so pyroute2 and `ip netns` reach it."""
+        from pyroute2 import netns
+
+        for node in self.spec.nodes:
+            name = paths.netns_name(node)
+            with contextlib.suppress(OSError):
+                netns.remove(name)  # a leftover of a crashed run with the same name
+            netns.attach(name, self.net.get(node).pid)
+            self.netns[node] = name
+
+    def _configure_ip(self) -> None:
+        from pyroute2 import NetNS
+
+        routes = self.spec.routes()
+        for node in self.spec.nodes.values():
+            host = self.net.get(node.name)
+            with NetNS(self.netns[node.name]) as ns:
+                for link in self.spec.links_of(node.name):
+                    end = link.a if link.a.node == node.name else link.b
+                    if end.address is None:
+                        continue
+                    idx = ns.link_lookup(ifname=end.intf)[0]
+                    ns.addr("add", index=idx, address=str(end.address.ip), prefixlen=end.address.network.prefixlen)
+                    ns.link("set", index=idx, state="up")
+                for route in routes.get(node.name, ()):
+                    ns.route("add", dst=str(route.dest), gateway=str(route.via))
+            # Mininet's own way into a host; sysctl needs the namespace's /proc/sys view.
+            forwarding = "1" if node.forwarding else "0"
+            host.cmd(
+                f"sysctl -qw net.ipv4.ip_forward={forwarding} net.ipv4.conf.all.rp_filter=0 "
+                "net.ipv4.conf.default.rp_filter=0 net.ipv6.conf.all.disable_ipv6=1"
+            )
+
+    # --------------------------------------------------------------- teardown
+    def stop(self) -> None:
+        """Tear down everything, tolerating a partial build; never raises."""
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("services", lambda: self.services and self.services.stop()),
+            ("radio", lambda: self.radio and self.radio.stop()),
+            ("network", self._stop_net),
+            ("namespace names", self._drop_namespace_names),
+            ("shaper", lambda: self.shaper and self.shaper.stop()),
+            ("controller", lambda: self.controller and self.controller.stop()),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # teardown goes on; `emulab clean` catches the rest
+                self.progress(f"warning: stopping {what}: {exc}")
+        self.services = self.radio = self.net = self.shaper = self.controller = None
+
+    def _stop_net(self) -> None:
+        if self.net is not None:
+            self.net.stop()
+
+    def _drop_namespace_names(self) -> None:
+        from pyroute2 import netns
+
+        for name in self.netns.values():
+            with contextlib.suppress(OSError):
+                netns.remove(name)
+        self.netns.clear()
+
+    # ---------------------------------------------------------------- queries
+    def host(self, node: str) -> Any:
+        return self.net.get(node)
+
+    def link(self, name: str) -> Any:
+        return self.links[name]
+
+    def set_link_params(self, name: str, params: LinkParams) -> None:
+        self.links[name].set_params(params)
+
+    def link_spec(self, name: str) -> LinkSpec:
+        return next(lk for lk in self.spec.links if lk.name == name)
+
+    def state(self) -> dict[str, Any]:
+        """What was built, with pids: written to state.json for `status`, `exec` and `clean`."""
+        return {
+            "topology": self.spec.name,
+            "topology_file": str(self.spec.source),
+            "link_backend": self.link_backend,
+            "ovs_datapath": self.datapath,
+            "radio": self.radio_name,
+            "ready_s": round(self.ready_s, 3),
+            "started_at": self.started_at,
+            "controller": {"pid": self.controller.pid if self.controller else None, "port": self.controller_port},
+            "shaper_pid": self.shaper.pid if self.shaper else None,
+            "bridges": [sw.bridge for sw in self.spec.switches.values()],
+            "nodes": {
+                name: {
+                    "pid": self.net.get(name).pid,
+                    "netns": self.netns.get(name),
+                    "netns_path": f"/run/netns/{self.netns[name]}" if name in self.netns else None,
+                }
+                for name in self.spec.nodes
+            },
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Live status: nodes, links with configured vs applied parameters, switches, controller, radio."""
+        from emulab import ovs
+
+        nodes = []
+        for node in self.spec.nodes.values():
+            nodes.append(
+                {
+                    "name": node.name,
+                    "role": node.role,
+                    "site": node.site,
+                    "addresses": [str(a) for a in self.spec.addresses(node.name)],
+                    "namespace": self.netns.get(node.name),
+                    "pid": self.net.get(node.name).pid,
+                    "forwarding": node.forwarding,
+                    "services": [s.kind for s in node.services],
+                }
+            )
+        links = []
+        for spec in self.spec.links:
+            emu = self.links.get(spec.name)
+            links.append(
+                {
+                    "name": spec.name,
+                    "ends": [f"{spec.a.node}:{spec.a.intf}", f"{spec.b.node}:{spec.b.intf}"],
+                    "segment": spec.segment,
+                    "radio": spec.radio,
+                    "configured": spec.params.as_dict(),
+                    "applied": emu.applied() if emu is not None else None,
+                }
+            )
+        switches = []
+        for sw in self.spec.switches.values():
+            switches.append(
+                {
+                    "name": sw.name,
+                    "bridge": sw.bridge,
+                    "site": sw.site,
+                    "subnet": str(sw.subnet),
+                    "datapath": self.datapath,
+                    "controller_connected": ovs.controller_connected(sw.bridge),
+                }
+            )
+        controller = {
+            "pid": self.controller.pid if self.controller else None,
+            "port": self.controller_port,
+            "alive": bool(self.controller and self.controller.alive()),
+        }
+        status_file = paths.run_dir() / "controller.json"
+        if status_file.exists():
+            with contextlib.suppress(OSError, ValueError):
+                import json
+
+                controller["app"] = json.loads(status_file.read_text())
+        return {
+            "topology": self.spec.name,
+            "topology_file": str(self.spec.source),
+            "ready_s": round(self.ready_s, 3),
+            "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
+            "link_backend": self.link_backend,
+            "ovs_datapath": self.datapath,
+            "rserpool_transport": self.caps.rserpool_transport,
+            "nodes": nodes,
+            "links": links,
+            "switches": switches,
+            "controller": controller,
+            "radio": self.radio.state() if self.radio else None,
+            "services": self.services.status() if self.services else [],
+        }
+
+
+def netns_path(name: str) -> Path:
+    return Path("/run/netns") / name
+
+
+def environment_marker(run_id: str) -> None:
+    """Mark this process (and so every process the testbed starts) for `emulab clean`."""
+    os.environ[paths.RUN_ENV] = run_id

@@ -1,0 +1,224 @@
+"""The process that holds a running testbed: started in the foreground (Mininet CLI) or detached.
+
+It builds the testbed, records it in ``state.json``, answers the control socket (status, stop, link
+changes, radio actions) and tears everything down on `emulab stop`, SIGTERM or CLI exit. A detached
+start is this module re-executed as its own session leader; the caller waits until the state file
+says ``ready`` (or ``failed``, with the reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from emulab import control, paths
+from emulab.errors import EmulabError, StartError
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    topology: str
+    radio: str | None = None
+    services: bool = True
+    self_check: bool = False
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        server: ControlServer = self.server  # type: ignore[assignment]
+        try:
+            request = json.loads(self.rfile.readline())
+            answer = server.dispatch(request)
+        except EmulabError as exc:
+            answer = {"error": str(exc)}
+        except Exception as exc:  # a bad request must not kill the runner
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+
+class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Answers `emulab status/stop/...` for the testbed held by this process."""
+
+    daemon_threads = True
+
+    def __init__(self, testbed: Any, stop_event: threading.Event) -> None:
+        path = paths.control_socket()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        super().__init__(str(path), _Handler)
+        os.chmod(path, 0o600)
+        self.testbed = testbed
+        self.stop_event = stop_event
+        self.lock = threading.Lock()  # Mininet objects are not thread-safe: one request acts at a time
+        self.thread = threading.Thread(target=self.serve_forever, name="emulab-control", daemon=True)
+
+    def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        with self.lock:
+            if cmd == "status":
+                return self.testbed.status()
+            if cmd == "stop":
+                self.stop_event.set()
+                return {"ok": True}
+            if cmd == "set_link":
+                from emulab.linkparams import LinkParams
+
+                self.testbed.set_link_params(request["link"], LinkParams(**request["params"]))
+                return {"ok": True, "applied": self.testbed.link(request["link"]).applied()}
+            if cmd == "radio":
+                action = request.get("action")
+                radio = self.testbed.radio
+                if action == "detach":
+                    radio.detach()
+                elif action == "attach":
+                    radio.attach()
+                elif action != "state":
+                    raise EmulabError(f"unknown radio action {action!r}")
+                return radio.state()
+        raise EmulabError(f"unknown request {cmd!r}")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            paths.control_socket().unlink()
+
+
+def _build(options: StartOptions, progress: Progress) -> Any:
+    from emulab.capabilities import probe
+    from emulab.network import Testbed, environment_marker
+    from emulab.topology import load
+
+    spec = load(options.topology)
+    run_id = uuid.uuid4().hex[:12]
+    environment_marker(run_id)
+    control.write_state(
+        {"phase": "starting", "runner_pid": os.getpid(), "run_id": run_id, "topology": spec.name, "options": asdict(options)}
+    )
+    progress("probing kernel capabilities")
+    caps = probe()
+    testbed = Testbed(spec, caps, radio=options.radio, services=options.services, progress=progress)
+    try:
+        testbed.start()
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            paths.state_file().unlink()
+        raise
+    control.write_state(
+        {"phase": "ready", "runner_pid": os.getpid(), "run_id": run_id, "options": asdict(options)} | testbed.state()
+    )
+    return testbed
+
+
+def _teardown(testbed: Any, server: ControlServer | None, progress: Progress) -> None:
+    if server is not None:
+        server.close()
+    progress("tearing down")
+    testbed.stop()
+    with contextlib.suppress(FileNotFoundError):
+        paths.state_file().unlink()
+
+
+def run_foreground(options: StartOptions, progress: Progress) -> int:
+    """Build, then open Mininet's CLI (or run the self-check); tear down on exit. Returns an exit code."""
+    testbed = _build(options, progress)
+    stop_event = threading.Event()
+    server = ControlServer(testbed, stop_event)
+    server.start()
+    try:
+        progress(f"{testbed.spec.name} is up in {testbed.ready_s:.1f} s ({testbed.link_backend} links, "
+                 f"{testbed.datapath} datapath)")
+        if options.self_check:
+            from emulab.selfcheck import run_self_check
+
+            return 0 if run_self_check(testbed, progress) else 1
+        from mininet.cli import CLI
+
+        CLI(testbed.net)
+        return 0
+    finally:
+        _teardown(testbed, server, progress)
+
+
+def start_detached(options: StartOptions, timeout: float, progress: Progress) -> str:
+    """Start a runner in the background and wait until the testbed is ready; return a summary line."""
+    paths.log_dir().mkdir(parents=True, exist_ok=True)
+    log_path = paths.log_dir() / "runner.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emulab.runner", json.dumps(asdict(options))],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    shown = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            lines = log_path.read_text().splitlines()
+            for line in lines[shown:]:
+                if line.startswith("emulab: "):
+                    progress(line)
+            shown = len(lines)
+        state = control.read_state()
+        if state and state.get("phase") == "ready" and state.get("runner_pid") == proc.pid:
+            return (
+                f"{state['topology']} is up in {state['ready_s']:.1f} s: {len(state['nodes'])} nodes, "
+                f"{state['link_backend']} links, {state['ovs_datapath']} datapath (runner pid {proc.pid}); "
+                "`emulab status` shows it, `emulab stop` ends it"
+            )
+        if proc.poll() is not None:
+            tail = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
+            reason = next((ln.removeprefix("emulab: error: ") for ln in reversed(tail) if "error:" in ln), None)
+            raise StartError(reason or f"the runner exited with code {proc.returncode}; see {log_path}")
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    raise StartError(f"the testbed was not ready within {timeout:.0f} s; it was stopped (log: {log_path})")
+
+
+def daemon_main(options: StartOptions) -> int:
+    """Entry point of a detached runner."""
+
+    def progress(msg: str) -> None:
+        print(f"emulab: {msg}", flush=True)
+
+    stop_event = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: stop_event.set())
+    try:
+        testbed = _build(options, progress)
+    except EmulabError as exc:
+        progress(f"error: {exc}")
+        return 2
+    server = ControlServer(testbed, stop_event)
+    server.start()
+    progress(f"ready in {testbed.ready_s:.1f} s")
+    try:
+        while not stop_event.wait(0.5):  # a timed wait keeps SIGTERM handling prompt
+            pass
+    finally:
+        _teardown(testbed, server, progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(daemon_main(StartOptions(**json.loads(sys.argv[1]))))

@@ -1,0 +1,109 @@
+"""Starts the RSerPool processes a topology lists per node (registrars, pool elements) in the hosts'
+namespaces, and stops them again.
+
+Each service is an `rserpool` command run inside its node with the venv's Python; its output goes
+to ``<run dir>/logs/<node>-<kind>.log``. A service that dies at start-up fails the whole start
+(and so tears the network down), naming the log to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from typing import Any
+
+from emulab import paths
+from emulab.errors import StartError
+
+ASAP_PORT = 3863
+
+# Option names from the topology file that map 1:1 onto `rserpool pe` flags.
+_PE_FLAGS = {
+    "pool": "--pool",
+    "policy": "--policy",
+    "load_increment": "--load-increment",
+    "weight": "--weight",
+    "priority": "--priority",
+    "capacity": "--capacity",
+    "max_requests": "--max-requests",
+    "identifier": "--identifier",
+}
+
+
+class ServiceManager:
+    """The service processes of one testbed."""
+
+    def __init__(self, testbed: Any) -> None:
+        self.testbed = testbed
+        self.procs: list[tuple[str, str, subprocess.Popen[bytes], list[str]]] = []
+
+    def _registrar_of(self, node: str, options: dict[str, Any]) -> str:
+        """The registrar a PE/PU on ``node`` uses: the one named in its options, else its own, else the first."""
+        spec = self.testbed.spec
+        name = options.get("registrar")
+        if name is None:
+            own = any(s.kind == "registrar" for s in spec.nodes[node].services)
+            registrars = [n.name for n in spec.nodes.values() if any(s.kind == "registrar" for s in n.services)]
+            if not registrars:
+                raise StartError(f"{node}: a pool element needs a registrar, and the topology runs none")
+            name = node if own else registrars[0]
+        if name not in spec.nodes:
+            raise StartError(f"{node}: registrar node {name!r} is not in the topology")
+        return f"{spec.primary_address(name)}:{ASAP_PORT}"
+
+    def command(self, node: str, kind: str, options: dict[str, Any]) -> list[str]:
+        spec = self.testbed.spec
+        base = [sys.executable, "-m", "rserpool"]
+        if kind == "registrar":
+            return [*base, "registrar", "--listen", f"{spec.primary_address(node)}:{ASAP_PORT}"]
+        if kind == "pe":
+            cmd = [*base, "pe", "--registrar", self._registrar_of(node, options)]
+            for key, flag in _PE_FLAGS.items():
+                if key in options:
+                    cmd += [flag, str(options[key])]
+            cmd += ["--service", str(options.get("application", "echo"))]
+            return cmd
+        raise StartError(f"{node}: unknown service kind {kind!r} (known: registrar, pe)")
+
+    def start(self) -> int:
+        spec = self.testbed.spec
+        order = {"registrar": 0, "pe": 1}  # registrars first, so elements find them at once
+        todo = sorted(
+            ((order.get(s.kind, 9), n.name, s) for n in spec.nodes.values() for s in n.services),
+            key=lambda t: t[:2],
+        )
+        for _, node, svc in todo:
+            cmd = self.command(node, svc.kind, dict(svc.options))
+            log = paths.log_dir() / f"{node}-{svc.kind}.log"
+            with open(log, "wb") as out:
+                proc = self.testbed.host(node).popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.procs.append((node, svc.kind, proc, cmd))
+        time.sleep(0.3 if self.procs else 0)
+        for node, kind, proc, _ in self.procs:
+            if proc.poll() is not None:
+                raise StartError(
+                    f"{node}: the {kind} service exited at start-up (code {proc.returncode}); "
+                    f"see {paths.log_dir() / f'{node}-{kind}.log'}"
+                )
+        return len(self.procs)
+
+    def stop(self) -> None:
+        for _, _, proc, _ in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for _, _, proc, _ in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {"node": node, "kind": kind, "pid": proc.pid, "alive": proc.poll() is None, "command": " ".join(cmd[1:])}
+            for node, kind, proc, cmd in self.procs
+        ]

@@ -1,0 +1,19 @@
+"""The `rserpool` command: registrar, pool element, pool user, handlespace dump and capture decoding."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="emulab")
+def main() -> None:
+    """A compact RSerPool stack (RFC 5351-5356): run a registrar, a pool element or a pool user,
+    dump a registrar's handlespace, or decode captured ASAP/ENRP/CalcApp traffic."""
+
+
+# Sub-commands live next to the code they drive; each module contributes one click command.
+# (Add one line per command below.)
+from rserpool.pcaptool import pcap  # noqa: E402
+
+main.add_command(pcap)

@@ -1,0 +1,140 @@
+"""Per-pool selection structures: the pure-Python reference and the C one, behind one API.
+
+A selector holds items (PE identifiers) ordered by ``(k0, k1, seq, item)`` and carries a
+non-negative ``value`` per item for the weighted/randomised policies. ``rserpool.policy``
+computes the keys and values; the selector only orders and sums them.
+
+``PySelector`` (bisect over a sorted list) and ``rserpool._selector.Selector`` (a treap in C)
+have the same methods and must make identical choices; ``make_selector()`` picks the C one
+unless told otherwise or unless the extension is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_left, insort
+from typing import Protocol
+
+try:
+    from rserpool._selector import Selector as CSelector
+
+    HAVE_C_SELECTOR = True
+except ImportError:  # pragma: no cover - the extension is built by `pip install -e .`
+    CSelector = None  # type: ignore[assignment,misc]
+    HAVE_C_SELECTOR = False
+
+_U64 = (1 << 64) - 1
+
+FORCE_PYTHON_ENV = "RSERPOOL_PURE_PYTHON_SELECTOR"
+"""Set this environment variable to a non-empty value to make ``make_selector`` use ``PySelector``."""
+
+
+class SelectorAPI(Protocol):
+    """What both selector implementations provide."""
+
+    def insert(self, item: int, k0: int, k1: int, seq: int, value: int = 0) -> None: ...
+    def update(self, item: int, k0: int, k1: int, seq: int, value: int = 0) -> None: ...
+    def remove(self, item: int) -> None: ...
+    def clear(self) -> None: ...
+    def first(self, n: int) -> list[int]: ...
+    def ordered(self) -> list[int]: ...
+    def total_value(self) -> int: ...
+    def find_by_value(self, v: int) -> int: ...
+    def key(self, item: int) -> tuple[int, int, int, int]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, item: object) -> bool: ...
+
+
+def _check_u64(name: str, v: int) -> None:
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be an int")
+    if v < 0 or v > _U64:
+        raise OverflowError(f"{name} out of range for an unsigned 64-bit value")
+
+
+class PySelector:
+    """Reference selector: a sorted list of ``(k0, k1, seq, item)`` tuples plus a dict per item.
+
+    Insert/remove/update cost O(log n) comparisons plus an O(n) list shift; value lookups walk
+    the list (O(n)), like RSPLIB's linear-list storage back-end.
+    """
+
+    __slots__ = ("_sorted", "_entries", "_total")
+
+    def __init__(self, seed: int = 0) -> None:
+        # seed only matters for the C treap's shape; accepted here so the two are interchangeable
+        self._sorted: list[tuple[int, int, int, int]] = []
+        self._entries: dict[int, tuple[tuple[int, int, int, int], int]] = {}
+        self._total = 0
+
+    def insert(self, item: int, k0: int, k1: int, seq: int, value: int = 0) -> None:
+        for name, v in (("item", item), ("k0", k0), ("k1", k1), ("seq", seq), ("value", value)):
+            _check_u64(name, v)
+        if item in self._entries:
+            raise ValueError(f"item {item} already present")
+        key = (k0, k1, seq, item)
+        insort(self._sorted, key)
+        self._entries[item] = (key, value)
+        self._total += value
+
+    def update(self, item: int, k0: int, k1: int, seq: int, value: int = 0) -> None:
+        for name, v in (("k0", k0), ("k1", k1), ("seq", seq), ("value", value)):
+            _check_u64(name, v)
+        old_key, old_value = self._entries[item]
+        del self._sorted[bisect_left(self._sorted, old_key)]
+        key = (k0, k1, seq, item)
+        insort(self._sorted, key)
+        self._entries[item] = (key, value)
+        self._total += value - old_value
+
+    def remove(self, item: int) -> None:
+        key, value = self._entries.pop(item)
+        del self._sorted[bisect_left(self._sorted, key)]
+        self._total -= value
+
+    def clear(self) -> None:
+        self._sorted.clear()
+        self._entries.clear()
+        self._total = 0
+
+    def first(self, n: int) -> list[int]:
+        return [key[3] for key in self._sorted[: max(n, 0)]]
+
+    def ordered(self) -> list[int]:
+        return [key[3] for key in self._sorted]
+
+    def total_value(self) -> int:
+        return self._total
+
+    def find_by_value(self, v: int) -> int:
+        if v < 0 or v >= self._total:
+            raise ValueError("value must be below total_value()")
+        entries = self._entries
+        for key in self._sorted:
+            value = entries[key[3]][1]
+            if v < value:
+                return key[3]
+            v -= value
+        raise RuntimeError("selector value sums are inconsistent")  # pragma: no cover
+
+    def key(self, item: int) -> tuple[int, int, int, int]:
+        key, value = self._entries[item]
+        return (key[0], key[1], key[2], value)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._entries
+
+
+def make_selector(force_python: bool | None = None, seed: int = 0x2545F491) -> SelectorAPI:
+    """A new empty selector: the C one by default, ``PySelector`` when forced or when C is missing.
+
+    ``force_python=None`` consults the ``RSERPOOL_PURE_PYTHON_SELECTOR`` environment variable.
+    """
+    if force_python is None:
+        force_python = bool(os.environ.get(FORCE_PYTHON_ENV))
+    if force_python or not HAVE_C_SELECTOR:
+        return PySelector(seed)
+    return CSelector(seed)
