@@ -53,7 +53,9 @@ def measure_rtt(link: EmuLink, h1: Any, delay: float, jitter: float, count: int)
     link.set_params(LinkParams(delay_ms=delay, jitter_ms=jitter))
     configured = 2 * delay
     tol = tolerance_ms(configured)
-    for attempt in (1, 2):  # one retry: the machine is shared and timings are noisy
+    attempts = 0
+    while attempts < 2:  # one retry: the machine is shared and timings are noisy
+        attempts += 1
         rtts = ping_rtts(h1, count, 0.05)
         if len(rtts) < count * 0.9:
             row = {"ok": False, "error": f"only {len(rtts)}/{count} replies"}
@@ -65,7 +67,7 @@ def measure_rtt(link: EmuLink, h1: Any, delay: float, jitter: float, count: int)
         if row["ok"]:
             break
     return {"delay_ms": delay, "jitter_ms": jitter, "configured_rtt_ms": configured, "tolerance_ms": tol,
-            "samples": len(rtts), "attempts": attempt, **row}
+            "samples": len(rtts), "attempts": attempts, **row}
 
 
 def iperf(h1: Any, h2: Any, seconds: int, port: int = 5301) -> float:
@@ -125,7 +127,8 @@ def run_backend(backend: str, quick: bool, tag: str) -> dict[str, Any]:
         if shaper is not None:
             shaper.stop()
         cleanup_leftovers(netns, tmp)
-        os.rmdir(tmp) if os.path.isdir(tmp) and not os.listdir(tmp) else None
+        if os.path.isdir(tmp) and not os.listdir(tmp):
+            os.rmdir(tmp)
 
 
 def print_table(res: dict[str, Any]) -> None:

@@ -100,19 +100,10 @@ def _probe_root() -> tuple[bool, str]:
 
 
 def _probe_netns() -> tuple[bool, str]:
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        return False, f"fork failed: {exc}"
-    if pid == 0:  # the child tries to unshare, so the probe leaves nothing behind
-        try:
-            os.unshare(os.CLONE_NEWNET)
-            os._exit(0)
-        except OSError:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    ok = os.waitstatus_to_exitcode(status) == 0
-    return ok, "unshare(CLONE_NEWNET) works" if ok else "cannot create a network namespace"
+    # A throwaway child in a new namespace: nothing is left behind, whatever happens.
+    out = _run(["unshare", "--net", "true"])
+    ok = out is not None and out.returncode == 0
+    return ok, "unshare --net works" if ok else "cannot create a network namespace"
 
 
 def _probe_netem() -> tuple[bool, str]:
@@ -216,6 +207,13 @@ def _boot_id() -> str:
         return "unknown"
 
 
+def _cache_key(boot: str) -> str:
+    """Valid for this boot, this set of probes and this emulab version."""
+    from emulab import __version__
+
+    return f"{boot}/{__version__}/{','.join(sorted(PROBES))}"
+
+
 def probe(fresh: bool = False) -> Capabilities:
     """Probe every capability (or return this boot's cached result unless ``fresh``)."""
     cache = paths.run_dir() / "capabilities.json"
@@ -223,7 +221,7 @@ def probe(fresh: bool = False) -> Capabilities:
     if not fresh and cache.exists():
         try:
             data = json.loads(cache.read_text())
-            if data.get("boot_id") == boot and data.get("probes") == sorted(PROBES):
+            if data.get("key") == _cache_key(boot):
                 items = {k: Capability(**v) for k, v in data["items"].items()}
                 return Capabilities(items=items, kernel=data["kernel"])
         except (OSError, ValueError, TypeError, KeyError):
@@ -241,7 +239,7 @@ def probe(fresh: bool = False) -> Capabilities:
         cache.write_text(
             json.dumps(
                 {
-                    "boot_id": boot,
+                    "key": _cache_key(boot),
                     "kernel": caps.kernel,
                     "probes": sorted(PROBES),
                     "items": {k: asdict(v) for k, v in items.items()},

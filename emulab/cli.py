@@ -154,6 +154,24 @@ def clean() -> None:
     click.echo(f"clean: {len(removed)} leftover(s) removed" if removed else "clean: nothing left behind")
 
 
+@main.command()
+@click.argument("action", type=click.Choice(["status", "kill", "restart"]))
+def controller(action: str) -> None:
+    """Show, kill (SIGKILL) or restart the testbed's os-ken controller.
+
+    Flows the controller already installed keep forwarding while it is away; switches reconnect
+    within about a second of a restart.
+    """
+    from emulab import control
+
+    data = control.request({"cmd": "controller", "action": action})
+    app = data.get("app") or {}
+    click.echo(
+        f"controller pid {data['pid']} on 127.0.0.1:{data['port']}: {'alive' if data['alive'] else 'dead'}"
+        + (f", {len(app.get('connected', []))} switch(es) connected" if app and data["alive"] else "")
+    )
+
+
 @main.command(name="topologies")
 def list_topologies() -> None:
     """List the topologies under topologies/."""

@@ -112,7 +112,7 @@ def exec_in_node(node: str, command: list[str]) -> int:
     state = _running_state()
     netns = node_namespace(state, node)
     try:
-        return subprocess.call(["nsenter", f"--net={netns}", "--", *command])
+        return subprocess.call(["nsenter", f"--net={netns}", *command])
     except FileNotFoundError:
         raise EmulabError("nsenter not found (Debian package util-linux)") from None
 

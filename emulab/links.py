@@ -8,7 +8,8 @@ class the builder uses for every link::
                 dynamic=False, limit=1000)
 
 * backend "netem": one veth pair; a netem qdisc (handle 10:, root) on the egress of BOTH ends,
-  applied with pyroute2 inside each end's network namespace (/proc/<pid>/ns/net). Rate uses
+  installed with tc (nsenter into /proc/<pid>/ns/net; pyroute2 0.9 cannot encode netem's rate)
+  and read back with pyroute2, failures raised. Rate uses
   netem's own ``rate`` (serialisation before the delay line), so one qdisc carries everything and
   a run-time change is a single ``replace``. With jitter and no rate we still set a very high
   rate (FIFO_RATE_BPS): netem then computes departures relative to the previous packet and does
@@ -31,6 +32,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from typing import Any
@@ -115,11 +117,11 @@ def choose_backend(netem_available: bool, forced: str | None = None) -> str:
 
 
 def netem_options(params: LinkParams, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
-    """LinkParams -> keyword arguments of pyroute2's ``tc(..., 'netem', ...)``.
+    """LinkParams -> netem's fields: delay/jitter (us), loss (%), limit (packets), rate (bytes/s, 0 = none).
 
-    Every field is always sent, so a ``replace`` really resets what the previous call set:
-    loss 0 clears loss (Mininet's TCIntf skips it), rate 0 clears a rate (netem keeps the old
-    rate when the attribute is absent).
+    Every field is always set, so a change really resets what the previous call set (loss 0
+    clears loss; Mininet's TCIntf skips it). A rate of 0 cannot be sent (netem keeps the old one),
+    so EmuLink recreates the qdisc when a rate is removed.
     """
     if params.rate_mbit:
         rate = min(int(params.rate_mbit * 1e6 / 8), 2**32 - 1)
@@ -154,6 +156,31 @@ def netem_readback(qdisc: Any) -> dict[str, Any]:
         "limit": opts["limit"],
         "qdisc": "netem",
     }
+
+
+def netem_tc_args(params: LinkParams, limit: int = DEFAULT_LIMIT) -> list[str]:
+    """LinkParams -> the netem part of a ``tc qdisc replace ... root handle 10:`` command.
+
+    tc, not pyroute2, installs the qdisc: pyroute2 0.9 cannot encode netem's TCA_NETEM_RATE
+    (struct.error in encode_field, seen on a kernel with netem). Delay, jitter and loss travel in
+    netem's fixed struct, so 0 really resets them (unlike Mininet's TCIntf, which skips loss=0).
+    """
+    o = netem_options(params, limit)
+    args = ["netem", "limit", str(o["limit"]), "delay", f"{o['delay']}us"]
+    if o["jitter"]:
+        args.append(f"{o['jitter']}us")
+    args += ["loss", f"{o['loss']:.6f}%"]
+    if o["rate"]:
+        args += ["rate", f"{o['rate'] * 8}bit"]
+    return args
+
+
+def _tc(node: Any, args: list[str]) -> None:
+    """Run tc inside the node's network namespace; raise LinkError with tc's message on failure."""
+    cmd = ["nsenter", f"--net={_netns_path(node)}", "tc", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise LinkError(f"tc {' '.join(args)} in {node} failed: {(r.stderr or r.stdout).strip()}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +239,9 @@ class EmuLink(Link):
         self.link_id = str(link_id) if link_id is not None else None
         self._params = {"1to2": params, "2to1": params}
         self._iprs: dict[int, IPRoute] = {}
+        self._netem_state: dict[str, dict[str, Any] | None] = {"1to2": None, "2to1": None}
+        # set_params (radio thread) and applied() (status) may race on the netlink sockets
+        self._lock = threading.RLock()
         self.mid1: str | None = None
         self.mid2: str | None = None
         #: True when traffic goes through the shaper process (two veth pairs)
@@ -283,27 +313,26 @@ class EmuLink(Link):
         for d, node, name in self._ends():
             if direction not in (None, d):
                 continue
-            ipr = self._ipr(node)
-            idx = _ifindex(ipr, name, str(node))
             p = self._params[d]
-            try:
-                if p.is_neutral and not self.dynamic:
-                    self._netem_clear(ipr, idx)
-                else:
-                    ipr.tc("replace", "netem", index=idx, handle=NETEM_HANDLE, **netem_options(p, self.limit))
-            except NetlinkError as e:
-                raise LinkError(f"tc netem on {node}:{name} ({p}) failed: {e}") from e
-
-    @staticmethod
-    def _netem_clear(ipr: IPRoute, idx: int) -> None:
-        root = [q for q in ipr.get_qdiscs(index=idx) if q["parent"] == TC_H_ROOT]
-        if root and root[0].get_attr("TCA_KIND") == "netem":
-            ipr.tc("del", index=idx, handle=NETEM_HANDLE)
+            prev = self._netem_state.get(d)
+            if p.is_neutral and not self.dynamic:
+                if prev is not None:
+                    _tc(node, ["qdisc", "del", "dev", name, "root"])
+                    self._netem_state[d] = None
+                continue
+            opts = netem_options(p, self.limit)
+            if prev is not None and prev["rate"] and not opts["rate"]:
+                # tc sends no rate attribute for rate 0 and netem then keeps the old rate:
+                # the only way to drop a rate is a fresh qdisc.
+                _tc(node, ["qdisc", "del", "dev", name, "root"])
+            _tc(node, ["qdisc", "replace", "dev", name, "root", "handle", "10:", *netem_tc_args(p, self.limit)])
+            self._netem_state[d] = opts
 
     def reapply(self) -> None:
         """Re-install the netem qdiscs (after Open vSwitch replaced the qdisc of a port it added)."""
         if self.backend == "netem":
-            self._netem_apply()
+            with self._lock:
+                self._netem_apply()
 
     # -- shaper ----------------------------------------------------------------------------------
 
@@ -335,7 +364,8 @@ class EmuLink(Link):
             if direction in (None, d):
                 self._params[d] = params
         if self.backend == "netem":
-            self._netem_apply(direction)
+            with self._lock:
+                self._netem_apply(direction)
             return
         assert self.shaper is not None and self.link_id
         shaper_dir = {None: None, "1to2": "ab", "2to1": "ba"}[direction]
@@ -348,11 +378,12 @@ class EmuLink(Link):
         """What is really applied, read back from the kernel (netem) or the shaper, per direction."""
         out: dict[str, Any] = {"backend": self.backend, "link_id": self.link_id, "hop": self.hop}
         if self.backend == "netem":
-            for d, node, name in self._ends():
-                ipr = self._ipr(node)
-                idx = _ifindex(ipr, name, str(node))
-                root = [q for q in ipr.get_qdiscs(index=idx) if q["parent"] == TC_H_ROOT]
-                out[d] = netem_readback(root[0] if root else None)
+            with self._lock:
+                for d, node, name in self._ends():
+                    ipr = self._ipr(node)
+                    idx = _ifindex(ipr, name, str(node))
+                    root = [q for q in ipr.get_qdiscs(index=idx) if q["parent"] == TC_H_ROOT]
+                    out[d] = netem_readback(root[0] if root else None)
             return out
         if not self.hop:
             neutral = {"delay_ms": 0.0, "jitter_ms": 0.0, "loss_pct": 0.0, "rate_mbit": None, "limit": None}

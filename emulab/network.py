@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +23,6 @@ from emulab.linkparams import LinkParams
 from emulab.topology import LinkSpec, TopologySpec
 
 Progress = Callable[[str], None]
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Testbed:
@@ -83,7 +76,7 @@ class Testbed:
         from mininet.node import OVSSwitch, RemoteController
 
         from emulab import ovs
-        from emulab.controller import ControllerProcess
+        from emulab.controller import ControllerProcess, free_tcp_port
         from emulab.links import EmuLink
 
         if not self.caps.can_run:
@@ -96,7 +89,7 @@ class Testbed:
         ovs.ensure_running()
 
         self.progress("starting the os-ken controller")
-        self.controller_port = _free_tcp_port()
+        self.controller_port = free_tcp_port()
         self.controller = ControllerProcess.start(
             port=self.controller_port,
             log_path=paths.log_dir() / "controller.log",
@@ -117,15 +110,7 @@ class Testbed:
         for node in self.spec.nodes.values():
             net.addHost(node.name, ip=None)
         for idx, sw in enumerate(self.spec.switches.values(), start=1):
-            net.addSwitch(
-                sw.bridge,
-                cls=OVSSwitch,
-                dpid=f"{0xE0000000 + idx:016x}",
-                datapath=self.datapath,
-                protocols="OpenFlow13",
-                failMode="secure",
-                reconnectms=1000,
-            )
+            net.addSwitch(sw.bridge, cls=OVSSwitch, dpid=f"{0xE0000000 + idx:016x}", **ovs.switch_params(self.datapath))
         net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=self.controller_port)
         for link in self.spec.links:
             self.links[link.name] = net.addLink(
@@ -145,6 +130,10 @@ class Testbed:
 
         self.progress("configuring addresses and routes")
         self._configure_ip()
+        bridges = [sw.bridge for sw in self.spec.switches.values()]
+        if bridges and not ovs.wait_controller_connected(bridges, timeout=15):
+            raise StartError("the switches did not connect to the os-ken controller within 15 s "
+                             f"(see {paths.log_dir() / 'controller.log'})")
 
         from radio import get_backend
 
@@ -236,6 +225,24 @@ class Testbed:
     def link(self, name: str) -> Any:
         return self.links[name]
 
+    def controller_action(self, action: str) -> dict[str, Any]:
+        """Kill or restart the os-ken controller (flows already installed keep forwarding meanwhile)."""
+        from emulab.controller import ControllerProcess
+
+        if action == "kill" and self.controller is not None:
+            self.controller.kill()
+        elif action == "restart":
+            if self.controller is not None and self.controller.alive():
+                self.controller.stop()
+            self.controller = ControllerProcess.start(
+                port=self.controller_port,
+                log_path=paths.log_dir() / "controller.log",
+                status_path=paths.run_dir() / "controller.json",
+            )
+        elif action != "status":
+            raise ValueError(f"unknown controller action {action!r} (kill, restart, status)")
+        return self.status()["controller"]
+
     def set_link_params(self, name: str, params: LinkParams) -> None:
         self.links[name].set_params(params)
 
@@ -313,12 +320,9 @@ class Testbed:
             "port": self.controller_port,
             "alive": bool(self.controller and self.controller.alive()),
         }
-        status_file = paths.run_dir() / "controller.json"
-        if status_file.exists():
-            with contextlib.suppress(OSError, ValueError):
-                import json
+        from emulab.controller import read_status
 
-                controller["app"] = json.loads(status_file.read_text())
+        controller["app"] = read_status(paths.run_dir() / "controller.json")
         return {
             "topology": self.spec.name,
             "topology_file": str(self.spec.source),

@@ -394,7 +394,11 @@ def controller_connected(bridge: str) -> bool:
 
 
 def wait_controller_connected(bridges: Sequence[str], timeout: float = 10.0) -> bool:
-    """Wait until every bridge is connected to its controller; False on timeout."""
+    """Wait until every bridge is connected to its controller; False on timeout.
+
+    ovs-vswitchd refreshes Controller.is_connected in the database lazily (a fraction of a second
+    to about a second after the fact), so poll rather than ask once.
+    """
     deadline = time.monotonic() + timeout
     while True:
         if all(controller_connected(b) for b in bridges):

@@ -78,6 +78,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
                 self.testbed.set_link_params(request["link"], LinkParams(**request["params"]))
                 return {"ok": True, "applied": self.testbed.link(request["link"]).applied()}
+            if cmd == "controller":
+                return self.testbed.controller_action(request.get("action", "status"))
             if cmd == "radio":
                 action = request.get("action")
                 radio = self.testbed.radio
@@ -175,7 +177,7 @@ def start_detached(options: StartOptions, timeout: float, progress: Progress) ->
         with contextlib.suppress(OSError):
             lines = log_path.read_text().splitlines()
             for line in lines[shown:]:
-                if line.startswith("emulab: "):
+                if line.startswith("emulab: ") and not line.startswith("emulab: error: "):
                     progress(line)
             shown = len(lines)
         state = control.read_state()

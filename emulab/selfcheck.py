@@ -95,8 +95,9 @@ class PairResult:
         return self.error_ms is not None and abs(self.error_ms) <= tolerance_ms(self.expected_ms)
 
 
-def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = 4, interval: float = 0.2) -> list[PairResult]:
-    """Ping each pair ``count`` times; the first reply (which pays for ARP on every hop) is dropped.
+def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = 3, interval: float = 0.2) -> list[PairResult]:
+    """Ping each pair ``count`` times after one warm-up ping (which pays for ARP on every hop) and
+    report the median RTT (robust against a stray scheduling hiccup; unbiased under symmetric jitter).
 
     Sources run in parallel, each pinging its targets one after another so the links stay lightly loaded.
     """
@@ -107,7 +108,9 @@ def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = 4, inte
     procs = {}
     for src, dsts in by_src.items():
         script = "; ".join(
-            f"echo '## {dst}'; ping -n -c {count} -i {interval} -W 3 {spec.primary_address(dst)}" for dst in dsts
+            f"ping -n -c 1 -W 3 {spec.primary_address(dst)} >/dev/null; echo '## {dst}'; "
+            f"ping -n -c {count} -i {interval} -W 3 {spec.primary_address(dst)}"
+            for dst in dsts
         )
         procs[src] = testbed.host(src).popen(["sh", "-c", script], stdout=-1, stderr=-1, text=True)
     results = []
@@ -116,14 +119,13 @@ def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = 4, inte
         for block in out.split("## ")[1:]:
             dst, _, body = block.partition("\n")
             rtts = [float(x) for x in _RTT.findall(body)]
-            usable = rtts[1:] if len(rtts) > 1 else rtts
             results.append(
                 PairResult(
                     src,
                     dst.strip(),
                     bool(rtts),
                     expected_rtt_ms(spec, src, dst.strip()),
-                    statistics.mean(usable) if usable else None,
+                    statistics.median(rtts) if rtts else None,
                 )
             )
     return results

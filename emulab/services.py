@@ -80,7 +80,8 @@ class ServiceManager:
             with open(log, "wb") as out:
                 proc = self.testbed.host(node).popen(cmd, stdout=out, stderr=subprocess.STDOUT)
             self.procs.append((node, svc.kind, proc, cmd))
-        time.sleep(0.3 if self.procs else 0)
+        # A service that cannot start (bad option, port taken) exits within its start-up time.
+        time.sleep(1.0 if self.procs else 0)
         for node, kind, proc, _ in self.procs:
             if proc.poll() is not None:
                 raise StartError(

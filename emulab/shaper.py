@@ -627,8 +627,8 @@ def params_to_wire(params: Any) -> dict[str, Any]:
 class ShaperClient:
     """Talks to a running shaper over its control socket (thread-safe, one connection)."""
 
-    def __init__(self, control_path: str = DEFAULT_CONTROL, timeout: float = 5.0) -> None:
-        self.control_path = control_path
+    def __init__(self, control_path: str | os.PathLike[str] = DEFAULT_CONTROL, timeout: float = 5.0) -> None:
+        self.control_path = os.fspath(control_path)
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buf = b""
@@ -715,9 +715,10 @@ class Shaper:
         self.client = ShaperClient(control_path)
 
     @classmethod
-    def start(cls, control_path: str = DEFAULT_CONTROL, netns: str = DEFAULT_NETNS,
-              log_path: str | None = None, timeout: float = 10.0) -> Shaper:
+    def start(cls, control_path: str | os.PathLike[str] = DEFAULT_CONTROL, netns: str = DEFAULT_NETNS,
+              log_path: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Shaper:
         """Create the namespace (if needed), start the shaper in it and wait until it answers."""
+        control_path = os.fspath(control_path)
         if os.path.exists(control_path) and _socket_alive(control_path):
             raise ShaperError(f"a shaper already listens on {control_path}")
         created = ensure_netns(netns)

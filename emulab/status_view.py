@@ -23,6 +23,10 @@ def _fmt_params(p: dict[str, Any] | None) -> str:
     return " ".join(parts) or "none"
 
 
+def _params_only(p: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if p is None else {k: p.get(k) for k in ("delay_ms", "jitter_ms", "loss_pct", "rate_mbit")}
+
+
 def render(data: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     console.print(
@@ -42,8 +46,11 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
         links.add_column(col)
     for lk in data["links"]:
         applied = lk.get("applied") or {}
+        there, back = (_params_only(applied.get(d)) for d in ("1to2", "2to1"))
+        shown = _fmt_params(there) if there == back or back is None else f"{_fmt_params(there)} / {_fmt_params(back)}"
+        how = applied.get("backend", "-") if applied.get("hop", True) else "plain veth"
         links.add_row(lk["name"], " — ".join(lk["ends"]), lk.get("segment") or "-", _fmt_params(lk["configured"]),
-                      _fmt_params(applied.get("params", applied)), applied.get("backend", "-"))
+                      shown if there is not None else "none", how)
     console.print(links)
     switches = Table(title="switches")
     for col in ("switch", "bridge", "site", "subnet", "datapath", "controller"):
@@ -57,10 +64,18 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
     console.print(
         f"controller: os-ken pid {ctl['pid']} on 127.0.0.1:{ctl['port']} "
         f"{'[green]alive[/green]' if ctl['alive'] else '[red]dead[/red]'}"
-        + (f", {len(app.get('datapaths', []))} switch(es), {app.get('flows_installed', 0)} flows installed" if app else "")
+        + (f", {len(app.get('connected', []))} switch(es) connected, {app.get('flows_installed', 0)} flows installed, "
+           f"{app.get('packet_ins', 0)} packet-ins" if app else "")
     )
-    if data.get("radio"):
+    if data.get("radio") and data["radio"].get("link"):
         r = data["radio"]
         console.print(f"radio: {r.get('backend')} — {'attached' if r.get('attached') else 'DETACHED'}")
-    for svc in data.get("services") or []:
-        console.print(f"service: {svc}")
+    services = data.get("services") or []
+    if services:
+        table = Table(title="services")
+        for col in ("node", "service", "pid", "state", "command"):
+            table.add_column(col)
+        for svc in services:
+            table.add_row(svc["node"], svc["kind"], str(svc["pid"]), "running" if svc["alive"] else "[red]exited[/red]",
+                          svc["command"])
+        console.print(table)

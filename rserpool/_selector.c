@@ -1,14 +1,22 @@
 /*
  * rserpool._selector: the ordered per-pool selection structure behind rserpool.policy.
  *
- * A treap (deterministic xorshift priorities, so runs are reproducible) ordered by
- * (k0, k1, seq, item) with subtree value sums, plus an open-addressing hash table
- * item -> node so remove/update by item id are O(log n) expected.
+ * A B+-tree ordered by the key (k0, k1, seq, item), with per-child value sums in the inner
+ * nodes, plus an open-addressing hash table item -> key so that update/remove by item id
+ * can descend straight to the entry.  Every operation is O(log n) (worst case: every
+ * non-root node holds at least CAP/4 entries).
  *
  * - "sorting order" policies (RR, WRR, PRIO, LU, LUD, PLU, PLUD, the DPF variants) use
  *   first(n): the first n items in key order;
  * - "value tree" policies (RAND, WRAND, RLU, ...) use total_value() and find_by_value(v):
  *   the item whose cumulative in-order value range contains v (RSPLIB's GetNodeByValue).
+ *
+ * Why a B+-tree rather than a binary tree (RSPLIB uses a red-black tree): a registrar pool of
+ * 10^5 PEs does not fit in L2, and a binary tree pays one dependent cache miss per level
+ * (~20 levels).  With 32 entries per node the tree has 4 levels at 10^5 entries, the upper
+ * ones stay cached, and each node's key column is fetched with a few parallel prefetches.
+ * Keys are stored column-wise (k0[], k1[], ...) because k0 alone decides almost every
+ * comparison, so a binary search touches only the 256-byte k0 column.
  *
  * rserpool.selector.PySelector is the pure-Python reference with the same methods.
  */
@@ -18,99 +26,388 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct Node {
+#define CAP 32                  /* entries per node (leaf and inner) */
+#define MIN_FILL (CAP / 4)      /* a non-root node below this is merged or refilled */
+#define MERGE_FILL (CAP * 3 / 4) /* merge siblings only if the result leaves room to grow */
+#define MAX_HEIGHT 32           /* >= 1 + log_8(2^64): cannot be reached */
+#define FREE_KEEP 4             /* spare nodes kept per selector (splits/merges are rare) */
+#define NODE_ALIGN 64
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void)(p))
+#endif
+
+typedef struct {
     uint64_t k0, k1, seq, item;
-    uint64_t value;
-    uint64_t sum;  /* value sum of this subtree */
-    uint32_t prio;
-    struct Node *left, *right;
+} Key;
+
+/*
+ * One type for leaves and inner nodes.  In an inner node, entry i routes to child[i] all keys
+ * in [key[i], key[i+1]); key[0] is never read for routing (the parent's separator bounds the
+ * node), which keeps redistribution between siblings simple.  w[] is the entry's value in a
+ * leaf and the value sum of child[i]'s subtree in an inner node.
+ */
+typedef struct Node {
+    uint32_t count;
+    uint32_t leaf;
+    struct Node *next; /* leaf: next leaf in key order (first/ordered walk the leaf chain) */
+    uint64_t k0[CAP];
+    uint64_t k1[CAP];
+    uint64_t seq[CAP];
+    uint64_t item[CAP];
+    uint64_t w[CAP];
+    struct Node *child[CAP]; /* inner only */
 } Node;
+
+#define NODE_SIZE ((sizeof(Node) + NODE_ALIGN - 1) / NODE_ALIGN * NODE_ALIGN)
 
 typedef struct {
     PyObject_HEAD
-    Node *root;
+    Node *root; /* never NULL once initialised: an empty selector has an empty leaf */
+    int height; /* levels including the leaves; the root is a leaf iff height == 1 */
     Py_ssize_t count;
-    Node **table; /* open addressing, linear probing, NULL = empty */
+    uint64_t total; /* sum of all values, wrapping like the per-node sums */
+    /* hash table: item 0 marks a free slot, so the item 0 itself lives in zero_entry */
+    Key *table;
     size_t capacity; /* power of two */
-    uint32_t rng;
+    int has_zero;
+    Key zero_entry;
+    Node *spare; /* free list (linked through next) so a split can never fail half-way */
+    int n_spare;
 } SelectorObject;
 
-/* ------------------------------------------------------------------ helpers */
+/* ------------------------------------------------------------------ node helpers */
 
-static inline uint32_t next_prio(SelectorObject *s)
+static inline int cmp_at(const Node *n, int i, const Key *t)
 {
-    uint32_t x = s->rng;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    s->rng = x;
-    return x;
+    if (n->k0[i] != t->k0) return n->k0[i] < t->k0 ? -1 : 1;
+    if (n->k1[i] != t->k1) return n->k1[i] < t->k1 ? -1 : 1;
+    if (n->seq[i] != t->seq) return n->seq[i] < t->seq ? -1 : 1;
+    if (n->item[i] != t->item) return n->item[i] < t->item ? -1 : 1;
+    return 0;
 }
 
-static inline int node_less(const Node *a, const Node *b)
+static inline void get_key(const Node *n, int i, Key *k)
 {
-    if (a->k0 != b->k0) return a->k0 < b->k0;
-    if (a->k1 != b->k1) return a->k1 < b->k1;
-    if (a->seq != b->seq) return a->seq < b->seq;
-    return a->item < b->item;
+    k->k0 = n->k0[i];
+    k->k1 = n->k1[i];
+    k->seq = n->seq[i];
+    k->item = n->item[i];
 }
 
-static inline uint64_t sum_of(const Node *n) { return n ? n->sum : 0; }
-
-static inline void pull(Node *n) { n->sum = n->value + sum_of(n->left) + sum_of(n->right); }
-
-/* Recursion depth is the treap depth: O(log n) expected, ~40 for 10^6 items. */
-static void split(Node *t, const Node *key, Node **l, Node **r)
+static inline void set_key(Node *n, int i, const Key *k)
 {
-    if (t == NULL) {
-        *l = *r = NULL;
-    } else if (node_less(t, key)) {
-        split(t->right, key, &t->right, r);
-        *l = t;
-        pull(t);
+    n->k0[i] = k->k0;
+    n->k1[i] = k->k1;
+    n->seq[i] = k->seq;
+    n->item[i] = k->item;
+}
+
+/*
+ * Start fetching the header and the whole k0 column (5 lines) at once: a binary search would
+ * otherwise pay one dependent miss per probe.
+ */
+static inline void prefetch_keys(const Node *n)
+{
+    for (const char *p = (const char *)n; p < (const char *)&n->k0[CAP]; p += NODE_ALIGN) PREFETCH(p);
+}
+
+/* Inner node: the child whose range holds t (largest i >= 1 with key[i] <= t, else 0). */
+static inline int route(const Node *n, const Key *t)
+{
+    int lo = 1, hi = (int)n->count;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (cmp_at(n, mid, t) <= 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo - 1;
+}
+
+/* Leaf: first position whose key is >= t. */
+static inline int lower_bound(const Node *n, const Key *t)
+{
+    int lo = 0, hi = (int)n->count;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (cmp_at(n, mid, t) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Copy `len` entries src[si..] to dst[di..]; the ranges may overlap (same node). */
+static void move_entries(Node *dst, int di, const Node *src, int si, int len)
+{
+    if (len <= 0) return;
+    size_t b = (size_t)len * sizeof(uint64_t);
+    memmove(&dst->k0[di], &src->k0[si], b);
+    memmove(&dst->k1[di], &src->k1[si], b);
+    memmove(&dst->seq[di], &src->seq[si], b);
+    memmove(&dst->item[di], &src->item[si], b);
+    memmove(&dst->w[di], &src->w[si], b);
+    if (!src->leaf) memmove(&dst->child[di], &src->child[si], (size_t)len * sizeof(Node *));
+}
+
+/* Insert one entry at position i (the node has room). */
+static void put_entry(Node *n, int i, const Key *k, uint64_t w, Node *child)
+{
+    move_entries(n, i + 1, n, i, (int)n->count - i);
+    set_key(n, i, k);
+    n->w[i] = w;
+    if (!n->leaf) n->child[i] = child;
+    n->count++;
+}
+
+static void drop_entry(Node *n, int i)
+{
+    move_entries(n, i, n, i + 1, (int)n->count - i - 1);
+    n->count--;
+}
+
+static uint64_t node_total(const Node *n)
+{
+    uint64_t s = 0;
+    for (uint32_t i = 0; i < n->count; i++) s += n->w[i];
+    return s;
+}
+
+/* ------------------------------------------------------------------ node allocation */
+
+static Node *node_new_raw(void)
+{
+    return (Node *)aligned_alloc(NODE_ALIGN, NODE_SIZE);
+}
+
+/* Make sure `k` spare nodes exist, so the tree update that follows cannot fail midway. */
+static int reserve_nodes(SelectorObject *s, int k)
+{
+    while (s->n_spare < k) {
+        Node *n = node_new_raw();
+        if (n == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        n->next = s->spare;
+        s->spare = n;
+        s->n_spare++;
+    }
+    return 0;
+}
+
+static Node *take_node(SelectorObject *s, int leaf)
+{
+    Node *n = s->spare; /* reserve_nodes() guaranteed one */
+    s->spare = n->next;
+    s->n_spare--;
+    n->count = 0;
+    n->leaf = (uint32_t)leaf;
+    n->next = NULL;
+    return n;
+}
+
+static void give_node(SelectorObject *s, Node *n)
+{
+    if (s->n_spare < FREE_KEEP) {
+        n->next = s->spare;
+        s->spare = n;
+        s->n_spare++;
     } else {
-        split(t->left, key, l, &t->left);
-        *r = t;
-        pull(t);
+        free(n);
     }
 }
 
-static Node *merge(Node *a, Node *b)
+static void free_subtree(Node *n)
 {
-    if (a == NULL) return b;
-    if (b == NULL) return a;
-    if (a->prio > b->prio) {
-        a->right = merge(a->right, b);
-        pull(a);
-        return a;
+    if (!n->leaf) {
+        for (uint32_t i = 0; i < n->count; i++) free_subtree(n->child[i]);
     }
-    b->left = merge(a, b->left);
-    pull(b);
-    return b;
+    free(n);
 }
 
-static Node *treap_insert(Node *t, Node *n)
+static void free_spares(SelectorObject *s)
 {
-    if (t == NULL) return n;
-    if (n->prio > t->prio) {
-        split(t, n, &n->left, &n->right);
-        pull(n);
-        return n;
+    while (s->spare != NULL) {
+        Node *n = s->spare;
+        s->spare = n->next;
+        free(n);
     }
-    if (node_less(n, t)) t->left = treap_insert(t->left, n);
-    else t->right = treap_insert(t->right, n);
-    pull(t);
-    return t;
+    s->n_spare = 0;
 }
 
-static Node *treap_erase(Node *t, const Node *n)
+/* ------------------------------------------------------------------ tree operations */
+
+/* Insert key k (not present) with value v.  Needs height + 1 spare nodes reserved. */
+static void tree_insert(SelectorObject *s, const Key *k, uint64_t v)
 {
-    if (t == NULL) return NULL; /* not reached: callers only erase linked nodes */
-    if (t == n) return merge(t->left, t->right);
-    if (node_less(n, t)) t->left = treap_erase(t->left, n);
-    else t->right = treap_erase(t->right, n);
-    pull(t);
-    return t;
+    Node *path[MAX_HEIGHT];
+    int idx[MAX_HEIGHT];
+    int depth = 0;
+    Node *n = s->root;
+    while (!n->leaf) {
+        prefetch_keys(n);
+        int i = route(n, k);
+        n->w[i] += v;
+        path[depth] = n;
+        idx[depth] = i;
+        depth++;
+        n = n->child[i];
+    }
+    prefetch_keys(n);
+    int pos = lower_bound(n, k);
+    s->total += v;
+    if (n->count < CAP) {
+        put_entry(n, pos, k, v, NULL);
+        return;
+    }
+
+    /* split the full leaf, then carry the new right sibling up as long as parents are full */
+    const int half = CAP / 2;
+    Node *right = take_node(s, 1);
+    move_entries(right, 0, n, half, CAP - half);
+    right->count = CAP - half;
+    n->count = half;
+    right->next = n->next;
+    n->next = right;
+    if (pos <= half) put_entry(n, pos, k, v, NULL);
+    else put_entry(right, pos - half, k, v, NULL);
+    Key sep;
+    get_key(right, 0, &sep);
+
+    for (int d = depth - 1; d >= 0; d--) {
+        Node *p = path[d];
+        int i = idx[d];
+        /* p->w[i] already includes v; split it between the two halves */
+        p->w[i] = node_total(p->child[i]);
+        uint64_t rsum = node_total(right);
+        if (p->count < CAP) {
+            put_entry(p, i + 1, &sep, rsum, right);
+            return;
+        }
+        Node *q = take_node(s, 0);
+        move_entries(q, 0, p, half, CAP - half);
+        q->count = CAP - half;
+        p->count = half;
+        if (i + 1 <= half) put_entry(p, i + 1, &sep, rsum, right);
+        else put_entry(q, i + 1 - half, &sep, rsum, right);
+        /* q's entry 0 was a real separator inside p (index half >= 1), so it bounds q */
+        get_key(q, 0, &sep);
+        right = q;
+    }
+
+    Node *old = s->root;
+    Node *root = take_node(s, 0);
+    Key first;
+    get_key(old, 0, &first); /* entry 0 of an inner node is never routed on */
+    put_entry(root, 0, &first, node_total(old), old);
+    put_entry(root, 1, &sep, node_total(right), right);
+    s->root = root;
+    s->height++;
+}
+
+/*
+ * Child i of p has fewer than MIN_FILL entries: merge it with a neighbour, or move entries
+ * over from a neighbour that has plenty.  Separators rotate through p, because key[0] of an
+ * inner node carries no bound.
+ */
+static void fix_underflow(SelectorObject *s, Node *p, int i)
+{
+    int li = (i + 1 < (int)p->count) ? i : i - 1;
+    int ri = li + 1;
+    Node *L = p->child[li], *R = p->child[ri];
+    int total = (int)(L->count + R->count);
+    Key sep;
+    get_key(p, ri, &sep);
+
+    if (total <= MERGE_FILL) {
+        if (!R->leaf) set_key(R, 0, &sep);
+        move_entries(L, (int)L->count, R, 0, (int)R->count);
+        L->count = (uint32_t)total;
+        if (L->leaf) L->next = R->next;
+        p->w[li] += p->w[ri];
+        drop_entry(p, ri);
+        give_node(s, R);
+        return;
+    }
+
+    int want_left = total / 2;
+    if ((int)L->count > want_left) {
+        int m = (int)L->count - want_left; /* L's last m entries move to the front of R */
+        move_entries(R, m, R, 0, (int)R->count);
+        if (!R->leaf) set_key(R, m, &sep);
+        move_entries(R, 0, L, want_left, m);
+        R->count += (uint32_t)m;
+        L->count = (uint32_t)want_left;
+    } else {
+        int m = want_left - (int)L->count; /* R's first m entries move to the end of L */
+        if (!R->leaf) set_key(R, 0, &sep);
+        move_entries(L, (int)L->count, R, 0, m);
+        L->count += (uint32_t)m;
+        move_entries(R, 0, R, m, (int)R->count - m);
+        R->count -= (uint32_t)m;
+    }
+    /* R's entry 0 is now a real key (leaf) or a former separator from index >= 1 (inner) */
+    get_key(R, 0, &sep);
+    set_key(p, ri, &sep);
+    p->w[li] = node_total(L);
+    p->w[ri] = node_total(R);
+}
+
+/* Remove key k, which must be present; its value goes to *value.  -1 if it is missing. */
+static int tree_remove(SelectorObject *s, const Key *k, uint64_t *value)
+{
+    Node *path[MAX_HEIGHT];
+    int idx[MAX_HEIGHT];
+    int depth = 0;
+    Node *n = s->root;
+    while (!n->leaf) {
+        prefetch_keys(n);
+        int i = route(n, k);
+        path[depth] = n;
+        idx[depth] = i;
+        depth++;
+        n = n->child[i];
+    }
+    prefetch_keys(n);
+    int pos = lower_bound(n, k);
+    if (pos >= (int)n->count || cmp_at(n, pos, k) != 0) return -1;
+    uint64_t v = n->w[pos];
+    *value = v;
+    drop_entry(n, pos);
+    s->total -= v;
+    for (int d = 0; d < depth; d++) path[d]->w[idx[d]] -= v;
+
+    for (int d = depth - 1; d >= 0 && n->count < MIN_FILL; d--) {
+        fix_underflow(s, path[d], idx[d]);
+        n = path[d];
+    }
+    while (!s->root->leaf && s->root->count == 1) {
+        Node *old = s->root;
+        s->root = old->child[0];
+        s->height--;
+        give_node(s, old);
+    }
+    return 0;
+}
+
+/* Value of the entry with key k (present), or -1. */
+static int tree_value(const SelectorObject *s, const Key *k, uint64_t *value)
+{
+    const Node *n = s->root;
+    while (!n->leaf) n = n->child[route(n, k)];
+    int pos = lower_bound(n, k);
+    if (pos >= (int)n->count || cmp_at(n, pos, k) != 0) return -1;
+    *value = n->w[pos];
+    return 0;
+}
+
+static const Node *leftmost_leaf(const SelectorObject *s)
+{
+    const Node *n = s->root;
+    while (!n->leaf) n = n->child[0];
+    return n;
 }
 
 /* ------------------------------------------------------------------ hash table */
@@ -126,29 +423,25 @@ static inline size_t hash_item(uint64_t item)
     return (size_t)item;
 }
 
-static Py_ssize_t table_find_slot(SelectorObject *s, uint64_t item)
+/* The stored key of `item`, or NULL. */
+static Key *table_get(SelectorObject *s, uint64_t item)
 {
+    if (item == 0) return s->has_zero ? &s->zero_entry : NULL;
     size_t mask = s->capacity - 1;
     size_t i = hash_item(item) & mask;
-    while (s->table[i] != NULL) {
-        if (s->table[i]->item == item) return (Py_ssize_t)i;
+    while (s->table[i].item != 0) {
+        if (s->table[i].item == item) return &s->table[i];
         i = (i + 1) & mask;
     }
-    return -1;
+    return NULL;
 }
 
-static Node *table_get(SelectorObject *s, uint64_t item)
-{
-    Py_ssize_t slot = table_find_slot(s, item);
-    return slot < 0 ? NULL : s->table[slot];
-}
-
-static void table_put_raw(Node **table, size_t capacity, Node *n)
+static void table_put_raw(Key *table, size_t capacity, const Key *k)
 {
     size_t mask = capacity - 1;
-    size_t i = hash_item(n->item) & mask;
-    while (table[i] != NULL) i = (i + 1) & mask;
-    table[i] = n;
+    size_t i = hash_item(k->item) & mask;
+    while (table[i].item != 0) i = (i + 1) & mask;
+    table[i] = *k;
 }
 
 static int table_grow_if_needed(SelectorObject *s)
@@ -156,13 +449,13 @@ static int table_grow_if_needed(SelectorObject *s)
     /* keep the load factor <= 1/2 so probe sequences stay short */
     if ((size_t)(s->count + 1) * 2 <= s->capacity) return 0;
     size_t newcap = s->capacity * 2;
-    Node **nt = (Node **)PyMem_Calloc(newcap, sizeof(Node *));
+    Key *nt = (Key *)PyMem_Calloc(newcap, sizeof(Key));
     if (nt == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (size_t i = 0; i < s->capacity; i++) {
-        if (s->table[i]) table_put_raw(nt, newcap, s->table[i]);
+        if (s->table[i].item != 0) table_put_raw(nt, newcap, &s->table[i]);
     }
     PyMem_Free(s->table);
     s->table = nt;
@@ -170,23 +463,36 @@ static int table_grow_if_needed(SelectorObject *s)
     return 0;
 }
 
-/* Backward-shift deletion: no tombstones, so lookups never degrade after churn. */
-static void table_delete_slot(SelectorObject *s, size_t slot)
+static void table_put(SelectorObject *s, const Key *k)
 {
+    if (k->item == 0) {
+        s->zero_entry = *k;
+        s->has_zero = 1;
+    } else {
+        table_put_raw(s->table, s->capacity, k);
+    }
+}
+
+/* Backward-shift deletion: no tombstones, so lookups never degrade after churn. */
+static void table_delete(SelectorObject *s, Key *entry)
+{
+    if (entry == &s->zero_entry) {
+        s->has_zero = 0;
+        return;
+    }
     size_t mask = s->capacity - 1;
-    size_t hole = slot;
-    size_t j = slot;
-    s->table[hole] = NULL;
+    size_t hole = (size_t)(entry - s->table);
+    size_t j = hole;
+    s->table[hole].item = 0;
     for (;;) {
         j = (j + 1) & mask;
-        Node *n = s->table[j];
-        if (n == NULL) break;
-        size_t home = hash_item(n->item) & mask;
-        /* move n into the hole unless its home lies cyclically in (hole, j] */
+        if (s->table[j].item == 0) break;
+        size_t home = hash_item(s->table[j].item) & mask;
+        /* move entry j into the hole unless its home lies cyclically in (hole, j] */
         int in_range = (hole <= j) ? (home > hole && home <= j) : (home > hole || home <= j);
         if (!in_range) {
-            s->table[hole] = n;
-            s->table[j] = NULL;
+            s->table[hole] = s->table[j];
+            s->table[j].item = 0;
             hole = j;
         }
     }
@@ -207,196 +513,205 @@ static int get_u64(PyObject *o, uint64_t *out, const char *what)
 }
 
 /* (item, k0, k1, seq[, value]) */
-static int parse_entry(PyObject *const *args, Py_ssize_t nargs, uint64_t *item, uint64_t *k0,
-                       uint64_t *k1, uint64_t *seq, uint64_t *value, const char *fname)
+static int parse_entry(PyObject *const *args, Py_ssize_t nargs, Key *k, uint64_t *value, const char *fname)
 {
     if (nargs < 4 || nargs > 5) {
         PyErr_Format(PyExc_TypeError, "%s() takes 4 or 5 arguments (item, k0, k1, seq[, value])", fname);
         return -1;
     }
-    if (get_u64(args[0], item, "item") < 0 || get_u64(args[1], k0, "k0") < 0 ||
-        get_u64(args[2], k1, "k1") < 0 || get_u64(args[3], seq, "seq") < 0)
+    if (get_u64(args[0], &k->item, "item") < 0 || get_u64(args[1], &k->k0, "k0") < 0 ||
+        get_u64(args[2], &k->k1, "k1") < 0 || get_u64(args[3], &k->seq, "seq") < 0)
         return -1;
     *value = 0;
     if (nargs == 5 && get_u64(args[4], value, "value") < 0) return -1;
     return 0;
 }
 
+static PyObject *inconsistent(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "selector tree and index are inconsistent");
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ type methods */
 
-static void free_tree(Node *t)
+static void drop_contents(SelectorObject *self)
 {
-    /* iterative via the hash table would also work; the tree walk needs no extra memory */
-    if (t == NULL) return;
-    free_tree(t->left);
-    free_tree(t->right);
-    PyMem_Free(t);
+    if (self->root != NULL) free_subtree(self->root);
+    self->root = NULL;
+    free_spares(self);
+    PyMem_Free(self->table);
+    self->table = NULL;
+    self->count = 0;
+    self->total = 0;
+    self->has_zero = 0;
 }
 
 static int Selector_init(SelectorObject *self, PyObject *args, PyObject *kwds)
 {
+    /* seed shaped the old treap; kept so both selector classes take the same arguments */
     static char *kwlist[] = {"seed", NULL};
-    unsigned long seed = 0x2545F491UL;
+    unsigned long seed = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|k", kwlist, &seed)) return -1;
-    free_tree(self->root);
-    self->root = NULL;
-    self->count = 0;
-    PyMem_Free(self->table);
+    drop_contents(self);
     self->capacity = 16;
-    self->table = (Node **)PyMem_Calloc(self->capacity, sizeof(Node *));
-    if (self->table == NULL) {
+    self->table = (Key *)PyMem_Calloc(self->capacity, sizeof(Key));
+    self->root = node_new_raw();
+    if (self->table == NULL || self->root == NULL) {
+        drop_contents(self);
         PyErr_NoMemory();
         return -1;
     }
-    self->rng = (uint32_t)seed ? (uint32_t)seed : 0x2545F491U; /* xorshift needs a non-zero state */
+    self->root->count = 0;
+    self->root->leaf = 1;
+    self->root->next = NULL;
+    self->height = 1;
     return 0;
 }
 
 static void Selector_dealloc(SelectorObject *self)
 {
-    free_tree(self->root);
-    self->root = NULL;
-    PyMem_Free(self->table);
-    self->table = NULL;
+    drop_contents(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int check_ready(SelectorObject *self)
+{
+    if (self->root == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Selector.__init__ was not called");
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *Selector_insert(SelectorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t item, k0, k1, seq, value;
-    if (parse_entry(args, nargs, &item, &k0, &k1, &seq, &value, "insert") < 0) return NULL;
-    if (table_get(self, item) != NULL) {
-        PyErr_Format(PyExc_ValueError, "item %llu already present", (unsigned long long)item);
+    Key k;
+    uint64_t value;
+    if (check_ready(self) < 0 || parse_entry(args, nargs, &k, &value, "insert") < 0) return NULL;
+    if (table_get(self, k.item) != NULL) {
+        PyErr_Format(PyExc_ValueError, "item %llu already present", (unsigned long long)k.item);
         return NULL;
     }
-    if (table_grow_if_needed(self) < 0) return NULL;
-    Node *n = (Node *)PyMem_Malloc(sizeof(Node));
-    if (n == NULL) return PyErr_NoMemory();
-    n->k0 = k0;
-    n->k1 = k1;
-    n->seq = seq;
-    n->item = item;
-    n->value = value;
-    n->sum = value;
-    n->prio = next_prio(self);
-    n->left = n->right = NULL;
-    self->root = treap_insert(self->root, n);
-    table_put_raw(self->table, self->capacity, n);
+    if (table_grow_if_needed(self) < 0 || reserve_nodes(self, self->height + 1) < 0) return NULL;
+    tree_insert(self, &k, value);
+    table_put(self, &k);
     self->count++;
     Py_RETURN_NONE;
 }
 
 static PyObject *Selector_update(SelectorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    uint64_t item, k0, k1, seq, value;
-    if (parse_entry(args, nargs, &item, &k0, &k1, &seq, &value, "update") < 0) return NULL;
-    Node *n = table_get(self, item);
-    if (n == NULL) {
+    Key k;
+    uint64_t value, old_value;
+    if (check_ready(self) < 0 || parse_entry(args, nargs, &k, &value, "update") < 0) return NULL;
+    Key *entry = table_get(self, k.item);
+    if (entry == NULL) {
         PyErr_SetObject(PyExc_KeyError, args[0]);
         return NULL;
     }
-    self->root = treap_erase(self->root, n);
-    n->k0 = k0;
-    n->k1 = k1;
-    n->seq = seq;
-    n->value = value;
-    n->sum = value;
-    n->left = n->right = NULL;
-    self->root = treap_insert(self->root, n);
+    /* removal can only free nodes, so reserving first makes the whole update infallible */
+    if (reserve_nodes(self, self->height + 1) < 0) return NULL;
+    if (tree_remove(self, entry, &old_value) < 0) return inconsistent();
+    *entry = k; /* same item, so the hash slot stays put */
+    tree_insert(self, &k, value);
     Py_RETURN_NONE;
 }
 
 static PyObject *Selector_remove(SelectorObject *self, PyObject *arg)
 {
-    uint64_t item;
-    if (get_u64(arg, &item, "item") < 0) return NULL;
-    Py_ssize_t slot = table_find_slot(self, item);
-    if (slot < 0) {
+    uint64_t item, old_value;
+    if (check_ready(self) < 0 || get_u64(arg, &item, "item") < 0) return NULL;
+    Key *entry = table_get(self, item);
+    if (entry == NULL) {
         PyErr_SetObject(PyExc_KeyError, arg);
         return NULL;
     }
-    Node *n = self->table[slot];
-    self->root = treap_erase(self->root, n);
-    table_delete_slot(self, (size_t)slot);
+    if (tree_remove(self, entry, &old_value) < 0) return inconsistent();
+    table_delete(self, entry);
     self->count--;
-    PyMem_Free(n);
     Py_RETURN_NONE;
 }
 
 static PyObject *Selector_clear(SelectorObject *self, PyObject *Py_UNUSED(ignored))
 {
-    free_tree(self->root);
-    self->root = NULL;
+    if (check_ready(self) < 0) return NULL;
+    Node *root = self->root;
+    if (!root->leaf) {
+        for (uint32_t i = 0; i < root->count; i++) free_subtree(root->child[i]);
+        root->leaf = 1;
+    }
+    root->count = 0;
+    root->next = NULL;
+    self->height = 1;
     self->count = 0;
-    memset(self->table, 0, self->capacity * sizeof(Node *));
+    self->total = 0;
+    self->has_zero = 0;
+    memset(self->table, 0, self->capacity * sizeof(Key));
     Py_RETURN_NONE;
 }
 
-/* In-order walk appending up to `limit` items; returns -1 on error. */
-static int collect(Node *t, PyObject *list, Py_ssize_t limit)
+/* The first `limit` items in key order, walking the leaf chain. */
+static PyObject *collect(SelectorObject *self, Py_ssize_t limit)
 {
-    while (t != NULL) {
-        if (collect(t->left, list, limit) < 0) return -1;
-        if (PyList_GET_SIZE(list) >= limit) return 0;
-        PyObject *v = PyLong_FromUnsignedLongLong(t->item);
-        if (v == NULL) return -1;
-        int rc = PyList_Append(list, v);
-        Py_DECREF(v);
-        if (rc < 0) return -1;
-        if (PyList_GET_SIZE(list) >= limit) return 0;
-        t = t->right; /* tail position: loop instead of recursing */
+    if (limit > self->count) limit = self->count;
+    if (limit < 0) limit = 0;
+    PyObject *list = PyList_New(limit);
+    if (list == NULL) return NULL;
+    const Node *n = leftmost_leaf(self);
+    Py_ssize_t out = 0;
+    while (out < limit && n != NULL) {
+        for (uint32_t i = 0; i < n->count && out < limit; i++) {
+            PyObject *v = PyLong_FromUnsignedLongLong(n->item[i]);
+            if (v == NULL) {
+                Py_DECREF(list);
+                return NULL;
+            }
+            PyList_SET_ITEM(list, out++, v);
+        }
+        n = n->next;
     }
-    return 0;
+    if (out != limit) {
+        Py_DECREF(list);
+        return inconsistent();
+    }
+    return list;
 }
 
 static PyObject *Selector_first(SelectorObject *self, PyObject *arg)
 {
+    if (check_ready(self) < 0) return NULL;
     Py_ssize_t n = PyLong_AsSsize_t(arg);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    PyObject *list = PyList_New(0);
-    if (list == NULL) return NULL;
-    if (n > 0 && collect(self->root, list, n) < 0) {
-        Py_DECREF(list);
-        return NULL;
-    }
-    return list;
+    return collect(self, n);
 }
 
 static PyObject *Selector_ordered(SelectorObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *list = PyList_New(0);
-    if (list == NULL) return NULL;
-    if (collect(self->root, list, self->count) < 0) {
-        Py_DECREF(list);
-        return NULL;
-    }
-    return list;
+    if (check_ready(self) < 0) return NULL;
+    return collect(self, self->count);
 }
 
 static PyObject *Selector_total_value(SelectorObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromUnsignedLongLong(sum_of(self->root));
+    return PyLong_FromUnsignedLongLong(self->total);
 }
 
 static PyObject *Selector_find_by_value(SelectorObject *self, PyObject *arg)
 {
     uint64_t v;
-    if (get_u64(arg, &v, "value") < 0) return NULL;
-    if (v >= sum_of(self->root)) {
+    if (check_ready(self) < 0 || get_u64(arg, &v, "value") < 0) return NULL;
+    if (v >= self->total) {
         PyErr_SetString(PyExc_ValueError, "value must be below total_value()");
         return NULL;
     }
-    Node *t = self->root;
-    while (t != NULL) {
-        uint64_t ls = sum_of(t->left);
-        if (v < ls) {
-            t = t->left;
-        } else if (v < ls + t->value) {
-            return PyLong_FromUnsignedLongLong(t->item);
-        } else {
-            v -= ls + t->value;
-            t = t->right;
-        }
+    const Node *n = self->root;
+    for (;;) {
+        uint32_t i = 0;
+        while (i < n->count && v >= n->w[i]) v -= n->w[i++];
+        if (i == n->count) break;
+        if (n->leaf) return PyLong_FromUnsignedLongLong(n->item[i]);
+        n = n->child[i];
     }
     PyErr_SetString(PyExc_RuntimeError, "selector value sums are inconsistent");
     return NULL;
@@ -404,22 +719,23 @@ static PyObject *Selector_find_by_value(SelectorObject *self, PyObject *arg)
 
 static PyObject *Selector_key(SelectorObject *self, PyObject *arg)
 {
-    uint64_t item;
-    if (get_u64(arg, &item, "item") < 0) return NULL;
-    Node *n = table_get(self, item);
-    if (n == NULL) {
+    uint64_t item, value;
+    if (check_ready(self) < 0 || get_u64(arg, &item, "item") < 0) return NULL;
+    const Key *entry = table_get(self, item);
+    if (entry == NULL) {
         PyErr_SetObject(PyExc_KeyError, arg);
         return NULL;
     }
-    return Py_BuildValue("(KKKK)", (unsigned long long)n->k0, (unsigned long long)n->k1,
-                         (unsigned long long)n->seq, (unsigned long long)n->value);
+    if (tree_value(self, entry, &value) < 0) return inconsistent();
+    return Py_BuildValue("(KKKK)", (unsigned long long)entry->k0, (unsigned long long)entry->k1,
+                         (unsigned long long)entry->seq, (unsigned long long)value);
 }
 
 static Py_ssize_t Selector_len(SelectorObject *self) { return self->count; }
 
 static int Selector_contains(SelectorObject *self, PyObject *arg)
 {
-    if (!PyLong_Check(arg)) return 0;
+    if (self->root == NULL || !PyLong_Check(arg)) return 0;
     unsigned long long v = PyLong_AsUnsignedLongLong(arg);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {
         PyErr_Clear(); /* negative or huge ints cannot be members */
@@ -452,7 +768,7 @@ static PySequenceMethods Selector_as_sequence = {
 static PyTypeObject SelectorType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "rserpool._selector.Selector",
-    .tp_doc = "Ordered selection structure (treap keyed by (k0, k1, seq, item) with value sums).",
+    .tp_doc = "Ordered selection structure (B+-tree keyed by (k0, k1, seq, item) with value sums).",
     .tp_basicsize = sizeof(SelectorObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,

@@ -17,3 +17,15 @@ def main() -> None:
 from rserpool.pcaptool import pcap  # noqa: E402
 
 main.add_command(pcap)
+from rserpool.registrar_cli import registrar_cmd  # noqa: E402
+
+main.add_command(registrar_cmd)
+from rserpool.registrar_cli import pe_cmd  # noqa: E402
+
+main.add_command(pe_cmd)
+from rserpool.registrar_cli import pu_cmd  # noqa: E402
+
+main.add_command(pu_cmd)
+from rserpool.registrar_cli import hsdump_cmd  # noqa: E402
+
+main.add_command(hsdump_cmd)

@@ -92,7 +92,7 @@ def pcap(file: str, as_json: bool, check_roundtrip: bool) -> None:
     t0 = payloads[0].time if payloads else 0.0
     count = undecodable = 0
     mismatched: list[str] = []
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     for p in payloads:
         if p.protocol is None:
             continue

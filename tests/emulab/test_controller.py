@@ -1,7 +1,7 @@
 """Tests of the controller process (emulab.controller) and its L2 learning app (emulab.controller_app).
 
-The root test builds a tiny Mininet network on Open vSwitch (two switches' worth of hosts on one
-bridge, fail_mode=secure, OpenFlow 1.3) against the controller process and shows the property
+The root tests build tiny Mininet networks on Open vSwitch (fail_mode=secure, OpenFlow 1.3, the
+datapath emulab.ovs picks) against the controller process; the first shows the property
 the testbed demonstrates: installed flows keep forwarding when the controller is SIGKILLed, and
 the switch reconnects to a restarted controller within seconds. It never runs `mn -c`; it removes
 exactly what it created.

@@ -13,6 +13,7 @@ from emulab.links import (
     choose_backend,
     netem_options,
     netem_readback,
+    netem_tc_args,
 )
 from emulab.shaper import params_to_wire
 
@@ -109,3 +110,11 @@ def test_params_to_wire() -> None:
     assert params_to_wire(LinkParams(delay_ms=1, jitter_ms=2, loss_pct=3, rate_mbit=4)) == {
         "delay_ms": 1.0, "jitter_ms": 2.0, "loss_pct": 3.0, "rate_mbit": 4.0}
     assert params_to_wire(LinkParams())["rate_mbit"] is None
+
+
+def test_netem_tc_args() -> None:
+    assert netem_tc_args(LinkParams(delay_ms=20, loss_pct=0)) == [
+        "netem", "limit", "1000", "delay", "20000us", "loss", "0.000000%"]
+    assert netem_tc_args(LinkParams(delay_ms=20, jitter_ms=5, loss_pct=2.5, rate_mbit=10), limit=50) == [
+        "netem", "limit", "50", "delay", "20000us", "5000us", "loss", "2.500000%", "rate", "10000000bit"]
+    assert netem_tc_args(LinkParams(delay_ms=1, jitter_ms=1))[-2:] == ["rate", f"{FIFO_RATE_BPS * 8}bit"]

@@ -1,0 +1,393 @@
+"""Pool element (PE): registration with a registrar, keep-alive answers, fail-over, and a service.
+
+Life of a ``PoolElement`` (RSPLIB 3.4.4 semantics where they exist):
+
+* find a registrar (static list, else multicast announces), connect, send ASAP Registration with
+  the PE's user transport (its service port) and policy information, wait for the response;
+* re-register every ``reregistration_interval`` (RSPLIB ``rspserver`` default 30 s) with a
+  registration life of three times that (``rsp_register``), and at once when the load changes;
+* answer Endpoint Keep-Alives with Keep-Alive Acks; a Keep-Alive with the Home flag from another
+  registrar makes that registrar the PE's home (takeover);
+* when the home registrar's connection is lost or a request times out, move to another
+  registrar and register there;
+* on ``stop()`` (SIGINT/SIGTERM in the CLI) deregister and close.
+
+Services: ``echo`` answers every application message with itself on the PE's own port (TCP or
+SCTP, with the ASAP session layer alongside: a PU may Cookie-Echo, the PE sends Cookies).
+``calcapp`` is delegated to ``rserpool.services.calcapp`` if that module exists.
+
+Load: with ``max_requests`` > 0 the PE reports load = active sessions / max_requests (RSPSIM's
+rule: active jobs / MaxJobs) in its policy information, which matters for the LU/PLU/LUD family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rserpool import transport as tp
+from rserpool.policy import PolicyInfo
+from rserpool.policytypes import fraction_to_u32
+from rserpool.registrar import policy_to_wire
+from rserpool.session import (
+    REQUEST_TIMEOUT,
+    NoRegistrarError,
+    RegistrarChannel,
+    RegistrarDiscovery,
+    SessionChannel,
+)
+from rserpool.wire import (
+    AsapMessage,
+    CodecError,
+    Deregistration,
+    DeregistrationResponse,
+    EndpointKeepAlive,
+    EndpointKeepAliveAck,
+    Registration,
+    RegistrationResponse,
+    SctpTransport,
+    TcpTransport,
+    TransportUse,
+    decode_asap,
+)
+from rserpool.wire import (
+    PoolElement as WirePoolElement,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REREGISTRATION_INTERVAL = 30.0  # rspserver default (seconds)
+ECHO_PPID = 0  # the echo service's payload protocol identifier (unspecified)
+
+
+class RegistrationRejected(RuntimeError):
+    """The registrar refused the registration (the error cause is in ``cause``)."""
+
+    def __init__(self, cause: int, text: str) -> None:
+        super().__init__(text)
+        self.cause = cause
+
+
+@dataclass
+class PEConfig:
+    pool_handle: bytes
+    policy: PolicyInfo = field(default_factory=lambda: PolicyInfo(1))
+    identifier: int = 0  # 0 = random
+    registrars: list[tuple[str, int]] = field(default_factory=list)
+    announce: bool | None = None  # None: use announces iff no static registrars
+    announce_group: str = tp.ASAP_ANNOUNCE_GROUP
+    announce_port: int = tp.ASAP_PORT
+    announce_interface: str | None = None
+    listen: tuple[str, int] = ("0.0.0.0", 0)
+    reregistration_interval: float = DEFAULT_REREGISTRATION_INTERVAL
+    registration_life: float | None = None  # seconds; None = 3 x reregistration interval
+    transport: str | None = None
+    service: str | None = "echo"
+    max_requests: int = 0  # 0 = unlimited (load stays as configured)
+    capacity: float = 1_000_000.0  # for calcapp
+    request_timeout: float = REQUEST_TIMEOUT
+    retry_delay: float = 1.0  # pause before trying the registrars again when none answered
+
+
+class PoolElement:
+    """An asyncio pool element. ``await start()`` registers (returns once registered or raises)."""
+
+    def __init__(self, config: PEConfig) -> None:
+        self.config = config
+        self.identifier = config.identifier or random.randint(1, 0xFFFFFFFF)
+        self.policy = config.policy
+        self.kind = config.transport or tp.transport_kind()
+        self.discovery = RegistrarDiscovery(config.registrars, use_announce=config.announce,
+                                            group=config.announce_group, port=config.announce_port,
+                                            interface=config.announce_interface, kind=self.kind)
+        self.channel: RegistrarChannel | None = None
+        self.home_registrar = 0
+        self.registered = asyncio.Event()
+        self.error: BaseException | None = None
+        self.stats: dict[str, int] = {"registrations": 0, "keepalives": 0, "registrar_changes": 0,
+                                      "sessions": 0}
+        self.sessions: set[SessionChannel] = set()
+        self.on_data: Callable[[SessionChannel, bytes, int], None] | None = None
+        self.on_cookie_echo: Callable[[SessionChannel, bytes], None] | None = None
+        self._server: tp.MessageServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._rereg = asyncio.Event()
+        self._stopping = False
+        self._paused = False
+        self._service: Any = None
+
+    # ---------------------------------------------------------------- life cycle
+
+    async def start(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+        cfg = self.config
+        self._setup_service()
+        host, port = cfg.listen
+        self._server = await tp.start_server(lambda: self._new_session(), host, port, tp.Framing.TAGGED,
+                                             kind=self.kind)
+        await self.discovery.start()
+        self._task = asyncio.create_task(self._registrar_loop(), name=f"pe-{self.identifier:08x}")
+        if wait:
+            done = asyncio.ensure_future(self.registered.wait())
+            try:
+                await asyncio.wait({done, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                done.cancel()
+            if self.error is not None:
+                raise self.error
+            if not self.registered.is_set():
+                raise TimeoutError("pool element could not register in time")
+
+    async def stop(self, deregister: bool = True) -> None:
+        """Deregister (clean shutdown) and close everything."""
+        self._stopping = True
+        if deregister and self.channel is not None and self.channel.is_open and self.registered.is_set():
+            try:
+                await self.channel.request(
+                    Deregistration(pool_handle=self.config.pool_handle, identifier=self.identifier).encode(),
+                    lambda m: isinstance(m, DeregistrationResponse) and m.identifier == self.identifier,
+                    self.config.request_timeout)
+                log.info("deregistered $%08x", self.identifier)
+            except (TimeoutError, OSError) as exc:
+                log.warning("deregistration failed: %s", exc)
+        await self._kill()
+
+    async def kill(self) -> None:
+        """Vanish without deregistering (tests: a crashed PE)."""
+        self._stopping = True
+        await self._kill()
+
+    async def _kill(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.channel is not None:
+            self.channel.close()
+        if self._server is not None:
+            self._server.close()
+        for s in list(self.sessions):
+            s.close()
+        self.discovery.close()
+        if self._service is not None and hasattr(self._service, "close"):
+            self._service.close()
+        await asyncio.sleep(0)
+
+    async def hang(self) -> None:
+        """Stop working but keep every socket open (tests: a hung PE the registrar must time out)."""
+        self._paused = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    def pause_keepalives(self, paused: bool = True) -> None:
+        """Stop answering keep-alives while staying connected (tests: a hung PE)."""
+        self._paused = paused
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.port
+
+    # ---------------------------------------------------------------- load
+
+    def set_load(self, load: float) -> None:
+        """Report a new load (fraction 0..1); re-registers at once if it changed."""
+        new = replace(self.policy, load=fraction_to_u32(load))
+        if new != self.policy:
+            self.policy = new
+            self._rereg.set()
+
+    def set_policy(self, policy: PolicyInfo) -> None:
+        if policy != self.policy:
+            self.policy = policy
+            self._rereg.set()
+
+    def _update_load(self) -> None:
+        if self.config.max_requests > 0:
+            self.set_load(min(1.0, len(self.sessions) / self.config.max_requests))
+
+    # ---------------------------------------------------------------- registration
+
+    def user_transport(self, local_host: str | None = None) -> Any:
+        host = self.config.listen[0]
+        if host in ("0.0.0.0", "::", ""):
+            host = local_host or ""
+        addrs = (host,) if host else ()
+        cls = SctpTransport if self.kind == "sctp" else TcpTransport
+        return cls(self.port, addrs, TransportUse.DATA_ONLY)
+
+    def registration_message(self, local_host: str | None = None) -> bytes:
+        cfg = self.config
+        life = cfg.registration_life if cfg.registration_life is not None else 3 * cfg.reregistration_interval
+        pe = WirePoolElement(self.identifier, self.home_registrar, int(life * 1000),
+                             self.user_transport(local_host), policy_to_wire(self.policy))
+        return Registration(pool_handle=cfg.pool_handle, pool_element=pe).encode()
+
+    async def _register(self, ch: RegistrarChannel) -> None:
+        local = ch.conn.local[0] if ch.conn is not None and ch.conn.local else None
+        handle = self.config.pool_handle
+        for _attempt in range(2):
+            ident = self.identifier
+            resp = await ch.request(
+                self.registration_message(local),
+                lambda m, i=ident: isinstance(m, RegistrationResponse) and m.identifier == i
+                and m.pool_handle == handle,
+                self.config.request_timeout)
+            assert isinstance(resp, RegistrationResponse)
+            if not resp.reject:
+                self.stats["registrations"] += 1
+                self.registered.set()
+                return
+            cause = resp.error.causes[0].code if resp.error and resp.error.causes else 0
+            if cause == 0x4:  # non-unique PE identifier: pick another one and retry (once)
+                self.identifier = random.randint(1, 0xFFFFFFFF)
+                continue
+            raise RegistrationRejected(cause, f"registration rejected by registrar {ch.endpoint} (cause 0x{cause:x})")
+
+    async def _registrar_loop(self) -> None:
+        avoid: set[tuple[str, int]] = set()
+        while not self._stopping:
+            try:
+                ch = await RegistrarChannel.connect_any(self.discovery, kind=self.kind, avoid=avoid,
+                                                        on_message=self._on_registrar_message)
+            except NoRegistrarError as exc:
+                log.warning("%s; retrying", exc)
+                avoid.clear()
+                await asyncio.sleep(self.config.retry_delay)
+                continue
+            if self.channel is not None and self.channel.endpoint != ch.endpoint:
+                self.stats["registrar_changes"] += 1
+            self.channel = ch
+            try:
+                await self._register(ch)
+                log.info("PE $%08x registered in pool %r at %s", self.identifier, self.config.pool_handle,
+                         tp.format_endpoint(*ch.endpoint) if ch.endpoint else "?")
+                avoid.clear()
+                await self._serve_registrar(ch)
+            except RegistrationRejected as exc:
+                self.error = exc
+                log.error("%s", exc)
+                ch.close()
+                return
+            except (TimeoutError, OSError) as exc:
+                log.warning("registrar %s failed (%s): moving on", ch.endpoint, exc or type(exc).__name__)
+                if ch.endpoint:
+                    avoid.add(ch.endpoint)
+            ch.close()
+            self.registered.clear()
+
+    async def _serve_registrar(self, ch: RegistrarChannel) -> None:
+        """Re-register on schedule or on load change until the channel breaks."""
+        interval = self.config.reregistration_interval
+        while not self._stopping:
+            self._rereg.clear()
+            closed = asyncio.ensure_future(ch.closed.wait())
+            rereg = asyncio.ensure_future(self._rereg.wait())
+            try:
+                done, _ = await asyncio.wait({closed, rereg}, timeout=interval,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                rereg.cancel()
+            if ch.closed.is_set():
+                raise ConnectionError("registrar connection lost")
+            await self._register(ch)
+
+    def _on_registrar_message(self, msg: AsapMessage) -> None:
+        if isinstance(msg, EndpointKeepAlive):
+            self._answer_keepalive(msg, self.channel.conn if self.channel else None)
+
+    def _answer_keepalive(self, msg: EndpointKeepAlive, conn: tp.MessageConnection | None) -> None:
+        if self._paused or conn is None:
+            return
+        if msg.home and msg.server_id != self.home_registrar:
+            log.info("registrar $%08x is our new home", msg.server_id)
+        if msg.home or not self.home_registrar:
+            self.home_registrar = msg.server_id
+        ident = msg.identifier if msg.identifier is not None else self.identifier
+        self.stats["keepalives"] += 1
+        conn.send(EndpointKeepAliveAck(pool_handle=msg.pool_handle, identifier=ident).encode(), tp.PPID_ASAP)
+
+    # ---------------------------------------------------------------- service
+
+    def _setup_service(self) -> None:
+        svc = self.config.service
+        if svc in (None, "none", "echo"):
+            return
+        if svc == "calcapp":
+            try:
+                mod = importlib.import_module("rserpool.services.calcapp")
+            except ImportError:
+                raise NotImplementedError("calcapp service: not implemented yet") from None
+            factory = getattr(mod, "create_service", None)
+            if factory is None:
+                raise NotImplementedError("calcapp service: rserpool.services.calcapp has no create_service(pe)")
+            self._service = factory(self)
+            return
+        raise ValueError(f"unknown service {svc!r} (echo or calcapp)")
+
+    def _new_session(self) -> SessionChannel:
+        ch = SessionChannel(on_data=self._session_data, on_cookie_echo=self._cookie_echo,
+                            on_closed=self._session_closed)
+        return _PESession(self, ch)  # type: ignore[return-value]
+
+    def _session_data(self, ch: SessionChannel, data: bytes, ppid: int) -> None:
+        if self.on_data is not None:
+            self.on_data(ch, data, ppid)
+        elif self._service is not None and hasattr(self._service, "on_data"):
+            self._service.on_data(ch, data, ppid)
+        elif self.config.service in (None, "echo"):
+            with contextlib.suppress(ConnectionError):
+                ch.send(data, ppid)
+
+    def _cookie_echo(self, ch: SessionChannel, cookie: bytes) -> None:
+        ch.user_data = cookie
+        if self.on_cookie_echo is not None:
+            self.on_cookie_echo(ch, cookie)
+        elif self._service is not None and hasattr(self._service, "on_cookie_echo"):
+            self._service.on_cookie_echo(ch, cookie)
+
+    def _session_closed(self, ch: SessionChannel) -> None:
+        self.sessions.discard(ch)
+        self._update_load()
+
+    def _session_asap(self, ch: SessionChannel, msg: AsapMessage) -> None:
+        if isinstance(msg, EndpointKeepAlive):
+            # A registrar reaching us on our own port (takeover): answer there.
+            self._answer_keepalive(msg, ch.conn)
+
+
+class _PESession:
+    """Adapter: SessionChannel plus PE bookkeeping (session count, load, capacity limit)."""
+
+    def __init__(self, pe: PoolElement, ch: SessionChannel) -> None:
+        self.pe = pe
+        self.ch = ch
+
+    def connection_made(self, conn: tp.MessageConnection) -> None:
+        pe = self.pe
+        self.ch.connection_made(conn)
+        pe.sessions.add(self.ch)
+        pe.stats["sessions"] += 1
+        pe._update_load()
+
+    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+        if ppid == tp.PPID_ASAP and data[:1] == b"\x07":
+            try:
+                msg = decode_asap(data)
+            except CodecError:
+                return
+            self.pe._session_asap(self.ch, msg)
+            return
+        self.ch.message_received(conn, data, ppid)
+
+    def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
+        self.ch.connection_lost(conn, exc)

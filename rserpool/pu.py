@@ -1,0 +1,287 @@
+"""Pool user (PU): handle resolution with a cache, unreachability reports, and fail-over sessions.
+
+* ``PoolUser.resolve(handle)`` asks a registrar (static list or multicast announce) for up to N
+  PEs; answers are cached for ``stale_cache`` seconds (5 s: RSPLIB's ASAP cache element timeout
+  of ``asapinstance.h``; RSPLIB 3.x lets the application pass it per call, so it is a parameter).
+* ``PoolUser.report_unreachable(handle, id)`` sends ASAP Endpoint Unreachable and drops the PE
+  from the cache (the registrar removes it after MAX-BAD-PE-REPORT reports).
+* ``PoolUser.connect(handle)`` returns a ``PoolSession``: a data channel to one PE that fails over
+  to another PE when the current one breaks (report it, re-select from the cache or by a new
+  handle resolution, reconnect, Cookie Echo the last cookie the failed PE sent), so the application
+  keeps its state (the ASAP session layer RSPLIB calls "enhanced mode").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rserpool import transport as tp
+from rserpool.session import (
+    ANNOUNCE_TIMEOUT,
+    REQUEST_TIMEOUT,
+    PEInfo,
+    RegistrarChannel,
+    RegistrarDiscovery,
+    SessionChannel,
+)
+from rserpool.wire import EndpointUnreachable, HandleResolution, HandleResolutionResponse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STALE_CACHE = 5.0
+
+
+class HandleResolutionError(LookupError):
+    """The registrar answered with an error (``cause``: 0x9 = unknown pool handle)."""
+
+    def __init__(self, handle: bytes, cause: int) -> None:
+        super().__init__(f"handle resolution for {handle!r} failed (cause 0x{cause:x})")
+        self.handle = handle
+        self.cause = cause
+
+
+class NoPoolElementError(ConnectionError):
+    """No PE of the pool could be reached."""
+
+
+@dataclass
+class PUConfig:
+    registrars: list[tuple[str, int]] = field(default_factory=list)
+    announce: bool | None = None
+    announce_group: str = tp.ASAP_ANNOUNCE_GROUP
+    announce_port: int = tp.ASAP_PORT
+    announce_interface: str | None = None
+    transport: str | None = None
+    stale_cache: float = DEFAULT_STALE_CACHE
+    request_timeout: float = REQUEST_TIMEOUT
+    discovery_wait: float = ANNOUNCE_TIMEOUT
+    connect_timeout: float = 3.0
+
+
+class PoolUser:
+    """ASAP client for pool users."""
+
+    def __init__(self, config: PUConfig | None = None) -> None:
+        self.config = cfg = config or PUConfig()
+        self.kind = cfg.transport or tp.transport_kind()
+        self.discovery = RegistrarDiscovery(cfg.registrars, use_announce=cfg.announce, group=cfg.announce_group,
+                                            port=cfg.announce_port, interface=cfg.announce_interface,
+                                            kind=self.kind)
+        self._channel: RegistrarChannel | None = None
+        self._channel_lock = asyncio.Lock()
+        self._cache: dict[bytes, tuple[float, list[PEInfo]]] = {}
+        self._failed_registrars: set[tuple[str, int]] = set()
+        self.stats: dict[str, int] = {"resolutions": 0, "cache_hits": 0, "unreachable_reports": 0,
+                                      "failovers": 0}
+
+    async def start(self) -> None:
+        await self.discovery.start()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        self.discovery.close()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> PoolUser:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---------------------------------------------------------------- registrar
+
+    async def _registrar(self) -> RegistrarChannel:
+        async with self._channel_lock:
+            if self._channel is not None and self._channel.is_open:
+                return self._channel
+            self._channel = await RegistrarChannel.connect_any(
+                self.discovery, kind=self.kind, wait=self.config.discovery_wait, avoid=self._failed_registrars)
+            return self._channel
+
+    async def _ask(self, data: bytes, match: Callable[[object], bool]) -> object:
+        """One request with one retry on another registrar if the first fails."""
+        last: BaseException | None = None
+        for _ in range(2):
+            ch = await self._registrar()
+            try:
+                return await ch.request(data, match, self.config.request_timeout)
+            except (TimeoutError, OSError) as exc:
+                last = exc
+                if ch.endpoint:
+                    self._failed_registrars.add(ch.endpoint)
+                ch.close()
+                self._channel = None
+        raise ConnectionError(f"registrar request failed: {last}")
+
+    # ---------------------------------------------------------------- handle resolution
+
+    async def resolve(self, pool_handle: bytes | str, items: int | None = None,
+                      use_cache: bool = True) -> list[PEInfo]:
+        """PEs of the pool, by the pool's policy (cached for ``stale_cache`` seconds)."""
+        handle = pool_handle.encode() if isinstance(pool_handle, str) else bytes(pool_handle)
+        if use_cache and self.config.stale_cache > 0:
+            hit = self._cache.get(handle)
+            if hit is not None and time.monotonic() - hit[0] <= self.config.stale_cache and hit[1]:
+                self.stats["cache_hits"] += 1
+                return list(hit[1])
+        msg = HandleResolution(pool_handle=handle, items=items).encode()
+        resp = await self._ask(msg, lambda m: isinstance(m, HandleResolutionResponse) and m.pool_handle == handle)
+        assert isinstance(resp, HandleResolutionResponse)
+        self.stats["resolutions"] += 1
+        if resp.error is not None and resp.error.causes and not resp.pool_elements:
+            self._cache.pop(handle, None)
+            raise HandleResolutionError(handle, resp.error.causes[0].code)
+        pes = [PEInfo.from_wire(handle, pe) for pe in resp.pool_elements]
+        self._cache[handle] = (time.monotonic(), pes)
+        return list(pes)
+
+    def forget(self, pool_handle: bytes, identifier: int | None = None) -> None:
+        """Drop a PE (or the whole pool) from the cache."""
+        hit = self._cache.get(pool_handle)
+        if hit is None:
+            return
+        if identifier is None:
+            del self._cache[pool_handle]
+        else:
+            self._cache[pool_handle] = (hit[0], [p for p in hit[1] if p.identifier != identifier])
+
+    async def report_unreachable(self, pool_handle: bytes, identifier: int) -> None:
+        """ASAP Endpoint Unreachable to the registrar; the PE also leaves the cache."""
+        self.forget(pool_handle, identifier)
+        self.stats["unreachable_reports"] += 1
+        try:
+            ch = await self._registrar()
+            ch.send(EndpointUnreachable(pool_handle=pool_handle, identifier=identifier).encode())
+        except (OSError, ConnectionError) as exc:
+            log.warning("could not report PE $%08x unreachable: %s", identifier, exc)
+
+    # ---------------------------------------------------------------- sessions
+
+    async def connect(self, pool_handle: bytes | str, *, on_data: Callable[[bytes, int], None] | None = None,
+                      on_failover: Callable[[PoolSession], None] | None = None,
+                      max_attempts: int = 8) -> PoolSession:
+        """A fail-over session to the pool (connects to the first reachable PE)."""
+        handle = pool_handle.encode() if isinstance(pool_handle, str) else bytes(pool_handle)
+        s = PoolSession(self, handle, on_data=on_data, on_failover=on_failover, max_attempts=max_attempts)
+        await s.open()
+        return s
+
+
+class PoolSession:
+    """PU side of an ASAP session with fail-over and cookie echo."""
+
+    def __init__(self, pu: PoolUser, handle: bytes, *, on_data: Callable[[bytes, int], None] | None,
+                 on_failover: Callable[[PoolSession], None] | None, max_attempts: int) -> None:
+        self.pu = pu
+        self.handle = handle
+        self.on_data = on_data
+        self.on_failover = on_failover
+        self.max_attempts = max_attempts
+        self.pe: PEInfo | None = None
+        self.channel: SessionChannel | None = None
+        self.cookie: bytes | None = None
+        self.failovers = 0
+        self._replies: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+
+    def _data(self, ch: SessionChannel, data: bytes, ppid: int) -> None:
+        if self.on_data is not None:
+            self.on_data(data, ppid)
+        else:
+            self._replies.put_nowait((data, ppid))
+
+    async def open(self, exclude: set[int] | None = None) -> None:
+        """Connect to a PE: cached/resolved candidates in policy order, reporting dead ones."""
+        tried: set[int] = set(exclude or ())
+        for _ in range(self.max_attempts):
+            try:
+                pes = await self.pu.resolve(self.handle)
+            except HandleResolutionError:
+                pes = []
+            pes = [p for p in pes if p.identifier not in tried] or [
+                p for p in await self._fresh() if p.identifier not in tried]
+            if not pes:
+                break
+            pe = pes[0]
+            tried.add(pe.identifier)
+            ch = SessionChannel(on_data=self._data)
+            try:
+                host, port = pe.endpoint
+                kind = "sctp" if pe.protocol == "sctp" else "tcp"
+                await tp.connect(ch, host, port, tp.Framing.TAGGED, kind=kind,
+                                 timeout=self.pu.config.connect_timeout)
+            except (TimeoutError, OSError) as exc:
+                log.info("PE $%08x at %s unreachable (%s)", pe.identifier, pe.endpoint, exc)
+                await self.pu.report_unreachable(self.handle, pe.identifier)
+                continue
+            self.pe, self.channel = pe, ch
+            if self.cookie is not None:
+                ch.send_cookie_echo(self.cookie)
+            return
+        raise NoPoolElementError(f"no PE of pool {self.handle!r} reachable")
+
+    async def _fresh(self) -> list[PEInfo]:
+        try:
+            return await self.pu.resolve(self.handle, use_cache=False)
+        except HandleResolutionError:
+            return []
+
+    async def failover(self, report: bool = True) -> None:
+        """Move to another PE (the current one failed), carrying the last cookie."""
+        old = self.pe
+        if self.channel is not None and self.channel.cookie is not None:
+            self.cookie = self.channel.cookie
+        if self.channel is not None:
+            self.channel.close()
+        self.failovers += 1
+        self.pu.stats["failovers"] += 1
+        if old is not None and report:
+            await self.pu.report_unreachable(self.handle, old.identifier)
+        await self.open(exclude={old.identifier} if old is not None else None)
+        if self.on_failover is not None:
+            self.on_failover(self)
+
+    def send(self, data: bytes, ppid: int = 0) -> None:
+        if self.channel is None or not self.channel.is_open:
+            raise ConnectionError("session has no PE")
+        if self.channel.cookie is not None:
+            self.cookie = self.channel.cookie
+        self.channel.send(data, ppid)
+
+    async def request(self, data: bytes, ppid: int = 0, timeout: float = 3.0, retries: int = 3) -> bytes:
+        """Send and wait for one reply (request/response services such as echo), failing over on error."""
+        for attempt in range(retries + 1):
+            try:
+                while not self._replies.empty():
+                    self._replies.get_nowait()
+                self.send(data, ppid)
+                closed = asyncio.ensure_future(self.channel.closed.wait())  # type: ignore[union-attr]
+                reply = asyncio.ensure_future(self._replies.get())
+                try:
+                    done, _ = await asyncio.wait({closed, reply}, timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closed.cancel()
+                if reply in done:
+                    return reply.result()[0]
+                reply.cancel()
+                raise ConnectionError("no reply" if not done else "PE closed the session")
+            except ConnectionError as exc:
+                if attempt == retries:
+                    raise
+                log.info("session to PE %s failed (%s): failing over",
+                         f"${self.pe.identifier:08x}" if self.pe else "?", exc)
+                await self.failover()
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.channel is not None:
+            with contextlib.suppress(Exception):
+                self.channel.close()

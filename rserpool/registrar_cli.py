@@ -1,0 +1,317 @@
+"""Click commands ``rserpool registrar``, ``pe``, ``pu`` and ``hsdump`` (thin wrappers over the libraries).
+
+Daemons (registrar, pe) run until SIGINT/SIGTERM; the PE deregisters on the way out. Timer options
+take seconds; their defaults are RSPLIB 3.4.4's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import click
+
+from rserpool import transport as tp
+from rserpool.policy import PolicyInfo
+from rserpool.transport import format_endpoint, parse_endpoint
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _endpoints(values: tuple[str, ...], default_port: int = tp.ASAP_PORT) -> list[tuple[str, int]]:
+    try:
+        return [parse_endpoint(v, default_port) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _int_auto(value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        v = int(value, 0)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number (decimal or 0x hex)") from None
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise click.BadParameter(f"{value!r} does not fit 32 bits")
+    return v
+
+
+def _announce_options(f: Callable[..., object]) -> Callable[..., object]:
+    f = click.option("--announce-address", default=f"{tp.ASAP_ANNOUNCE_GROUP}:{tp.ASAP_PORT}", show_default=True,
+                     help="Multicast group:port of ASAP server announces.")(f)
+    f = click.option("--announce-interface", default=None,
+                     help="Local IPv4 address of the interface for announces (needed without a 224.0.0.0/4 route).")(f)
+    return f
+
+
+def _transport_option(f: Callable[..., object]) -> Callable[..., object]:
+    return click.option("--transport", type=click.Choice(["sctp", "tcp"]), default=None,
+                        help="Force the ASAP transport (default: SCTP if the kernel has it, else TCP; "
+                             f"env {tp.ENV_TRANSPORT}).")(f)
+
+
+def _log_option(f: Callable[..., object]) -> Callable[..., object]:
+    return click.option("--log-level", default="info", show_default=True,
+                        type=click.Choice(["debug", "info", "warning", "error"]))(f)
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop if asked for (or, with "auto", if installed); it roughly doubles the registrar's rate."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        if choice == "uvloop":
+            raise click.ClickException("--event-loop uvloop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]], event_loop: str = "auto") -> None:
+    """Run ``main(stop_event)``; SIGINT/SIGTERM set the event so ``main`` can shut down cleanly."""
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(event_loop)) as r:
+            r.run(runner())
+    except tp.TransportError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@click.command("registrar")
+@click.option("--listen", "listen", multiple=True, default=("0.0.0.0",), show_default=True,
+              help="ASAP endpoint ADDR[:PORT] (port 3863 by default); repeatable.")
+@click.option("--enrp-listen", default="0.0.0.0:9901", show_default=True,
+              help="ENRP endpoint used by hsdump ('none' to disable).")
+@click.option("--peer", "peers", multiple=True, help="ENRP peer ADDR:PORT (ENRP is not implemented yet).")
+@click.option("--identifier", default=None, help="Registrar identifier (decimal or 0x hex; default random).")
+@click.option("--max-hr-items", default=3, show_default=True, help="PEs per handle resolution.")
+@click.option("--max-increment", default=0, show_default=True, help="RSPLIB MaxIncrement (0 = policy default).")
+@click.option("--max-bad-pe-reports", default=3, show_default=True, help="Unreachable reports that remove a PE.")
+@click.option("--keepalive-interval", default=5.0, show_default=True, help="Endpoint keep-alive interval [s].")
+@click.option("--keepalive-timeout", default=5.0, show_default=True, help="Endpoint keep-alive timeout [s].")
+@click.option("--announce-cycle", default=1.0, show_default=True, help="Server announce cycle [s].")
+@click.option("--announce-ttl", default=tp.DEFAULT_ANNOUNCE_TTL, show_default=True, help="Multicast TTL of announces.")
+@click.option("--announce/--no-announce", default=True, show_default=True, help="Send ASAP server announces.")
+@click.option("--max-hr-rate", default=-1.0, show_default=True,
+              help="Max handle resolutions per second per PU and pool (<= 0: unlimited).")
+@click.option("--max-eu-rate", default=-1.0, show_default=True,
+              help="Max endpoint-unreachable reports per second per PU and pool (<= 0: unlimited).")
+@click.option("--event-loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default="auto", show_default=True,
+              help="Event loop implementation (auto: uvloop if installed).")
+@_announce_options
+@_transport_option
+@_log_option
+def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, ...], identifier: str | None,
+                  max_hr_items: int, max_increment: int, max_bad_pe_reports: int, keepalive_interval: float,
+                  keepalive_timeout: float, announce_cycle: float, announce_ttl: int, announce: bool,
+                  max_hr_rate: float, max_eu_rate: float, event_loop: str, announce_address: str,
+                  announce_interface: str | None, transport: str | None, log_level: str) -> None:
+    """Run a registrar (ASAP server, endpoint monitoring, multicast announces)."""
+    from rserpool.registrar import Registrar, RegistrarConfig
+
+    _setup_logging(log_level)
+    group, gport = parse_endpoint(announce_address, tp.ASAP_PORT)
+    cfg = RegistrarConfig(
+        identifier=_int_auto(identifier),
+        listen=_endpoints(listen),
+        enrp_listen=None if enrp_listen.lower() == "none" else parse_endpoint(enrp_listen, tp.ENRP_PORT),
+        transport=transport,
+        max_hr_items=max_hr_items, max_increment=max_increment, max_bad_pe_reports=max_bad_pe_reports,
+        keepalive_interval=keepalive_interval, keepalive_timeout=keepalive_timeout,
+        announce=announce, announce_cycle=announce_cycle, announce_group=group, announce_port=gport,
+        announce_interface=announce_interface, announce_ttl=announce_ttl,
+        max_hr_rate=max_hr_rate, max_eu_rate=max_eu_rate, peers=_endpoints(peers, tp.ENRP_PORT),
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        reg = Registrar(cfg)
+        await reg.start()
+        click.echo(f"Registrar ${reg.identifier:08x} ({reg.kind}) on "
+                   + ", ".join(format_endpoint(h, p) for h, p in reg.addresses())
+                   + (f", ENRP dump port {reg.enrp_port}" if reg.enrp_port else ""), err=True)
+        for line in cfg.describe():
+            click.echo("  " + line, err=True)
+        if peers:
+            click.echo("WARNING: ENRP peering is not implemented yet; --peer is ignored", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await reg.stop()
+
+    _run_daemon(main, event_loop)
+
+
+@click.command("pe")
+@click.option("--registrar", "registrars", multiple=True, help="Registrar ADDR[:PORT]; repeatable "
+              "(default: find registrars by multicast announce).")
+@click.option("--pool", required=True, help="Pool handle.")
+@click.option("--policy", default="RoundRobin", show_default=True,
+              help="Selection policy, RSPLIB syntax: Name[:param], e.g. PriorityLeastUsed:0.1, WeightedRandom:5.")
+@click.option("--load-increment", type=float, default=None,
+              help="Load increment/degradation fraction for PLU/LUD-style policies (overrides :param).")
+@click.option("--weight", type=int, default=None, help="Weight for WRR/WRAND.")
+@click.option("--priority", type=int, default=None, help="Priority for PRIO.")
+@click.option("--load", type=float, default=None, help="Initial load fraction (0..1).")
+@click.option("--identifier", default=None, help="PE identifier (decimal or 0x hex; default random).")
+@click.option("--service", type=click.Choice(["echo", "calcapp"]), default="echo", show_default=True)
+@click.option("--capacity", type=float, default=1_000_000.0, show_default=True,
+              help="Service capacity (calcapp: calculations per second).")
+@click.option("--max-requests", type=int, default=0, show_default=True,
+              help="Max concurrent sessions; > 0 makes the PE report load = sessions / max.")
+@click.option("--listen", default="0.0.0.0:0", show_default=True, help="Service endpoint ADDR:PORT.")
+@click.option("--reregistration-interval", type=float, default=30.0, show_default=True,
+              help="Re-registration interval [s]; registration life is 3x this.")
+@_announce_options
+@_transport_option
+@_log_option
+def pe_cmd(registrars: tuple[str, ...], pool: str, policy: str, load_increment: float | None, weight: int | None,
+           priority: int | None, load: float | None, identifier: str | None, service: str, capacity: float,
+           max_requests: int, listen: str, reregistration_interval: float, announce_address: str,
+           announce_interface: str | None, transport: str | None, log_level: str) -> None:
+    """Run a pool element: register, answer keep-alives, serve, deregister on SIGINT/SIGTERM."""
+    from dataclasses import replace
+
+    from rserpool.pe import PEConfig, PoolElement
+    from rserpool.policytypes import fraction_to_u32
+
+    _setup_logging(log_level)
+    try:
+        pol = PolicyInfo.parse(policy)
+        if load_increment is not None:
+            pol = replace(pol, load_degradation=fraction_to_u32(load_increment))
+        if weight is not None:
+            pol = replace(pol, weight=weight)
+        if priority is not None:
+            pol = replace(pol, weight=priority)
+        if load is not None:
+            pol = replace(pol, load=fraction_to_u32(load))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy") from None
+    if service == "calcapp":
+        try:
+            import rserpool.services.calcapp  # noqa: F401
+        except ImportError:
+            raise click.ClickException("calcapp service: not implemented yet") from None
+    group, gport = parse_endpoint(announce_address, tp.ASAP_PORT)
+    cfg = PEConfig(pool.encode(), pol, identifier=_int_auto(identifier), registrars=_endpoints(registrars),
+                   announce_group=group, announce_port=gport, announce_interface=announce_interface,
+                   listen=parse_endpoint(listen, 0), reregistration_interval=reregistration_interval,
+                   transport=transport, service=service, max_requests=max_requests, capacity=capacity)
+
+    async def main(stop: asyncio.Event) -> None:
+        pe = PoolElement(cfg)
+        try:
+            await pe.start(wait=False)
+        except NotImplementedError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"PE ${pe.identifier:08x} pool {pool!r} policy {pol.to_dict()['name']} "
+                   f"service {service} on port {pe.port} ({pe.kind})", err=True)
+        waiter = asyncio.ensure_future(stop.wait())
+        task = pe._task
+        assert task is not None
+        try:
+            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            err = pe.error
+            await pe.stop(deregister=err is None)
+        if err is not None:
+            raise click.ClickException(str(err))
+
+    _run_daemon(main)
+
+
+@click.command("pu")
+@click.option("--registrar", "registrars", multiple=True,
+              help="Registrar ADDR[:PORT]; repeatable (default: find registrars by multicast announce).")
+@click.option("--pool", required=True, help="Pool handle.")
+@click.option("--count", type=int, default=None, help="PEs to ask for (default: the registrar's, RSPLIB 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--echo", "echo_text", default=None,
+              help="Also open a session to the chosen PE and send TEXT to its echo service; print the reply.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for announces/replies.")
+@_announce_options
+@_transport_option
+@_log_option
+def pu_cmd(registrars: tuple[str, ...], pool: str, count: int | None, as_json: bool, echo_text: str | None,
+           timeout: float, announce_address: str, announce_interface: str | None, transport: str | None,
+           log_level: str) -> None:
+    """One handle resolution: print the chosen PEs (identifier and address), one per line."""
+    from rserpool.pu import HandleResolutionError, PoolUser, PUConfig
+    from rserpool.session import NoRegistrarError
+
+    _setup_logging("warning" if log_level == "info" else log_level)
+    group, gport = parse_endpoint(announce_address, tp.ASAP_PORT)
+    cfg = PUConfig(registrars=_endpoints(registrars), announce_group=group, announce_port=gport,
+                   announce_interface=announce_interface, transport=transport, discovery_wait=timeout,
+                   request_timeout=timeout)
+
+    async def main() -> int:
+        async with PoolUser(cfg) as pu:
+            try:
+                pes = await pu.resolve(pool.encode(), items=count, use_cache=False)
+            except HandleResolutionError as exc:
+                click.echo(f"error: {exc}", err=True)
+                return 2
+            except (NoRegistrarError, ConnectionError) as exc:
+                click.echo(f"error: {exc}", err=True)
+                return 3
+            reply = None
+            if echo_text is not None:
+                s = await pu.connect(pool.encode())
+                try:
+                    reply = (await s.request(echo_text.encode(), timeout=timeout)).decode("utf-8", "replace")
+                finally:
+                    s.close()
+            if as_json:
+                out: dict[str, object] = {"pool": pool, "elements": [p.to_dict() for p in pes]}
+                if reply is not None:
+                    out["echo"] = reply
+                click.echo(json.dumps(out))
+            else:
+                for p in pes:
+                    click.echo(f"0x{p.identifier:08x} {format_endpoint(*p.endpoint)}")
+                if reply is not None:
+                    click.echo(f"echo: {reply}")
+            return 0
+
+    try:
+        rc = asyncio.run(main())
+    except tp.TransportError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(rc)
+
+
+@click.command("hsdump")
+@click.option("--registrar", required=True,
+              help="Registrar's ENRP endpoint ADDR[:PORT] (port 9901 by default; see 'registrar --enrp-listen').")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+@_transport_option
+def hsdump_cmd(registrar: str, as_json: bool, timeout: float, transport: str | None) -> None:
+    """Print a registrar's handlespace (fetched over ENRP like RSPLIB's hsdump)."""
+    from rserpool.hsdump import fetch_handlespace
+
+    host, port = parse_endpoint(registrar, tp.ENRP_PORT, "127.0.0.1")
+    try:
+        dump = asyncio.run(fetch_handlespace(host, port, kind=transport, timeout=timeout))
+    except (TimeoutError, OSError) as exc:
+        raise click.ClickException(f"cannot dump {format_endpoint(host, port)}: {exc or 'timeout'}") from None
+    click.echo(json.dumps(dump.to_dict(), indent=2) if as_json else dump.format())

@@ -1,0 +1,345 @@
+"""Pool element and pool user libraries against an in-process registrar (TCP, loopback, short timers),
+plus the ``rserpool`` command line end to end on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rserpool.pe import PEConfig, PoolElement
+from rserpool.policy import PolicyInfo
+from rserpool.pu import HandleResolutionError, PoolUser, PUConfig
+from rserpool.registrar import Registrar, RegistrarConfig
+from rserpool.session import SessionChannel
+
+POOL = b"EchoPool"
+ROOT = Path(__file__).resolve().parents[2]
+RSERPOOL = [sys.executable, "-m", "rserpool"]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reg_config(**kw: Any) -> RegistrarConfig:
+    base: dict[str, Any] = dict(listen=[("127.0.0.1", 0)], enrp_listen=None, announce=False, transport="tcp",
+                                keepalive_interval=30.0, keepalive_timeout=30.0)
+    base.update(kw)
+    return RegistrarConfig(**base)
+
+
+def pe_config(reg: Registrar | None, policy: str = "RoundRobin", **kw: Any) -> PEConfig:
+    base: dict[str, Any] = dict(registrars=[("127.0.0.1", reg.port)] if reg else [], listen=("127.0.0.1", 0),
+                                transport="tcp", request_timeout=1.0, retry_delay=0.2)
+    base.update(kw)
+    return PEConfig(POOL, PolicyInfo.parse(policy), **base)
+
+
+def pu_config(reg: Registrar | None, **kw: Any) -> PUConfig:
+    base: dict[str, Any] = dict(registrars=[("127.0.0.1", reg.port)] if reg else [], transport="tcp",
+                                request_timeout=1.0, connect_timeout=1.0)
+    base.update(kw)
+    return PUConfig(**base)
+
+
+async def eventually(pred: Callable[[], bool], timeout: float = 8.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def scenario(body: Callable[[Registrar, list[PoolElement], list[Any]], Awaitable[None]],
+             config: RegistrarConfig | None = None) -> None:
+    """Run ``body(registrar, pes, closers)``; everything started is stopped even on failure."""
+    async def main() -> None:
+        reg = Registrar(config or reg_config())
+        await reg.start()
+        pes: list[PoolElement] = []
+        closers: list[Any] = []
+        try:
+            await asyncio.wait_for(body(reg, pes, closers), 30)
+        finally:
+            for pe in pes:
+                await pe.kill()
+            for c in closers:
+                await c.close()
+            await reg.stop()
+    asyncio.run(main())
+
+
+async def start_pes(reg: Registrar, pes: list[PoolElement], n: int, policy: str = "RoundRobin",
+                    **kw: Any) -> list[PoolElement]:
+    new = []
+    for _ in range(n):
+        pe = PoolElement(pe_config(reg, policy, **kw))
+        pes.append(pe)
+        await pe.start()
+        new.append(pe)
+    return new
+
+
+async def new_pu(reg: Registrar | None, closers: list[Any], **kw: Any) -> PoolUser:
+    pu = PoolUser(pu_config(reg, **kw))
+    closers.append(pu)
+    await pu.start()
+    return pu
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_registration_visible_to_pu_and_deregistration() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        started = await start_pes(reg, pes, 3)
+        pu = await new_pu(reg, closers)
+        found = await pu.resolve(POOL, items=10, use_cache=False)
+        assert sorted(p.identifier for p in found) == sorted(pe.identifier for pe in started)
+        assert {p.endpoint for p in found} == {("127.0.0.1", pe.port) for pe in started}
+        for pe in started:
+            await pe.stop()
+        assert len(reg.handlespace) == 0
+        assert reg.stats["deregistration"] == 3
+        with pytest.raises(HandleResolutionError) as err:
+            await pu.resolve(POOL, use_cache=False)
+        assert err.value.cause == 0x9
+    scenario(body)
+
+
+def test_load_change_reregisters_and_moves_plu_choice() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        a, b = await start_pes(reg, pes, 2, "PriorityLeastUsed:0.05")
+        a.set_load(0.1)
+        b.set_load(0.5)
+        await eventually(lambda: reg.handlespace.get(POOL, b.identifier).policy.load > 0)  # type: ignore[union-attr]
+        pu = await new_pu(reg, closers)
+        assert [p.identifier for p in await pu.resolve(POOL, items=1, use_cache=False)] == [a.identifier]
+        a.set_load(0.9)
+        await eventually(lambda: reg.handlespace.get(POOL, a.identifier).policy.load_fraction > 0.8)  # type: ignore[union-attr]
+        assert [p.identifier for p in await pu.resolve(POOL, items=1, use_cache=False)] == [b.identifier]
+        assert a.stats["registrations"] >= 3
+    scenario(body)
+
+
+def test_hung_pe_is_removed_by_keepalive_timeout_and_dead_pe_by_connection_loss() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        hung, dead, fine = await start_pes(reg, pes, 3)
+        await hung.hang()  # alive sockets, no answers
+        await dead.kill()  # gone without deregistering
+        await eventually(lambda: reg.handlespace.get(POOL, dead.identifier) is None, 2)
+        assert reg.stats["removed_connection-lost"] == 1
+        await eventually(lambda: reg.handlespace.get(POOL, hung.identifier) is None, 5)
+        assert reg.stats["removed_keepalive-timeout"] == 1
+        await asyncio.sleep(0.5)
+        assert reg.handlespace.get(POOL, fine.identifier) is not None
+        assert fine.stats["keepalives"] >= 2
+    scenario(body, reg_config(keepalive_interval=0.15, keepalive_timeout=0.2))
+
+
+def test_pu_unreachable_reports_remove_pe_after_three() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        (pe,) = await start_pes(reg, pes, 1)
+        pus = [await new_pu(reg, closers) for _ in range(3)]
+        for i, pu in enumerate(pus):
+            await pu.resolve(POOL)
+            await pu.report_unreachable(POOL, pe.identifier)
+            await eventually(lambda i=i: reg.stats["endpoint_unreachable"] == i + 1)
+            assert (reg.handlespace.get(POOL, pe.identifier) is None) == (i == 2)
+            assert pu._cache[POOL][1] == []  # the PU forgot it at once
+    scenario(body)
+
+
+def test_pu_cache_serves_repeated_resolutions() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        await start_pes(reg, pes, 2)
+        pu = await new_pu(reg, closers, stale_cache=30.0)
+        first = await pu.resolve(POOL)
+        second = await pu.resolve(POOL)
+        assert first == second
+        assert pu.stats == {"resolutions": 1, "cache_hits": 1, "unreachable_reports": 0, "failovers": 0}
+        assert reg.stats["handle_resolution"] == 1
+        nocache = await new_pu(reg, closers, stale_cache=0.0)
+        await nocache.resolve(POOL)
+        await nocache.resolve(POOL)
+        assert reg.stats["handle_resolution"] == 3
+    scenario(body)
+
+
+def test_session_failover_carries_state_by_cookie_echo() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        started = await start_pes(reg, pes, 2)
+        echoed: dict[int, bytes] = {}
+        for pe in started:
+            state: dict[SessionChannel, bytes] = {}
+
+            def on_data(ch: SessionChannel, data: bytes, ppid: int, state=state) -> None:
+                if data.startswith(b"set:"):
+                    state[ch] = data[4:]
+                    ch.send_cookie(b"state=" + data[4:])
+                    ch.send(b"ok", ppid)
+                else:
+                    ch.send(state.get(ch, b"<none>"), ppid)
+
+            def on_echo(ch: SessionChannel, cookie: bytes, state=state, pe=pe) -> None:
+                echoed[pe.identifier] = cookie
+                state[ch] = cookie.removeprefix(b"state=")
+
+            pe.on_data, pe.on_cookie_echo = on_data, on_echo
+        pu = await new_pu(reg, closers)
+        session = await pu.connect(POOL)
+        first = session.pe
+        assert first is not None
+        assert await session.request(b"set:42") == b"ok"
+        await eventually(lambda: session.channel is not None and session.channel.cookie == b"state=42")
+        victim = next(pe for pe in started if pe.identifier == first.identifier)
+        await victim.kill()
+        assert await session.request(b"get") == b"42"
+        assert session.pe is not None and session.pe.identifier != first.identifier
+        assert session.failovers == 1 and echoed == {session.pe.identifier: b"state=42"}
+        session.close()
+    scenario(body)
+
+
+def test_pe_moves_to_another_registrar_when_home_fails() -> None:
+    async def main() -> None:
+        r1, r2 = Registrar(reg_config()), Registrar(reg_config())
+        await r1.start()
+        await r2.start()
+        pe = PoolElement(pe_config(None, registrars=[("127.0.0.1", r1.port), ("127.0.0.1", r2.port)]))
+        try:
+            await pe.start()
+            assert r1.handlespace.get(POOL, pe.identifier) is not None
+            await r1.stop()
+            await eventually(lambda: r2.handlespace.get(POOL, pe.identifier) is not None)
+            assert pe.stats["registrar_changes"] == 1
+            assert pe.channel is not None and pe.channel.endpoint == ("127.0.0.1", r2.port)
+        finally:
+            await pe.kill()
+            await r1.stop()
+            await r2.stop()
+    asyncio.run(main())
+
+
+def test_keepalive_with_home_flag_sets_new_home() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        (pe,) = await start_pes(reg, pes, 1)
+        entry = reg.handlespace.get(POOL, pe.identifier)
+        assert entry is not None
+        assert reg.send_keepalive(entry, home=True)
+        await eventually(lambda: pe.home_registrar == reg.identifier)
+        await eventually(lambda: reg.stats["keepalive_ack"] == 1)
+    scenario(body)
+
+
+def test_discovery_by_multicast_announce_on_loopback() -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    mc = dict(announce_port=port, announce_interface="127.0.0.1")
+
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        pe = PoolElement(pe_config(None, **mc))
+        pes.append(pe)
+        await pe.start(timeout=10)
+        assert pe.channel is not None and pe.channel.endpoint == ("127.0.0.1", reg.port)
+        pu = await new_pu(None, closers, **mc)
+        found = await pu.resolve(POOL)
+        assert [p.identifier for p in found] == [pe.identifier]
+        assert pu.discovery.announced() == {reg.identifier: [("127.0.0.1", reg.port)]}
+    scenario(body, reg_config(announce=True, announce_cycle=0.1, **mc))
+
+
+def test_calcapp_service_fails_clearly_until_implemented() -> None:
+    if importlib.util.find_spec("rserpool.services") is not None and \
+            importlib.util.find_spec("rserpool.services.calcapp") is not None:
+        pytest.skip("a calcapp service module exists")
+    with pytest.raises(NotImplementedError, match="calcapp service: not implemented yet"):
+        PoolElement(PEConfig(POOL, service="calcapp", transport="tcp"))._setup_service()
+    out = subprocess.run(RSERPOOL + ["pe", "--pool", "P", "--service", "calcapp", "--registrar", "127.0.0.1:1"],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert out.returncode != 0 and "calcapp service: not implemented yet" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert time.monotonic() < end, f"port {port} did not open"
+            time.sleep(0.05)
+
+
+def test_cli_registrar_pe_pu_hsdump_end_to_end() -> None:
+    asap, enrp, mcast = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+    env = dict(os.environ, EMULAB_RSERPOOL_TRANSPORT="tcp")
+    ann = ["--announce-interface", "127.0.0.1", "--announce-address", f"239.0.0.50:{mcast}"]
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(args: list[str]) -> subprocess.Popen[str]:
+        p = subprocess.Popen(RSERPOOL + args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p
+
+    def cli(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(RSERPOOL + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    try:
+        spawn(["registrar", "--listen", f"127.0.0.1:{asap}", "--enrp-listen", f"127.0.0.1:{enrp}",
+               "--announce-cycle", "0.2", *ann])
+        _wait_port(asap)
+        pe_a = spawn(["pe", "--pool", "CliPool", "--policy", "LeastUsed", "--load", "0.2",
+                      "--listen", "127.0.0.1:0", "--identifier", "0x1001", *ann])  # found by announce
+        spawn(["pe", "--pool", "CliPool", "--policy", "LeastUsed", "--load", "0.7",
+               "--listen", "127.0.0.1:0", "--identifier", "4098", "--registrar", f"127.0.0.1:{asap}"])
+        end = time.monotonic() + 15
+        while True:
+            dump = cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}", "--json"])
+            if dump.returncode == 0 and json.loads(dump.stdout)["element_count"] == 2:
+                break
+            assert time.monotonic() < end, dump.stderr
+            time.sleep(0.2)
+        out = cli(["pu", "--pool", "CliPool", "--registrar", f"127.0.0.1:{asap}"])
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert [line.split()[0] for line in lines] == ["0x00001001", "0x00001002"]  # least used first
+        js = cli(["pu", "--pool", "CliPool", "--json", "--count", "1", "--echo", "ping", *ann])
+        assert js.returncode == 0, js.stderr
+        doc = json.loads(js.stdout)
+        assert [e["identifier"] for e in doc["elements"]] == [0x1001] and doc["echo"] == "ping"
+        text = cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}"])
+        assert "Pool 'CliPool' (LeastUsed), 2 PE(s)" in text.stdout
+        missing = cli(["pu", "--pool", "NoPool", "--registrar", f"127.0.0.1:{asap}"])
+        assert missing.returncode == 2 and "cause 0x9" in missing.stderr
+        pe_a.send_signal(signal.SIGTERM)  # clean shutdown deregisters
+        assert pe_a.wait(10) == 0
+        after = json.loads(cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}", "--json"]).stdout)
+        assert [e["identifier"] for p in after["pools"] for e in p["elements"]] == [4098]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()

@@ -1,0 +1,210 @@
+"""Tests of rserpool.transport: transport choice, TCP message framing, multicast, SCTP structures."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import struct
+
+import pytest
+
+from rserpool import transport as tp
+
+
+def test_parse_endpoint_forms() -> None:
+    assert tp.parse_endpoint("10.0.0.1:4000") == ("10.0.0.1", 4000)
+    assert tp.parse_endpoint("10.0.0.1") == ("10.0.0.1", tp.ASAP_PORT)
+    assert tp.parse_endpoint(":99") == ("0.0.0.0", 99)
+    assert tp.parse_endpoint("[::1]:5") == ("::1", 5)
+    assert tp.parse_endpoint("fe80::1") == ("fe80::1", tp.ASAP_PORT)
+    assert tp.format_endpoint("::1", 5) == "[::1]:5"
+
+
+def test_sctp_probe_is_cached_bool() -> None:
+    first = tp.sctp_available()
+    assert isinstance(first, bool)
+    assert tp.sctp_available() is first
+    assert tp.sctp_available.cache_info().hits >= 1
+
+
+def test_transport_kind_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tp.ENV_TRANSPORT, "tcp")
+    assert tp.transport_kind() == "tcp"
+    monkeypatch.setenv(tp.ENV_TRANSPORT, "bogus")
+    with pytest.raises(tp.TransportError):
+        tp.transport_kind()
+    monkeypatch.setenv(tp.ENV_TRANSPORT, "sctp")
+    if tp.sctp_available():
+        assert tp.transport_kind() == "sctp"
+    else:
+        with pytest.raises(tp.TransportError, match="no SCTP"):
+            tp.transport_kind()
+    monkeypatch.delenv(tp.ENV_TRANSPORT)
+    assert tp.transport_kind() == ("sctp" if tp.sctp_available() else "tcp")
+
+
+def test_sndrcvinfo_layout_puts_ppid_in_network_order() -> None:
+    info = tp._SNDRCV.pack(0, 0, 0, struct.pack("!I", tp.PPID_ASAP), 0, 0, 0, 0, 0)
+    assert len(info) == 32  # sizeof(struct sctp_sndrcvinfo) on Linux
+    assert info[8:12] == b"\x00\x00\x00\x0b"
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, int]] = []
+        self.lost = asyncio.Event()
+        self.got = asyncio.Event()
+        self.conn: tp.MessageConnection | None = None
+
+    def connection_made(self, conn: tp.MessageConnection) -> None:
+        self.conn = conn
+
+    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+        self.messages.append((data, ppid))
+        self.got.set()
+
+    def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
+        self.lost.set()
+
+
+def _asap(mtype: int, body: bytes) -> bytes:
+    return struct.pack("!BBH", mtype, 0, 4 + len(body)) + body
+
+
+async def _wait_for(pred, timeout: float = 3.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def test_tcp_asap_framing_reassembles_split_and_coalesced_messages() -> None:
+    async def main() -> None:
+        server_side = Collect()
+        srv = await tp.start_server(lambda: server_side, "127.0.0.1", 0, tp.Framing.ASAP, kind="tcp")
+        try:
+            msgs = [_asap(5, b"\x00\x09\x00\x08abcd"), _asap(8, b""), _asap(9, b"x" * 1000)]
+            r, w = await asyncio.open_connection("127.0.0.1", srv.port)
+            w.write(msgs[0] + msgs[1])  # two in one segment
+            blob = msgs[2]
+            for i in range(0, len(blob), 7):  # one split into many
+                w.write(blob[i:i + 7])
+                await w.drain()
+            await _wait_for(lambda: len(server_side.messages) == 3)
+            assert [m for m, _ in server_side.messages] == msgs
+            assert {p for _, p in server_side.messages} == {tp.PPID_ASAP}
+            w.close()
+        finally:
+            srv.close()
+    asyncio.run(main())
+
+
+def test_tcp_bad_length_aborts_only_that_connection() -> None:
+    async def main() -> None:
+        handlers: list[Collect] = []
+
+        def factory() -> Collect:
+            handlers.append(Collect())
+            return handlers[-1]
+
+        srv = await tp.start_server(factory, "127.0.0.1", 0, tp.Framing.ASAP, kind="tcp")
+        try:
+            r1, w1 = await asyncio.open_connection("127.0.0.1", srv.port)
+            w1.write(b"\x05\x00\x00\x02garbage")  # length 2 < header
+            assert await asyncio.wait_for(r1.read(), 3) == b""  # closed by the server
+            r2, w2 = await asyncio.open_connection("127.0.0.1", srv.port)
+            w2.write(_asap(8, b""))
+            await _wait_for(lambda: len(handlers) == 2 and handlers[1].messages)
+            assert handlers[0].lost.is_set()
+            w2.close()
+        finally:
+            srv.close()
+    asyncio.run(main())
+
+
+def test_tagged_framing_carries_ppid_both_ways() -> None:
+    async def main() -> None:
+        server_side = Collect()
+        srv = await tp.start_server(lambda: server_side, "127.0.0.1", 0, tp.Framing.TAGGED, kind="tcp")
+        client_side = Collect()
+        try:
+            conn = await tp.connect(client_side, "127.0.0.1", srv.port, tp.Framing.TAGGED, kind="tcp")
+            conn.send(b"calc", 34)
+            conn.send(_asap(0x0B, b""), tp.PPID_ASAP)
+            await _wait_for(lambda: len(server_side.messages) == 2)
+            assert server_side.messages == [(b"calc", 34), (_asap(0x0B, b""), 11)]
+            assert server_side.conn is not None
+            server_side.conn.send(b"reply", 0)
+            await _wait_for(lambda: client_side.messages == [(b"reply", 0)])
+            conn.close()
+            await asyncio.wait_for(server_side.lost.wait(), 3)
+        finally:
+            srv.close()
+    asyncio.run(main())
+
+
+def test_multicast_over_loopback_interface() -> None:
+    async def main() -> None:
+        got: list[tuple[bytes, tuple[str, int]]] = []
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        listener = await tp.listen_multicast(lambda d, a: got.append((d, a)), "239.0.0.50", port, "127.0.0.1")
+        sender = tp.MulticastSender("239.0.0.50", port, interface="127.0.0.1", ttl=1)
+        try:
+            assert listener.joined
+            for _ in range(20):
+                assert sender.send(b"announce")
+                await asyncio.sleep(0.02)
+                if got:
+                    break
+            assert got and got[0][0] == b"announce" and got[0][1][0] == "127.0.0.1"
+        finally:
+            sender.close()
+            listener.close()
+    asyncio.run(main())
+
+
+def test_multicast_no_route_is_reported_once_not_raised(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    sender = tp.MulticastSender("239.0.0.50", 9, interface="127.0.0.1", ttl=1)
+
+    class NoRoute:
+        def sendto(self, data: bytes, addr: object) -> int:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+        def close(self) -> None:
+            pass
+
+    real = sender.sock
+    sender.sock = NoRoute()  # type: ignore[assignment]
+    try:
+        with caplog.at_level(logging.WARNING, logger="rserpool.transport"):
+            assert sender.send(b"x") is False
+            assert sender.send(b"x") is False
+        assert len([r for r in caplog.records if "multicast send" in r.getMessage()]) == 1
+    finally:
+        real.close()
+
+
+@pytest.mark.realkernel
+@pytest.mark.skipif(not tp.sctp_available(), reason="kernel has no SCTP")
+def test_sctp_message_connection_carries_ppid() -> None:
+    async def main() -> None:
+        server_side = Collect()
+        srv = await tp.start_server(lambda: server_side, "127.0.0.1", 0, tp.Framing.ASAP, kind="sctp")
+        client_side = Collect()
+        try:
+            conn = await tp.connect(client_side, "127.0.0.1", srv.port, kind="sctp")
+            await _wait_for(lambda: conn is not None)
+            conn.send(_asap(5, b""), tp.PPID_ASAP)
+            conn.send(b"z" * 3000, 34)
+            await _wait_for(lambda: len(server_side.messages) == 2)
+            assert server_side.messages == [(_asap(5, b""), 11), (b"z" * 3000, 34)]
+            conn.close()
+        finally:
+            srv.close()
+    asyncio.run(main())
