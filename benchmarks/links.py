@@ -75,7 +75,7 @@ def iperf(h1: Any, h2: Any, seconds: int, port: int = 5301) -> float:
                       stderr=open(os.devnull, "w"))
     try:
         time.sleep(0.3)
-        out = h1.cmd(f"iperf3 -c {IP2} -p {port} -t {seconds} -O 2 -J")
+        out = h1.cmd(f"timeout {seconds + 30} iperf3 -c {IP2} -p {port} -t {seconds} -O 2 -J --connect-timeout 5000")
         data = json.loads(out[out.index("{"):])
         if "error" in data:
             raise RuntimeError(f"iperf3: {data['error']}")
@@ -92,7 +92,7 @@ def run_backend(backend: str, quick: bool, tag: str) -> dict[str, Any]:
     count = 20 if quick else 40
     seconds = 5 if quick else 10
     tmp = tempfile.mkdtemp(prefix="emulab-bench-")
-    netns = f"emulab-shaper-bench{tag}"
+    netns = f"emtest-shaper-bench{tag}"  # outside `emulab clean`'s default prefix
     shaper = h1 = h2 = link = None
     try:
         if backend == "shaper":

@@ -175,6 +175,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=4, help="TCP connections per client")
     ap.add_argument("--depth", type=int, default=2, help="requests in flight per connection")
     ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                    help="registrar's event loop (auto: uvloop if installed)")
     ap.add_argument("--role", choices=["driver", "farm", "client"], default="driver", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -192,7 +194,8 @@ def main() -> None:
     cpus = sorted(os.sched_getaffinity(0))
     reg_cpu, client_cpus = cpus[0], (cpus[1:] or cpus)
     reg_cmd = [sys.executable, "-m", "rserpool", "registrar", "--listen", f"127.0.0.1:{port}",
-               "--enrp-listen", "none", "--no-announce", "--transport", "tcp", "--log-level", "warning"]
+               "--enrp-listen", "none", "--no-announce", "--transport", "tcp", "--log-level", "warning",
+               "--event-loop", args.event_loop]
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(cmd: list[str], cpuset: list[int], out: int | None = None) -> subprocess.Popen[bytes]:
@@ -244,7 +247,8 @@ def main() -> None:
           f"p99 {p99:.3f} ms")
     print(json.dumps({"resolutions_per_s": round(rate, 1), "p50_ms": round(p50, 4), "p99_ms": round(p99, 4),
                       "pes": args.pes, "clients": args.clients, "connections": args.connections,
-                      "depth": args.depth, "duration_s": duration, "transport": "tcp"}))
+                      "depth": args.depth, "duration_s": duration, "transport": "tcp",
+                      "event_loop": args.event_loop}))
 
 
 if __name__ == "__main__":

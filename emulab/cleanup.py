@@ -62,7 +62,7 @@ def kill_processes(pids: list[int]) -> None:
 def _named_namespaces() -> list[str]:
     from pyroute2 import netns
 
-    return [n for n in netns.listnetns() if n.startswith(paths.PREFIX)]
+    return [n for n in netns.listnetns() if n.startswith((paths.PREFIX, "emulab-shaper", "emulab-probe-"))]
 
 
 def clean() -> list[str]:

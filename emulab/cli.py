@@ -181,5 +181,64 @@ def list_topologies() -> None:
         click.echo(name)
 
 
+# ==== results: plot and simulate (emulab.plots, emulab.sim; issue 7) ===================================
+from pathlib import Path  # noqa: E402 - imports kept inside this block on purpose
+
+from emulab.scenario import Scenario, scenario_options  # noqa: E402
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--compare", type=click.Path(path_type=Path), default=None,
+              help="A second results directory to overlay (e.g. simulated vs emulated).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the PNGs (default: RESULTS_DIR/plots).")
+def plot(results_dir: Path, compare: Path | None, out: Path | None) -> None:
+    """Draw the papers' Figures 4-8 from RESULTS_DIR and print Table 1 beside the papers' values."""
+    from rich.console import Console
+
+    from emulab.plots import plot_results, table1
+
+    paths = plot_results(results_dir, compare=compare, out=out)
+    Console().print(table1(results_dir, compare=compare))
+    for p in paths:
+        click.echo(str(p))
+
+
+@main.command()
+@scenario_options
+@click.option("--fail", "failures", multiple=True, metavar="ELEMENT@T[+DUR]",
+              help="Crash a pool element at T s (back after DUR s). Repeatable.")
+@click.option("--coverage-loss", "coverage", multiple=True, metavar="T+DUR",
+              help="Cut the UE off from the network at T s for DUR s. Repeatable.")
+def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str, ...]) -> None:
+    """Simulate the CalcApp pool on TARGET (a topology, or `large` / `synthetic:N`); prints the results path last.
+
+    Same sweep options as `emulab experiment`; the results directory has the same format, so
+    `emulab plot DIR` draws it and `emulab plot A --compare B` overlays an emulated and a simulated run.
+    """
+    from emulab.sim import build_model, parse_coverage, parse_failure
+    from emulab.sim import simulate as run_simulation
+
+    try:
+        fs = [parse_failure(f) for f in failures]
+        cs = [parse_coverage(c) for c in coverage]
+    except ValueError as exc:
+        raise EmulabError(str(exc)) from None
+    if fs:
+        known = {e.name for e in build_model(scenario).elements}
+        bad = [f.element for f in fs if f.element not in known]
+        if bad:
+            raise EmulabError(f"--fail: unknown pool element(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    path, timing = run_simulation(scenario, fs, cs, progress=sys.stderr.isatty())
+    click.echo(
+        f"{timing['events']:,} events in {timing['wall_s']:.1f} s ({timing['events_per_s']:,.0f} events/s, "
+        f"{timing['realtime_ratio']:,.0f}x real time, {scenario.jobs} process(es))",
+        err=True,
+    )
+    click.echo(str(path))
+# ==== end of the plot/simulate block ==================================================================
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -96,7 +96,8 @@ class Testbed:
             status_path=paths.run_dir() / "controller.json",
         )
 
-        if self.link_backend == "shaper" and any(not lk.params.is_neutral for lk in self.spec.links):
+        # Radio links change at run time, so they need a shaper hop even while their parameters are neutral.
+        if self.link_backend == "shaper" and any(not lk.params.is_neutral or lk.radio for lk in self.spec.links):
             from emulab.shaper import Shaper
 
             self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
@@ -123,10 +124,14 @@ class Testbed:
                 backend=self.link_backend,
                 shaper=self.shaper,
                 link_id=link.name,
+                dynamic=link.radio,
             )
         net.build()
         self._name_namespaces()
         net.start()
+        if self.link_backend == "netem":
+            for emu in self.links.values():  # OVS replaces the qdiscs of the ports it adds
+                emu.reapply()
 
         self.progress("configuring addresses and routes")
         self._configure_ip()

@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #define MAX_HEIGHT 32           /* >= 1 + log_8(2^64): cannot be reached */
 #define FREE_KEEP 4             /* spare nodes kept per selector (splits/merges are rare) */
 #define NODE_ALIGN 64
+#define PREFETCH_SELECTED 4     /* first(n): warm the index slots of this many results */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PREFETCH(p) __builtin_prefetch(p)
@@ -392,6 +394,61 @@ static int tree_remove(SelectorObject *s, const Key *k, uint64_t *value)
     return 0;
 }
 
+/*
+ * Re-key the entry `old` (present) to `k` with value v.  When the new key keeps its place
+ * (same leaf, between the same neighbours and inside the leaf's routing range, e.g. a
+ * selection that only renews seq) the entry is rewritten in place: one descent instead of a
+ * removal and an insertion.  Needs height + 1 spare nodes reserved.  -1 if `old` is missing.
+ */
+static int tree_update(SelectorObject *s, const Key *old, const Key *k, uint64_t v)
+{
+    Node *path[MAX_HEIGHT];
+    int idx[MAX_HEIGHT];
+    int depth = 0;
+    const Node *lo_node = NULL, *hi_node = NULL; /* tightest routing bounds: [lo, hi) */
+    int lo_i = 0, hi_i = 0;
+    Node *n = s->root;
+    while (!n->leaf) {
+        prefetch_keys(n);
+        int i = route(n, old);
+        if (i > 0) {
+            lo_node = n;
+            lo_i = i;
+        }
+        if (i + 1 < (int)n->count) {
+            hi_node = n;
+            hi_i = i + 1;
+        }
+        path[depth] = n;
+        idx[depth] = i;
+        depth++;
+        n = n->child[i];
+    }
+    prefetch_keys(n);
+    int pos = lower_bound(n, old);
+    if (pos >= (int)n->count || cmp_at(n, pos, old) != 0) return -1;
+
+    int fits;
+    if (pos > 0) fits = cmp_at(n, pos - 1, k) < 0;
+    else fits = lo_node == NULL || cmp_at(lo_node, lo_i, k) <= 0;
+    if (fits) {
+        if (pos + 1 < (int)n->count) fits = cmp_at(n, pos + 1, k) > 0;
+        else fits = hi_node == NULL || cmp_at(hi_node, hi_i, k) > 0;
+    }
+    if (!fits) {
+        uint64_t old_value;
+        if (tree_remove(s, old, &old_value) < 0) return -1;
+        tree_insert(s, k, v);
+        return 0;
+    }
+    uint64_t delta = v - n->w[pos]; /* modular: sums wrap like the values they add up */
+    set_key(n, pos, k);
+    n->w[pos] = v;
+    for (int d = 0; d < depth; d++) path[d]->w[idx[d]] += delta;
+    s->total += delta;
+    return 0;
+}
+
 /* Value of the entry with key k (present), or -1. */
 static int tree_value(const SelectorObject *s, const Key *k, uint64_t *value)
 {
@@ -506,8 +563,15 @@ static int get_u64(PyObject *o, uint64_t *out, const char *what)
         PyErr_Format(PyExc_TypeError, "%s must be an int", what);
         return -1;
     }
+#if ULONG_MAX == UINT64_MAX
+    /* CPython 3.11's PyLong_AsUnsignedLongLong goes through a byte-array conversion for
+     * values >= 2^30 (every load); PyLong_AsUnsignedLong is the plain digit loop */
+    unsigned long v = PyLong_AsUnsignedLong(o);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) return -1;
+#else
     unsigned long long v = PyLong_AsUnsignedLongLong(o);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+#endif
     *out = (uint64_t)v;
     return 0;
 }
@@ -603,7 +667,7 @@ static PyObject *Selector_insert(SelectorObject *self, PyObject *const *args, Py
 static PyObject *Selector_update(SelectorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Key k;
-    uint64_t value, old_value;
+    uint64_t value;
     if (check_ready(self) < 0 || parse_entry(args, nargs, &k, &value, "update") < 0) return NULL;
     Key *entry = table_get(self, k.item);
     if (entry == NULL) {
@@ -612,9 +676,8 @@ static PyObject *Selector_update(SelectorObject *self, PyObject *const *args, Py
     }
     /* removal can only free nodes, so reserving first makes the whole update infallible */
     if (reserve_nodes(self, self->height + 1) < 0) return NULL;
-    if (tree_remove(self, entry, &old_value) < 0) return inconsistent();
+    if (tree_update(self, entry, &k, value) < 0) return inconsistent();
     *entry = k; /* same item, so the hash slot stays put */
-    tree_insert(self, &k, value);
     Py_RETURN_NONE;
 }
 
@@ -662,6 +725,9 @@ static PyObject *collect(SelectorObject *self, Py_ssize_t limit)
     Py_ssize_t out = 0;
     while (out < limit && n != NULL) {
         for (uint32_t i = 0; i < n->count && out < limit; i++) {
+            /* a handle resolution re-keys what it just selected: start loading its index slot
+             * now, so the update() that follows does not stall on a cold hash table */
+            if (out < PREFETCH_SELECTED) PREFETCH(&self->table[hash_item(n->item[i]) & (self->capacity - 1)]);
             PyObject *v = PyLong_FromUnsignedLongLong(n->item[i]);
             if (v == NULL) {
                 Py_DECREF(list);
@@ -780,10 +846,9 @@ static PyTypeObject SelectorType = {
 
 static struct PyModuleDef selector_module = {
     PyModuleDef_HEAD_INIT,
-    "_selector",
-    "C implementation of the RSerPool pool-element selection structure.",
-    -1,
-    NULL,
+    .m_name = "_selector",
+    .m_doc = "C implementation of the RSerPool pool-element selection structure.",
+    .m_size = -1,
 };
 
 PyMODINIT_FUNC PyInit__selector(void)

@@ -120,6 +120,7 @@ class PoolElement:
         self._rereg = asyncio.Event()
         self._stopping = False
         self._paused = False
+        self._outage_logged = False
         self._service: Any = None
 
     # ---------------------------------------------------------------- life cycle
@@ -236,6 +237,8 @@ class PoolElement:
         handle = self.config.pool_handle
         for _attempt in range(2):
             ident = self.identifier
+            # clear before building the message: a change while it is in flight triggers another
+            self._rereg.clear()
             resp = await ch.request(
                 self.registration_message(local),
                 lambda m, i=ident: isinstance(m, RegistrationResponse) and m.identifier == i
@@ -259,7 +262,9 @@ class PoolElement:
                 ch = await RegistrarChannel.connect_any(self.discovery, kind=self.kind, avoid=avoid,
                                                         on_message=self._on_registrar_message)
             except NoRegistrarError as exc:
-                log.warning("%s; retrying", exc)
+                # warn once per outage, then keep trying quietly
+                (log.debug if self._outage_logged else log.warning)("%s; retrying", exc)
+                self._outage_logged = True
                 avoid.clear()
                 await asyncio.sleep(self.config.retry_delay)
                 continue
@@ -271,6 +276,7 @@ class PoolElement:
                 log.info("PE $%08x registered in pool %r at %s", self.identifier, self.config.pool_handle,
                          tp.format_endpoint(*ch.endpoint) if ch.endpoint else "?")
                 avoid.clear()
+                self._outage_logged = False
                 await self._serve_registrar(ch)
             except RegistrationRejected as exc:
                 self.error = exc
@@ -281,6 +287,7 @@ class PoolElement:
                 log.warning("registrar %s failed (%s): moving on", ch.endpoint, exc or type(exc).__name__)
                 if ch.endpoint:
                     avoid.add(ch.endpoint)
+                await asyncio.sleep(min(self.config.retry_delay, 0.2))  # never spin on a failing registrar
             ch.close()
             self.registered.clear()
 
@@ -288,7 +295,6 @@ class PoolElement:
         """Re-register on schedule or on load change until the channel breaks."""
         interval = self.config.reregistration_interval
         while not self._stopping:
-            self._rereg.clear()
             closed = asyncio.ensure_future(ch.closed.wait())
             rereg = asyncio.ensure_future(self._rereg.wait())
             try:

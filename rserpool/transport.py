@@ -195,8 +195,7 @@ class TCPMessageProtocol(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.peer = (peer[0], peer[1]) if peer else None
@@ -305,7 +304,9 @@ class SCTPMessageConnection:
         self._closed = False
         self._fd = sock.fileno()
         loop.add_reader(self._fd, self._on_readable)
-        loop.call_soon(handler.connection_made, self)
+        # synchronous, like asyncio's TCP transports: callers may send right after connect()
+        # returns (reader callbacks cannot run before we are back in the event loop)
+        handler.connection_made(self)
 
     def _on_readable(self) -> None:
         cmsg_space = socket.CMSG_SPACE(_SNDRCV.size)

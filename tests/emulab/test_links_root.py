@@ -44,7 +44,7 @@ needs_netem = pytest.mark.skipif(not NETEM, reason="kernel has no sch_netem")
 
 @pytest.fixture
 def shaper(tmp_path: Path) -> Iterator[Shaper]:
-    ns = f"emulab-shaper-t{uuid.uuid4().hex[:8]}"
+    ns = f"emtest-shaper-{uuid.uuid4().hex[:8]}"
     handle = Shaper.start(str(tmp_path / "shaper.sock"), netns=ns)
     try:
         yield handle
@@ -185,7 +185,7 @@ def test_delete_removes_middle_interfaces(hosts: tuple[Any, Any], shaper: Shaper
 
 
 def test_shaper_sigterm_leaves_nothing(tmp_path: Path) -> None:
-    ns = f"emulab-shaper-t{uuid.uuid4().hex[:8]}"
+    ns = f"emtest-shaper-{uuid.uuid4().hex[:8]}"
     sock = tmp_path / "s.sock"
     handle = Shaper.start(str(sock), netns=ns)
     try:
@@ -214,7 +214,7 @@ def test_shaper_rejects_bad_requests(shaper: Shaper) -> None:
 
 
 def test_cleanup_leftovers_after_crash(tmp_path: Path, hosts: tuple[Any, Any]) -> None:
-    ns = f"emulab-shaper-t{uuid.uuid4().hex[:8]}"
+    ns = f"emtest-shaper-{uuid.uuid4().hex[:8]}"
     handle = Shaper.start(str(tmp_path / "shaper.sock"), netns=ns)
     try:
         link = _link(hosts, LinkParams(delay_ms=1), "shaper", handle)

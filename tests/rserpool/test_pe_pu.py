@@ -136,6 +136,25 @@ def test_load_change_reregisters_and_moves_plu_choice() -> None:
     scenario(body)
 
 
+def test_pe_reports_sessions_over_max_requests_as_load() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        (pe,) = await start_pes(reg, pes, 1, "LeastUsed", max_requests=4)
+        pu = await new_pu(reg, closers)
+        sessions = [await pu.connect(POOL) for _ in range(2)]
+        for s in sessions:
+            assert await s.request(b"x") == b"x"
+
+        def load() -> float:
+            entry = reg.handlespace.get(POOL, pe.identifier)
+            return entry.policy.load_fraction if entry is not None else -1.0
+
+        await eventually(lambda: abs(load() - 0.5) < 1e-6)
+        sessions[0].close()
+        await eventually(lambda: abs(load() - 0.25) < 1e-6)
+        sessions[1].close()
+    scenario(body)
+
+
 def test_hung_pe_is_removed_by_keepalive_timeout_and_dead_pe_by_connection_loss() -> None:
     async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
         hung, dead, fine = await start_pes(reg, pes, 3)
@@ -148,7 +167,7 @@ def test_hung_pe_is_removed_by_keepalive_timeout_and_dead_pe_by_connection_loss(
         await asyncio.sleep(0.5)
         assert reg.handlespace.get(POOL, fine.identifier) is not None
         assert fine.stats["keepalives"] >= 2
-    scenario(body, reg_config(keepalive_interval=0.15, keepalive_timeout=0.2))
+    scenario(body, reg_config(keepalive_interval=0.2, keepalive_timeout=0.6))
 
 
 def test_pu_unreachable_reports_remove_pe_after_three() -> None:

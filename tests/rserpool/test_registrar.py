@@ -207,7 +207,7 @@ def test_keepalive_timeout_removes_silent_pe_and_acks_keep_it() -> None:
         assert reg.stats["keepalive_ack"] >= 2
         task.cancel()
         alive.close()
-    run(cfg(keepalive_interval=0.1, keepalive_timeout=0.15), body)
+    run(cfg(keepalive_interval=0.2, keepalive_timeout=0.6), body)
 
 
 def test_unreachable_reports_remove_after_max_bad_pe_reports() -> None:

@@ -158,3 +158,65 @@ def test_no_leak_on_remove_update_and_dealloc() -> None:
     growth = _rss_kib() - before
     # 30 rounds allocate ~30 x 20000 nodes (~45 MiB); a per-node leak would show up clearly
     assert growth < 4096, f"RSS grew by {growth} KiB"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_deep_trees_agree_through_growth_and_shrinkage(seed: int) -> None:
+    """Thousands of items, so the C tree splits, merges and redistributes nodes at every level."""
+    rnd = random.Random(seed)
+    c, py = CSelector(), PySelector()
+    k0_range = rnd.choice([3, 50, 1 << 32])  # few distinct k0: long runs of ties ordered by seq
+    seq = 0
+    live: list[int] = []
+    next_item = rnd.choice([0, 1, 1 << 63])
+
+    def check() -> None:
+        assert len(c) == len(py)
+        assert c.ordered() == py.ordered()
+        assert c.total_value() == py.total_value()
+        total = py.total_value()
+        for _ in range(20):
+            if total:
+                v = rnd.randrange(total)
+                assert c.find_by_value(v) == py.find_by_value(v)
+        for item in rnd.sample(live, min(len(live), 20)):
+            assert c.key(item) == py.key(item)
+
+    for phase_target in (3000, 40, 2500, 0, 600):
+        while len(live) != phase_target:
+            grow = len(live) < phase_target
+            for _ in range(rnd.randrange(1, 60)):
+                r = rnd.random()
+                if grow and r < 0.6 or not live:
+                    item, next_item = next_item, next_item + 1
+                    args = (item, rnd.randrange(k0_range), rnd.randrange(2), seq, rnd.randrange(1000))
+                    c.insert(*args)
+                    py.insert(*args)
+                    live.append(item)
+                elif not grow and r < 0.6:
+                    item = live.pop(rnd.randrange(len(live)))
+                    c.remove(item)
+                    py.remove(item)
+                elif r < 0.8:
+                    # a selection: the first item only gets a new seq (usually keeps its place)
+                    n = rnd.randrange(1, 5)
+                    first = py.first(n)
+                    assert c.first(n) == first
+                    k0, k1, _, value = py.key(first[0])
+                    c.update(first[0], k0, k1, seq, value)
+                    py.update(first[0], k0, k1, seq, value)
+                else:
+                    item = rnd.choice(live)
+                    args = (item, rnd.randrange(k0_range), rnd.randrange(2), seq, rnd.randrange(1000))
+                    c.update(*args)
+                    py.update(*args)
+                seq += 1
+                if len(live) == phase_target:
+                    break
+            if rnd.random() < 0.05:
+                check()
+        check()
+    c.clear()
+    py.clear()
+    live.clear()
+    check()

@@ -1,0 +1,281 @@
+"""The papers' figures from a results directory (emulated or simulated), and Table 1 beside theirs.
+
+``plot_results(A, compare=B)`` writes PNGs (matplotlib, Agg):
+
+* fig4-used-capacity.png — used capacity of every pool element vs PUs, coloured by class (Fig. 4);
+* fig4b-class-shares.png — each class's share of all the work done vs PUs;
+* fig5-queuing.png, fig6-startup.png, fig7-processing.png — per-request times vs PUs (Figs. 5–7);
+* fig8-handling-speed.png — handling speed vs PUs with the UE's 200,000 calc/s line (Fig. 8).
+
+Times and speeds are drawn as the papers draw them: the mean (marker), a box from the 10 % to the
+90 % quantile and whiskers from the minimum to the maximum. With ``compare`` the second results are
+drawn beside the first on the same axes. Everything is read from ``summary.json``, so plotting a
+huge run is as quick as plotting a small one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+
+from emulab.results import Results, load_results  # noqa: E402
+
+# The papers' Table 1 (M2EC/AINA 2021): average per-PU TOTAL queuing time over a 300 s run, in
+# seconds — THE PAPERS' NUMBERS, reference data only (from shared/reference/paper.md).
+PAPER_TABLE1: dict[int, dict[str, float]] = {
+    1: {"mean": 37.51, "min": 3.79, "max": 106.98, "p10": 4.16, "p90": 88.29},
+    2: {"mean": 9.88, "min": 1.11, "max": 39.18, "p10": 2.68, "p90": 17.95},
+    4: {"mean": 9.50, "min": 0.42, "max": 26.44, "p10": 0.90, "p90": 21.98},
+    8: {"mean": 10.32, "min": 0.64, "max": 29.96, "p10": 3.88, "p90": 20.72},
+    16: {"mean": 15.57, "min": 0.00, "max": 78.19, "p10": 1.47, "p90": 33.12},
+    32: {"mean": 31.26, "min": 0.00, "max": 173.75, "p10": 4.66, "p90": 65.87},
+    48: {"mean": 37.90, "min": 0.60, "max": 341.95, "p10": 5.97, "p90": 73.62},
+    64: {"mean": 174.33, "min": 1.46, "max": 1081.93, "p10": 27.24, "p90": 435.95},
+}
+# The papers' offered pool load (6 PEs of 1,000,000 calc/s) — THE PAPERS' NUMBERS.
+PAPER_OFFERED_LOAD: dict[int, float] = {1: 0.0167, 16: 0.267, 32: 0.533, 48: 0.80, 64: 1.07}
+UE_CAPACITY = 200_000.0
+"""The UE's own PE: what a PU would get without offloading (Fig. 8's reference line)."""
+
+CLASS_COLOURS: dict[str, list[str]] = {
+    "ue": ["#d62728"],
+    "mec": ["#1f77b4", "#17becf", "#4a6fa5", "#0b3d91"],
+    "pmc": ["#2ca02c", "#8c564b", "#bcbd22", "#9467bd", "#e377c2", "#7f7f7f"],
+}
+CLASS_LABELS = {"ue": "UE", "mec": "MEC", "pmc": "PMC"}
+SERIES_COLOURS = ("#1f77b4", "#ff7f0e")  # first results, compared results
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _settings(results: Sequence[Results]) -> list[int]:
+    return sorted({s for r in results for s in r.settings})
+
+
+def _setup_x(ax: Axes, settings: list[int]) -> None:
+    ax.set_xticks(range(len(settings)))
+    ax.set_xticklabels([str(s) for s in settings])
+    ax.set_xlabel("number of pool users (PUs)")
+    ax.set_xlim(-0.6, len(settings) - 0.4)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def _title(results: Sequence[Results], what: str) -> str:
+    if len(results) == 1:
+        return f"{what} — {results[0].label}"
+    return f"{what} — {results[0].label} vs {results[1].label}"
+
+
+def _element_colours(res: Results) -> dict[str, str]:
+    counters: dict[str, int] = {}
+    out: dict[str, str] = {}
+    first = res.summary["settings"][str(res.settings[0])]["elements"] if res.settings else {}
+    for name, info in first.items():
+        cls = info["class"]
+        pal = CLASS_COLOURS.get(cls, ["#444444"])
+        k = counters.get(cls, 0)
+        counters[cls] = k + 1
+        out[name] = pal[k % len(pal)]
+    return out
+
+
+def fig_used_capacity(results: Sequence[Results], out: Path) -> Path:
+    """Fig. 4: utilisation of every element vs PUs (mean over runs, whiskers min/max of the runs)."""
+    settings = _settings(results)
+    fig, ax = plt.subplots(figsize=(11, 6))
+    handles: list[Any] = []
+    for ri, res in enumerate(results):
+        colours = _element_colours(res)
+        style = "-" if ri == 0 else "--"
+        names = list(colours)
+        for ei, name in enumerate(names):
+            xs, ys, lo, hi = [], [], [], []
+            for xi, s in enumerate(settings):
+                el = res.summary["settings"].get(str(s), {}).get("elements", {}).get(name)
+                if el is None:
+                    continue
+                u = 100.0 * el["utilisation"]
+                runs = el.get("utilisation_runs") or {}
+                xs.append(xi + (ri - 0.5 * (len(results) - 1)) * 0.12 + (ei - len(names) / 2) * 0.015)
+                ys.append(u)
+                lo.append(u - 100.0 * (runs.get("min") if runs.get("min") is not None else el["utilisation"]))
+                hi.append(100.0 * (runs.get("max") if runs.get("max") is not None else el["utilisation"]) - u)
+            if not xs:
+                continue
+            ax.errorbar(
+                xs, ys, yerr=[lo, hi], color=colours[name], linestyle=style, marker=MARKERS[ei % len(MARKERS)],
+                markersize=6, linewidth=1.6, capsize=3, alpha=0.9 if ri == 0 else 0.7,
+                markerfacecolor=colours[name] if ri == 0 else "white",
+            )
+            if ri == 0:
+                handles.append(Line2D([], [], color=colours[name], marker=MARKERS[ei % len(MARKERS)],
+                                      label=f"{name} ({CLASS_LABELS.get(res.summary['settings'][str(res.settings[0])]['elements'][name]['class'], '?')})"))
+    if len(results) > 1:
+        handles.append(Line2D([], [], color="black", linestyle="-", label=results[0].label))
+        handles.append(Line2D([], [], color="black", linestyle="--", markerfacecolor="white", marker="o",
+                              label=results[1].label))
+    _setup_x(ax, settings)
+    ax.set_ylabel("used capacity of the pool element [%]")
+    ax.set_ylim(-2, 105)
+    ax.set_title(_title(results, "Used capacity per pool element (papers' Fig. 4)"))
+    ax.legend(handles=handles, loc="upper left", fontsize=9, ncol=2, framealpha=0.9)
+    return _save(fig, out / "fig4-used-capacity.png")
+
+
+def fig_class_shares(results: Sequence[Results], out: Path) -> Path:
+    """Share of all work done by each element class, stacked, plus the pool utilisation."""
+    settings = _settings(results)
+    fig, ax = plt.subplots(figsize=(11, 6))
+    width = 0.8 / len(results)
+    classes = ["mec", "pmc", "ue"]
+    for ri, res in enumerate(results):
+        for xi, s in enumerate(settings):
+            st = res.summary["settings"].get(str(s))
+            if st is None:
+                continue
+            x = xi + (ri - 0.5 * (len(results) - 1)) * width
+            bottom = 0.0
+            for cls in classes:
+                share = 100.0 * st["classes"].get(cls, {}).get("work_share", 0.0)
+                ax.bar(x, share, width * 0.9, bottom=bottom, color=CLASS_COLOURS[cls][0],
+                       alpha=1.0 if ri == 0 else 0.55, edgecolor="black", linewidth=0.5,
+                       hatch=None if ri == 0 else "//")
+                if share >= 6:
+                    ax.text(x, bottom + share / 2, f"{share:.0f}", ha="center", va="center", fontsize=8, color="white")
+                bottom += share
+            ax.text(x, 101, f"{100 * st['pool_utilisation']:.0f}%", ha="center", va="bottom", fontsize=7)
+    handles = [Patch(color=CLASS_COLOURS[c][0], label=f"{CLASS_LABELS[c]} share of the work") for c in classes]
+    if len(results) > 1:
+        handles += [Patch(facecolor="white", edgecolor="black", label=f"left: {results[0].label}"),
+                    Patch(facecolor="white", edgecolor="black", hatch="//", label=f"right: {results[1].label}")]
+    _setup_x(ax, settings)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("share of all calculations done [%]  (numbers on top: pool utilisation)")
+    ax.set_title(_title(results, "Who does the work: share per element class"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=min(len(handles), 3),
+              fontsize=9, frameon=False)
+    return _save(fig, out / "fig4b-class-shares.png")
+
+
+def _box_plot(
+    results: Sequence[Results], key: str, ylabel: str, title: str, path: Path,
+    scale: float = 1.0, reference: tuple[float, str] | None = None, log: bool = False,
+) -> Path:
+    settings = _settings(results)
+    fig, ax = plt.subplots(figsize=(11, 6))
+    width = 0.6 / len(results)
+    for ri, res in enumerate(results):
+        colour = SERIES_COLOURS[ri % len(SERIES_COLOURS)]
+        means_x, means_y = [], []
+        for xi, s in enumerate(settings):
+            st = res.summary["settings"].get(str(s))
+            if st is None:
+                continue
+            v = st["times"][key]
+            if not v or v.get("mean") is None:
+                continue
+            x = xi + (ri - 0.5 * (len(results) - 1)) * (width + 0.05)
+            lo, hi = v["p10"] * scale, v["p90"] * scale
+            ax.vlines(x, v["min"] * scale, v["max"] * scale, color=colour, linewidth=1.2)
+            ax.hlines([v["min"] * scale, v["max"] * scale], x - width / 4, x + width / 4, color=colour, linewidth=1.2)
+            ax.add_patch(Rectangle((x - width / 2, lo), width, max(hi - lo, 1e-12), facecolor=colour, alpha=0.35,
+                                   edgecolor=colour, linewidth=1.2))
+            means_x.append(x)
+            means_y.append(v["mean"] * scale)
+        ax.plot(means_x, means_y, color=colour, marker="o", markersize=6, linewidth=1.5,
+                markeredgecolor="black", label=f"{res.label}: mean")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Patch(facecolor="grey", alpha=0.35, label="box: 10 % … 90 % quantile"),
+                Line2D([], [], color="grey", label="whiskers: min … max")]
+    if reference is not None:
+        ax.axhline(reference[0], color="#d62728", linestyle=":", linewidth=1.8)
+        handles.append(Line2D([], [], color="#d62728", linestyle=":", label=reference[1]))
+    _setup_x(ax, settings)
+    if log:
+        ax.set_yscale("symlog", linthresh=0.1, linscale=0.5)
+        ylabel += "\n(log scale above 0.1, linear below)"
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(_title(results, title))
+    # below the axes: boxes and whiskers span the whole height, a legend inside would hide them
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(handles), 3),
+              fontsize=9, frameon=False)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_results(results_dir: Path, compare: Path | None = None, out: Path | None = None) -> list[Path]:
+    """Write all figures; returns the PNG paths. ``out`` defaults to ``<results_dir>/plots``."""
+    res = [load_results(results_dir, with_requests=False)]
+    if compare is not None:
+        res.append(load_results(compare, with_requests=False))
+        _distinct_labels(res[0], res[1])
+    out = Path(out) if out is not None else Path(results_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        fig_used_capacity(res, out),
+        fig_class_shares(res, out),
+        _box_plot(res, "queuing", "queuing time per request [s]", "Queuing time (papers' Fig. 5)",
+                  out / "fig5-queuing.png", log=True),
+        _box_plot(res, "startup", "start-up time per request [s]", "Start-up time (papers' Fig. 6)",
+                  out / "fig6-startup.png", log=True),
+        _box_plot(res, "processing", "processing time per request [s]", "Processing time (papers' Fig. 7)",
+                  out / "fig7-processing.png", log=True),
+        _box_plot(res, "handling_speed", "handling speed per request [1,000 calculations/s]",
+                  "Handling speed (papers' Fig. 8)", out / "fig8-handling-speed.png", scale=1e-3,
+                  reference=(UE_CAPACITY / 1e3, "UE's own PE: 200,000 calc/s")),
+    ]
+
+
+def _distinct_labels(a: Results, b: Results) -> None:
+    """Two runs of one kind (e.g. two simulations) get short labels that tell them apart."""
+    if a.label != b.label:
+        return
+    sa = a.manifest.get("scenario", {}).get("seed")
+    sb = b.manifest.get("scenario", {}).get("seed")
+    if sa is not None and sb is not None and sa != sb:
+        a.manifest["label"], b.manifest["label"] = f"{a.label}, seed {sa}", f"{b.label}, seed {sb}"
+    else:
+        a.manifest["label"], b.manifest["label"] = f"A: {a.label}", f"B: {b.label}"
+
+
+def table1(results_dir: Path, compare: Path | None = None) -> Any:
+    """Table 1 (per-PU total queuing time over a run) beside the papers' numbers, as a rich Table."""
+    from rich.table import Table
+
+    res = [load_results(results_dir, with_requests=False)]
+    if compare is not None:
+        res.append(load_results(compare, with_requests=False))
+        _distinct_labels(res[0], res[1])
+    table = Table(title="Table 1: per-PU total queuing time over a run [s], beside the papers' values")
+    table.add_column("PUs", justify="right")
+    table.add_column("source")
+    for col in ("mean", "min", "max", "10 %", "90 %"):
+        table.add_column(col, justify="right")
+    keys = ("mean", "min", "max", "p10", "p90")
+    for s in _settings(res):
+        for i, r in enumerate(res):
+            t = r.summary["settings"].get(str(s), {}).get("table1") or {}
+            table.add_row(str(s) if i == 0 else "", r.label, *[_num(t.get(k)) for k in keys])
+        p = PAPER_TABLE1.get(s)
+        table.add_row("", "papers (Table 1)", *[_num(p[k]) if p else "—" for k in keys], style="dim",
+                      end_section=True)
+    return table
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
