@@ -181,6 +181,12 @@ def list_topologies() -> None:
         click.echo(name)
 
 
+from emulab.cli_radio import coverage, radio  # noqa: E402 - radio/coverage commands (issue 6)
+
+main.add_command(radio)
+main.add_command(coverage)
+
+
 # ==== results: plot and simulate (emulab.plots, emulab.sim; issue 7) ===================================
 from pathlib import Path  # noqa: E402 - imports kept inside this block on purpose
 
@@ -236,6 +242,28 @@ def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str,
         f"{timing['realtime_ratio']:,.0f}x real time, {scenario.jobs} process(es))",
         err=True,
     )
+    click.echo(str(path))
+
+@main.group()
+def experiment() -> None:
+    """Run the papers' experiments in the emulated testbed (needs root)."""
+
+
+@experiment.command(name="paper")
+@scenario_options
+@click.option("--pe-registrar", type=click.Choice(["auto", "topology", "ue"]), default="auto", show_default=True,
+              help="Where the PEs register: the topology's registrars (UE learns them over ENRP), the UE's, "
+                   "or auto (topology, falling back to ue when ENRP does not bring them to the UE).")
+@click.option("--pcaps/--no-pcaps", default=True, show_default=True, help="Capture the UE's traffic per run.")
+def experiment_paper(scenario: Scenario, pe_registrar: str, pcaps: bool) -> None:
+    """Run the CalcApp sweep on TARGET (default paper-topology) in the emulated testbed; prints the results path last.
+
+    Same sweep options as `emulab simulate` and the same results format, so
+    `emulab plot DIR --compare SIMDIR` overlays emulated and simulated results.
+    """
+    from emulab.experiment import run_paper
+
+    path = run_paper(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=sys.stderr.isatty())
     click.echo(str(path))
 # ==== end of the plot/simulate block ==================================================================
 

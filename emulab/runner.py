@@ -84,7 +84,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 action = request.get("action")
                 radio = self.testbed.radio
                 if action == "detach":
-                    radio.detach()
+                    duration = request.get("for_s")
+                    radio.detach(None if duration is None else float(duration))
                 elif action == "attach":
                     radio.attach()
                 elif action != "state":

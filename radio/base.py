@@ -41,8 +41,8 @@ class RadioBackend(ABC):
         """Give the UE coverage again (the UE re-attaches)."""
 
     @abstractmethod
-    def detach(self) -> None:
-        """Take the UE's coverage away (radio link failure follows)."""
+    def detach(self, duration_s: float | None = None) -> None:
+        """Take the UE's coverage away (radio link failure follows); back by itself after ``duration_s``."""
 
     @abstractmethod
     def state(self) -> dict[str, Any]:

@@ -1,18 +1,57 @@
-"""The default radio backend: the UE–eNodeB link emulated through emulab's link layer.
+"""The default radio backend: the UE–eNodeB link driven by the LTE model of radio.lte.
 
-For now the channel is fixed at the radio link's configured parameters (base LTE user-plane delay
-and cell rate from the topology); coverage loss takes the link to 100 % loss and coverage return
-restores the configured parameters. The LTE channel model (path loss, SNR → CQI → rate, RLF timers,
-re-attach time) plugs in here.
+A background thread advances the model every ``tick_s`` (default 0.1 s) and, when the resulting
+delay/jitter/loss/rate differ from what is applied, pushes them with ``testbed.set_link_params`` (the
+radio link is built ``dynamic=True``, so netem and the shaper both take several changes a second).
+``detach()`` is a manual coverage loss (100 % loss at once; RLF, i.e. "detached", after
+N310 × 10 ms + T310), ``attach()`` gives coverage back (re-attach after ``attach_time_s``).
+
+Options (topology ``radio.options``; all optional): ``bandwidth_mhz`` (5/10/20), ``distance_m``,
+``trajectory`` ([[t, distance_m], ...]), ``snr_profile`` ([[t, snr_db], ...]), ``coverage_holes``
+([{at: 30, for: 10}, ...], seconds after start), ``tick_s``, and every LteConfig field
+(``tx_power_dbm``, ``antenna_gain_dbi``, ``noise_figure_db``, ``carrier_mhz``, ``shadowing_std_db``,
+``n310``, ``t310_ms``, ``n311``, ``t311_ms``, ``attach_time_s``, ``reestablish_time_s``, ``seed`` …).
+The base delay/jitter default to the radio link's configured ones.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
 from emulab.linkparams import LinkParams
 from radio.base import RadioBackend, RadioError
+from radio.lte import LteConfig, LteModel, LteModelError, RadioState
+
+log = logging.getLogger(__name__)
+DEFAULT_TICK_S = 0.1
+
+
+def parse_holes(value: Any) -> list[tuple[float, float]]:
+    """``[{at: 30, for: 10}, ...]`` → [(30.0, 10.0), ...]."""
+    holes = []
+    for i, h in enumerate(value or []):
+        try:
+            holes.append((float(h["at"]), float(h["for"])))
+        except (TypeError, KeyError, ValueError):
+            raise RadioError(f"radio.options.coverage_holes[{i}]: expected {{at: <s>, for: <s>}}, got {h!r}") from None
+    return holes
+
+
+def build_model(options: dict[str, Any], base: LinkParams | None = None) -> LteModel:
+    """The LTE model an ``options`` mapping describes (raises RadioError on a bad option)."""
+    try:
+        return LteModel(
+            cfg=LteConfig.from_options(options, base),
+            distance_m=float(options.get("distance_m", 500.0)),
+            trajectory=options.get("trajectory"),
+            snr_profile=options.get("snr_profile"),
+            coverage_holes=parse_holes(options.get("coverage_holes")),
+        )
+    except LteModelError as exc:
+        raise RadioError(f"radio.options: {exc}") from None
 
 
 class EmulatedRadio(RadioBackend):
@@ -20,41 +59,109 @@ class EmulatedRadio(RadioBackend):
 
     def __init__(self, testbed: Any) -> None:
         super().__init__(testbed)
-        self.attached = False
-        self.since = 0.0
-        self.configured: LinkParams | None = None
+        self.model: LteModel | None = None
+        self.tick_s = float(self.options.get("tick_s", DEFAULT_TICK_S))
+        self._t0 = 0.0  # monotonic clock at model time 0
+        self._wall0 = 0.0  # wall clock at model time 0 (for "since")
+        self._lock = threading.Lock()  # model calls come from the tick thread and the control socket
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._applied: LinkParams | None = None
+        self._last_error: str | None = None
+        self._updates = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         if self.link_name is None:
             return  # a topology without a radio link: nothing to drive
         try:
-            self.configured = self.testbed.link_spec(self.link_name).params
+            base = self.testbed.link_spec(self.link_name).params
         except StopIteration:
             raise RadioError(f"radio link {self.link_name!r} is not in the topology") from None
-        self.attached = True
-        self.since = time.time()
+        if self.tick_s <= 0:
+            raise RadioError(f"radio.options.tick_s must be positive, got {self.tick_s}")
+        self.model = build_model(self.options, base)
+        self._t0, self._wall0 = time.monotonic(), time.time()
+        self._tick()  # apply the initial channel before anyone measures
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="emulab-radio", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        self.attached = False
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def _now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while True:
+            next_at += self.tick_s
+            if self._stop.wait(max(0.0, next_at - time.monotonic())):
+                return
+            try:
+                self._tick()
+            except Exception as exc:  # a failed tc/shaper call must not end the radio: retry next tick
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("radio tick failed: %s", self._last_error)
+            if time.monotonic() - next_at > 10 * self.tick_s:  # fell far behind (suspended): resync
+                next_at = time.monotonic()
+
+    def _tick(self) -> RadioState:
+        assert self.model is not None
+        with self._lock:
+            st = self.model.step(self._now())
+        if st.params != self._applied:  # only real changes reach tc / the shaper
+            self.testbed.set_link_params(self.link_name, st.params)
+            self._applied = st.params
+            self._updates += 1
+        return st
+
+    # -- coverage ----------------------------------------------------------------------------------
+
+    def _need_model(self) -> LteModel:
+        if self.model is None:
+            raise RadioError("this topology has no radio link (or the radio is not started)")
+        return self.model
+
+    def detach(self, duration_s: float | None = None) -> None:
+        model = self._need_model()
+        with self._lock:
+            model.lose(self._now(), duration_s)
+        self._tick()  # 100 % loss now, not at the next tick
 
     def attach(self) -> None:
-        if self.configured is None:
-            raise RadioError("this topology has no radio link")
-        self.testbed.set_link_params(self.link_name, self.configured)
-        self.attached, self.since = True, time.time()
+        model = self._need_model()
+        with self._lock:
+            model.restore(self._now())
+        self._tick()
 
-    def detach(self) -> None:
-        if self.configured is None:
-            raise RadioError("this topology has no radio link")
-        self.testbed.set_link_params(self.link_name, self.configured.with_changes(loss_pct=100.0))
-        self.attached, self.since = False, time.time()
+    # -- report ------------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "link": self.link_name,
-            "attached": self.attached,
-            "since": self.since,
-            "channel": "fixed (configured link parameters)",
-            "params": self.configured.as_dict() if self.configured else None,
+        out: dict[str, Any] = {"backend": self.name, "link": self.link_name}
+        if self.model is None:
+            return out | {"attached": False, "attach": "none"}
+        with self._lock:
+            st = self.model.state
+            lost = self.model.coverage_lost
+        return out | {
+            "attached": st.attach in ("attached", "rlf-pending"),  # RRC view: T310 running = still attached
+            "attach": st.attach,
+            "since": self._wall0 + st.since,
+            "for_s": round(st.t - st.since, 3),
+            "coverage": "lost" if lost else "ok",
+            "snr_db": round(st.snr_db, 2),
+            "cqi": st.cqi,
+            "bler": round(st.bler, 4),
+            "rate_mbit": round(st.rate_mbit, 3),
+            "bandwidth_mhz": self.model.cfg.bandwidth_mhz,
+            "params": (self._applied or st.params).as_dict(),
+            "tick_s": self.tick_s,
+            "updates": self._updates,
+            "last_error": self._last_error,
         }

@@ -1,49 +1,443 @@
 """OpenAirInterface backends: the RF simulator (`oai`) and a real USRP B210 (`b210`).
 
-Both need OAI's lte-softmodem / lte-uesoftmodem, which no package registry reachable by the project
-carries; where they are missing the backend refuses to start with a message saying so, and the
-testbed is torn down cleanly.
+``oai`` (rfsimulator): emulab writes an lte-softmodem configuration (band 7, FDD, N_RB_DL from
+``bandwidth_mhz``, RLF timers T310/N310/N311/T311 as radio.lte uses them) and starts
+
+* in the eNB node: ``lte-softmodem -O enb.conf --rfsim --rfsimulator.serveraddr server
+  --rfsimulator.options chanmod --telnetsrv ...`` (the eNB is the rfsim TCP server, port 4043),
+* in the UE node: ``lte-uesoftmodem -C <DL Hz> -r <N_RB> --rfsim --rfsimulator.serveraddr <eNB
+  address on the radio link> --rfsimulator.options chanmod --telnetsrv --telnetsrv.listenport ...``.
+
+The IQ samples (7.68–30.72 Msps) then flow over the radio link, so the backend makes that link
+neutral (no emulated delay/rate) and lets OAI's PHY/MAC/RRC do the radio. Coverage loss is
+``channelmod modify 0 ploss <coverage_ploss_db>`` on the UE's telnet server (model 0 =
+``rfsimu_channel_enB0``, the downlink as the UE receives it, from ``channelmod_rfsimu.conf``);
+restore sets it back to ``ploss_db``. OAI's own T310/N310 then produce the RLF.
+By default both run with ``--noS1`` (``no_s1: true``): the EPC nodes of emulab topologies are plain
+hosts, not an OAI EPC; with ``no_s1: false`` the eNB config points S1-MME/S1-U at the topology's
+MME / eNB addresses.
+
+``b210`` (real radio): the same eNB configuration without ``--rfsim`` and with the RU section's
+``sdr_addrs = "type=b200"`` (UHD device args; ``serial=...`` added from ``b210_serial``), plus the
+B210 gains of OAI's CI config (``tx_gain 90``, ``rx_gain 125``, ``max_rxgain 120``). What changes:
+no UE softmodem (the UE is a real phone or dongle), no rfsim/channelmod, hence no software
+coverage control (``coverage lose`` is refused: use an attenuator or RF shield box), the radio link
+must be a real interface (not emulated) and ``uhd_find_devices`` must list a B2xx. The sample rate
+follows N_RB_DL (7.68 Msps for 25 PRB, 15.36 for 50, 30.72 for 100).
+
+OAI is not packaged by any registry reachable here; where lte-softmodem / lte-uesoftmodem are missing
+the backend refuses to start with a message saying so. Generated files are unit-tested; starting
+the softmodems is exercised only where OAI is installed.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from radio.base import RadioBackend, RadioError
+from radio.lte import LteConfig, LteModelError
 
 OAI_BINARIES = ("lte-softmodem", "lte-uesoftmodem")
+RFSIM_PORT = 4043
+ENB_TELNET_PORT = 9090
+UE_TELNET_PORT = 9091
+BAND7_DL_HZ = 2_680_000_000
+BAND7_UL_OFFSET_HZ = -120_000_000
+SAMPLE_RATE_MSPS = {25: 7.68, 50: 15.36, 100: 30.72}
+
+
+@dataclass(frozen=True)
+class OaiPlan:
+    """Everything the generated files depend on, taken from the topology and ``radio.options``."""
+
+    ue_node: str
+    enb_node: str
+    ue_addr: str
+    enb_addr: str  # on the radio link: the rfsim server address the UE connects to
+    enb_s1_addr: str = "127.0.0.1"
+    mme_addr: str = "127.0.0.1"
+    s1_intf: str = "lo"
+    n_rb: int = 50
+    dl_hz: int = BAND7_DL_HZ
+    t310_ms: int = 1000
+    n310: int = 20
+    n311: int = 1
+    t311_ms: int = 10000
+    ploss_db: float = 0.0
+    coverage_ploss_db: float = 60.0
+    no_s1: bool = True
+    usrp: bool = False
+    b210_serial: str | None = None
+    enb_telnet_port: int = ENB_TELNET_PORT
+    ue_telnet_port: int = UE_TELNET_PORT
+
+    @classmethod
+    def from_testbed(cls, spec: Any, link_name: str, options: dict[str, Any], usrp: bool = False) -> OaiPlan:
+        link = next((lk for lk in spec.links if lk.name == link_name), None)
+        if link is None:
+            raise RadioError(f"radio link {link_name!r} is not in the topology")
+        ends = {spec.nodes[e.node].role: e for e in (link.a, link.b)}
+        if set(ends) != {"ue", "enb"} or any(e.address is None for e in ends.values()):
+            raise RadioError(f"radio link {link_name!r} needs addressed ue and enb ends")
+        try:
+            cfg = LteConfig.from_options({k: v for k, v in options.items() if k == "bandwidth_mhz"})
+        except LteModelError as exc:
+            raise RadioError(f"radio.options: {exc}") from None
+        if cfg.n_prb not in SAMPLE_RATE_MSPS:
+            raise RadioError(f"radio.options.bandwidth_mhz: OAI 4G here supports 5/10/20 MHz, got {cfg.bandwidth_mhz}")
+        enb, ue = ends["enb"], ends["ue"]
+        s1 = {"addr": "127.0.0.1", "intf": "lo", "mme": "127.0.0.1"}
+        for lk in spec.links:  # S1-C: the eNB's address towards the MME, and the MME's
+            roles = {spec.nodes[e.node].role: e for e in (lk.a, lk.b) if e.node in spec.nodes}
+            if set(roles) == {"enb", "mme"} and roles["enb"].address and roles["mme"].address:
+                s1 = {"addr": str(roles["enb"].address.ip), "intf": roles["enb"].intf,
+                      "mme": str(roles["mme"].address.ip)}
+        return cls(
+            ue_node=ue.node, enb_node=enb.node, ue_addr=str(ue.address.ip), enb_addr=str(enb.address.ip),
+            enb_s1_addr=s1["addr"], mme_addr=s1["mme"], s1_intf=s1["intf"], n_rb=cfg.n_prb,
+            dl_hz=int(options.get("downlink_hz", BAND7_DL_HZ)),
+            t310_ms=int(options.get("t310_ms", 1000)), n310=int(options.get("n310", 20)),
+            n311=int(options.get("n311", 1)), t311_ms=int(options.get("t311_ms", 10000)),
+            ploss_db=float(options.get("ploss_db", 0.0)),
+            coverage_ploss_db=float(options.get("coverage_ploss_db", 60.0)),
+            no_s1=bool(options.get("no_s1", True)), usrp=usrp, b210_serial=options.get("b210_serial"),
+            enb_telnet_port=int(options.get("telnet_port", ENB_TELNET_PORT)),
+            ue_telnet_port=int(options.get("ue_telnet_port", UE_TELNET_PORT)),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# generated files (libconfig syntax, as OAI's ci-scripts/conf_files)
+
+
+def enb_config(plan: OaiPlan) -> str:
+    """The lte-softmodem configuration: one FDD band-7 cell, OAI's B210 CI values otherwise."""
+    ru_extra = ""
+    if plan.usrp:
+        args = "type=b200" + (f",serial={plan.b210_serial}" if plan.b210_serial else "")
+        ru_extra = f'\n    sdr_addrs = "{args}";'
+    return f"""# generated by emulab (radio.oai) - {'B210' if plan.usrp else 'rfsimulator'}, {plan.n_rb} PRB
+Active_eNBs = ( "emulab-enb" );
+Asn1_verbosity = "none";
+
+eNBs = (
+  {{
+    eNB_ID = 0xe00;
+    cell_type = "CELL_MACRO_ENB";
+    eNB_name = "emulab-enb";
+    tracking_area_code = 1;
+    plmn_list = ( {{ mcc = 208; mnc = 93; mnc_length = 2; }} );
+    tr_s_preference = "local_mac";
+
+    component_carriers = (
+      {{
+        node_function = "3GPP_eNODEB";
+        node_timing = "synch_to_ext_device";
+        node_synch_ref = 0;
+        frame_type = "FDD";
+        tdd_config = 3;
+        tdd_config_s = 0;
+        prefix_type = "NORMAL";
+        eutra_band = 7;
+        downlink_frequency = {plan.dl_hz}L;
+        uplink_frequency_offset = {BAND7_UL_OFFSET_HZ};
+        Nid_cell = 0;
+        N_RB_DL = {plan.n_rb};
+        Nid_cell_mbsfn = 0;
+        nb_antenna_ports = 1;
+        nb_antennas_tx = 1;
+        nb_antennas_rx = 1;
+        tx_gain = 90;
+        rx_gain = 125;
+        pbch_repetition = "FALSE";
+        prach_root = 0;
+        prach_config_index = 0;
+        prach_high_speed = "DISABLE";
+        prach_zero_correlation = 1;
+        prach_freq_offset = 2;
+        pucch_delta_shift = 1;
+        pucch_nRB_CQI = 0;
+        pucch_nCS_AN = 0;
+        pucch_n1_AN = 0;
+        pdsch_referenceSignalPower = -27;
+        pdsch_p_b = 0;
+        pusch_n_SB = 1;
+        pusch_enable64QAM = "DISABLE";
+        pusch_hoppingMode = "interSubFrame";
+        pusch_hoppingOffset = 0;
+        pusch_groupHoppingEnabled = "ENABLE";
+        pusch_groupAssignment = 0;
+        pusch_sequenceHoppingEnabled = "DISABLE";
+        pusch_nDMRS1 = 1;
+        phich_duration = "NORMAL";
+        phich_resource = "ONESIXTH";
+        srs_enable = "DISABLE";
+        pusch_p0_Nominal = -96;
+        pusch_alpha = "AL1";
+        pucch_p0_Nominal = -104;
+        msg3_delta_Preamble = 6;
+        pucch_deltaF_Format1 = "deltaF2";
+        pucch_deltaF_Format1b = "deltaF3";
+        pucch_deltaF_Format2 = "deltaF0";
+        pucch_deltaF_Format2a = "deltaF0";
+        pucch_deltaF_Format2b = "deltaF0";
+        rach_numberOfRA_Preambles = 64;
+        rach_preamblesGroupAConfig = "DISABLE";
+        rach_powerRampingStep = 4;
+        rach_preambleInitialReceivedTargetPower = -108;
+        rach_preambleTransMax = 10;
+        rach_raResponseWindowSize = 10;
+        rach_macContentionResolutionTimer = 48;
+        rach_maxHARQ_Msg3Tx = 4;
+        pcch_default_PagingCycle = 128;
+        pcch_nB = "oneT";
+        bcch_modificationPeriodCoeff = 2;
+        ue_TimersAndConstants_t300 = 1000;
+        ue_TimersAndConstants_t301 = 1000;
+        ue_TimersAndConstants_t310 = {plan.t310_ms};
+        ue_TimersAndConstants_t311 = {plan.t311_ms};
+        ue_TimersAndConstants_n310 = {plan.n310};
+        ue_TimersAndConstants_n311 = {plan.n311};
+        ue_TransmissionMode = 1;
+      }}
+    );
+
+    srb1_parameters : {{
+      timer_poll_retransmit = 80;
+      timer_reordering = 35;
+      timer_status_prohibit = 0;
+      poll_pdu = 4;
+      poll_byte = 99999;
+      max_retx_threshold = 4;
+    }};
+
+    SCTP : {{ SCTP_INSTREAMS = 2; SCTP_OUTSTREAMS = 2; }};
+
+    mme_ip_address = ( {{ ipv4 = "{plan.mme_addr}"; ipv6 = "::1"; active = "yes"; preference = "ipv4"; }} );
+
+    enable_measurement_reports = "no";
+    enable_x2 = "no";
+
+    NETWORK_INTERFACES : {{
+      ENB_INTERFACE_NAME_FOR_S1_MME = "{plan.s1_intf}";
+      ENB_IPV4_ADDRESS_FOR_S1_MME = "{plan.enb_s1_addr}";
+      ENB_INTERFACE_NAME_FOR_S1U = "{plan.s1_intf}";
+      ENB_IPV4_ADDRESS_FOR_S1U = "{plan.enb_s1_addr}";
+      ENB_PORT_FOR_S1U = 2152;
+      ENB_IPV4_ADDRESS_FOR_X2C = "{plan.enb_s1_addr}";
+      ENB_PORT_FOR_X2C = 36422;
+    }};
+  }}
+);
+
+MACRLCs = ( {{ num_cc = 1; tr_s_preference = "local_L1"; tr_n_preference = "local_RRC";
+              phy_test_mode = 0; puSch10xSnr = 160; puCch10xSnr = 160; }} );
+
+L1s = ( {{ num_cc = 1; tr_n_preference = "local_mac"; }} );
+
+RUs = (
+  {{
+    local_rf = "yes";
+    nb_tx = 1;
+    nb_rx = 1;
+    att_tx = 0;
+    att_rx = 0;
+    bands = [7];
+    max_pdschReferenceSignalPower = -27;
+    max_rxgain = 120;
+    eNB_instances = [0];{ru_extra}
+  }}
+);
+
+THREAD_STRUCT = ( {{ parallel_config = "PARALLEL_SINGLE_THREAD"; worker_config = "WORKER_ENABLE"; }} );
+
+log_config : {{
+  global_log_level = "info";
+  hw_log_level = "info";
+  phy_log_level = "info";
+  mac_log_level = "info";
+  rlc_log_level = "info";
+  pdcp_log_level = "info";
+  rrc_log_level = "info";
+}};
+""" + ("" if plan.usrp else '\n@include "channelmod_rfsimu.conf"\n')
+
+
+def channelmod_config(plan: OaiPlan) -> str:
+    """``channelmod_rfsimu.conf``: AWGN, static, model 0 = downlink at the UE, model 1 = uplink."""
+
+    def model(name: str) -> str:
+        return (f'    {{ model_name = "{name}"; type = "AWGN"; ploss_dB = {plan.ploss_db:g}; '
+                "noise_power_dB = -50; forgetfact = 0; offset = 0; ds_tdl = 0; }")
+
+    return ("channelmod = {\n  max_chan = 10;\n  modellist = \"modellist_rfsimu_1\";\n"
+            "  modellist_rfsimu_1 = (\n" + model("rfsimu_channel_enB0") + ",\n"
+            + model("rfsimu_channel_ue0") + "\n  );\n};\n")
+
+
+def _rfsim_args(serveraddr: str, telnet_port: int) -> list[str]:
+    return ["--rfsim", "--rfsimulator.serveraddr", serveraddr, "--rfsimulator.serverport", str(RFSIM_PORT),
+            "--rfsimulator.options", "chanmod", "--telnetsrv", "--telnetsrv.listenport", str(telnet_port)]
+
+
+def enb_command(plan: OaiPlan, conf: Path) -> list[str]:
+    cmd = ["lte-softmodem", "-O", str(conf)]
+    if plan.no_s1:
+        cmd.append("--noS1")
+    if plan.usrp:
+        return cmd  # device args come from the RU's sdr_addrs
+    return cmd + _rfsim_args("server", plan.enb_telnet_port)
+
+
+def ue_command(plan: OaiPlan, conf_dir: Path) -> list[str]:
+    if plan.usrp:
+        raise RadioError("--radio b210: the UE is a real device; emulab starts no lte-uesoftmodem")
+    cmd = ["lte-uesoftmodem", "-C", str(plan.dl_hz), "-r", str(plan.n_rb), "--ue-rxgain", "140",
+           "--ue-txgain", "120", "--nokrnmod", "1", "-O", str(conf_dir / "channelmod_rfsimu.conf")]
+    if plan.no_s1:
+        cmd.append("--noS1")
+    return cmd + _rfsim_args(plan.enb_addr, plan.ue_telnet_port)
+
+
+def channelmod_command(ploss_db: float, model_id: int = 0) -> str:
+    """The telnet line that sets the path loss of rfsim channel model ``model_id``."""
+    return f"channelmod modify {model_id} ploss {ploss_db:g}"
+
+
+def telnet_shell(port: int, line: str) -> str:
+    """A bash command sending ``line`` to the OAI telnet server on localhost (run inside a node)."""
+    return (f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf '%s\\n' {shlex.quote(line)} >&3 "
+            "&& sleep 0.2 && exec 3>&-")
+
+
+def b210_present() -> bool:
+    """True when ``uhd_find_devices`` lists a B2xx (UHD's ``type: b200``)."""
+    if not shutil.which("uhd_find_devices"):
+        return False
+    try:
+        out = subprocess.run(["uhd_find_devices", "--args", "type=b200"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "b200" in out.stdout.lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# backends
 
 
 class OaiRfsimRadio(RadioBackend):
     name = "oai"
+    usrp = False
 
-    def start(self) -> None:
+    def __init__(self, testbed: Any) -> None:
+        super().__init__(testbed)
+        self.plan: OaiPlan | None = None
+        self.procs: dict[str, Any] = {}
+        self.coverage_lost = False
+        self.conf_dir: Path | None = None
+
+    def _check_installed(self) -> None:
         missing = [b for b in OAI_BINARIES if not shutil.which(b)]
         if missing:
             raise RadioError(
                 f"--radio {self.name}: OpenAirInterface is not installed ({', '.join(missing)} not on PATH); "
                 "build OAI by hand or use --radio emulated"
             )
-        raise RadioError(f"--radio {self.name}: OAI is installed, but emulab cannot drive it yet")
+
+    def write_files(self, directory: Path) -> dict[str, Path]:
+        """Write enb.conf (+ channelmod_rfsimu.conf for rfsim) into ``directory``; return their paths."""
+        assert self.plan is not None
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {"enb": directory / "enb.conf"}
+        files["enb"].write_text(enb_config(self.plan))
+        if not self.plan.usrp:
+            files["channelmod"] = directory / "channelmod_rfsimu.conf"
+            files["channelmod"].write_text(channelmod_config(self.plan))
+        return files
+
+    def start(self) -> None:
+        self._check_installed()
+        if self.link_name is None:
+            raise RadioError(f"--radio {self.name} needs a radio link in the topology")
+        self.plan = OaiPlan.from_testbed(self.testbed.spec, self.link_name, self.options, usrp=self.usrp)
+        from emulab import paths
+        from emulab.linkparams import LinkParams
+
+        self.conf_dir = paths.run_dir() / "oai"
+        files = self.write_files(self.conf_dir)
+        # the IQ stream needs the raw link: OAI's PHY is the radio now
+        self.testbed.set_link_params(self.link_name, LinkParams())
+        logs = paths.log_dir()
+        self.procs["enb"] = self.testbed.host(self.plan.enb_node).popen(
+            enb_command(self.plan, files["enb"]), cwd=str(self.conf_dir),
+            stdout=open(logs / "oai-enb.log", "w"), stderr=subprocess.STDOUT)
+        if not self.usrp:
+            self.procs["ue"] = self.testbed.host(self.plan.ue_node).popen(
+                ue_command(self.plan, self.conf_dir), cwd=str(self.conf_dir),
+                stdout=open(logs / "oai-ue.log", "w"), stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        pass
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.procs.clear()
+
+    def _channelmod(self, ploss_db: float) -> None:
+        if self.plan is None or "ue" not in self.procs:
+            raise RadioError(f"--radio {self.name} is not running")
+        out = self.testbed.host(self.plan.ue_node).cmd(
+            "bash -c " + shlex.quote(telnet_shell(self.plan.ue_telnet_port, channelmod_command(ploss_db))))
+        if "refused" in out.lower() or "no such" in out.lower():
+            raise RadioError(f"OAI telnet server (UE, port {self.plan.ue_telnet_port}): {out.strip()}")
 
     def attach(self) -> None:
-        raise RadioError(f"--radio {self.name} is not running")
+        self._channelmod(self.plan.ploss_db if self.plan else 0.0)
+        self.coverage_lost = False
 
-    def detach(self) -> None:
-        raise RadioError(f"--radio {self.name} is not running")
+    def detach(self, duration_s: float | None = None) -> None:
+        if duration_s is not None:
+            raise RadioError(f"--radio {self.name}: `coverage lose --for` is not supported; restore by hand")
+        self._channelmod(self.plan.coverage_ploss_db if self.plan else 60.0)
+        self.coverage_lost = True
 
     def state(self) -> dict[str, Any]:
-        return {"backend": self.name, "attached": False}
+        alive = {k: p.poll() is None for k, p in self.procs.items()}
+        return {
+            "backend": self.name,
+            "link": self.link_name,
+            # OAI's RRC state is in its logs, not queryable here: report coverage and processes
+            "attached": bool(alive) and all(alive.values()) and not self.coverage_lost,
+            "attach": "unknown (see oai-ue.log)",
+            "coverage": "lost" if self.coverage_lost else "ok",
+            "processes": alive,
+            "conf_dir": str(self.conf_dir) if self.conf_dir else None,
+        }
 
 
 class B210Radio(OaiRfsimRadio):
     name = "b210"
+    usrp = True
 
-    def start(self) -> None:
+    def _check_installed(self) -> None:
         if not shutil.which("uhd_find_devices"):
             raise RadioError("--radio b210: uhd_find_devices not found (Debian package uhd-host)")
-        super().start()
+        if not shutil.which("lte-softmodem"):
+            raise RadioError("--radio b210: OpenAirInterface's lte-softmodem is not on PATH")
+        if not b210_present():
+            raise RadioError("--radio b210: uhd_find_devices finds no B2xx (args type=b200); check USB 3 and power")
+
+    def attach(self) -> None:
+        raise RadioError("--radio b210: coverage is physical here (attenuator or shield box), not software")
+
+    def detach(self, duration_s: float | None = None) -> None:
+        raise RadioError("--radio b210: coverage is physical here (attenuator or shield box), not software")

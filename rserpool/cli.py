@@ -29,3 +29,6 @@ main.add_command(pu_cmd)
 from rserpool.registrar_cli import hsdump_cmd  # noqa: E402
 
 main.add_command(hsdump_cmd)
+from rserpool.services.calcapp_cli import calcapp_pu_cmd  # noqa: E402
+
+main.add_command(calcapp_pu_cmd)

@@ -14,7 +14,7 @@ Life of a ``PoolElement`` (RSPLIB 3.4.4 semantics where they exist):
 
 Services: ``echo`` answers every application message with itself on the PE's own port (TCP or
 SCTP, with the ASAP session layer alongside: a PU may Cookie-Echo, the PE sends Cookies).
-``calcapp`` is delegated to ``rserpool.services.calcapp`` if that module exists.
+``calcapp`` is ``rserpool.services.calcapp`` (RSPLIB's CalcApp server; it reports its own load).
 
 Load: with ``max_requests`` > 0 the PE reports load = active sessions / max_requests (RSPSIM's
 rule: active jobs / MaxJobs) in its policy information, which matters for the LU/PLU/LUD family.
@@ -212,6 +212,8 @@ class PoolElement:
             self._rereg.set()
 
     def _update_load(self) -> None:
+        if self._service is not None and hasattr(self._service, "load"):
+            return  # the service reports its own load (calcapp: jobs / max jobs, RSPLIB's setLoad)
         if self.config.max_requests > 0:
             self.set_load(min(1.0, len(self.sessions) / self.config.max_requests))
 
@@ -329,14 +331,7 @@ class PoolElement:
         if svc in (None, "none", "echo"):
             return
         if svc == "calcapp":
-            try:
-                mod = importlib.import_module("rserpool.services.calcapp")
-            except ImportError:
-                raise NotImplementedError("calcapp service: not implemented yet") from None
-            factory = getattr(mod, "create_service", None)
-            if factory is None:
-                raise NotImplementedError("calcapp service: rserpool.services.calcapp has no create_service(pe)")
-            self._service = factory(self)
+            self._service = importlib.import_module("rserpool.services.calcapp").create_service(self)
             return
         raise ValueError(f"unknown service {svc!r} (echo or calcapp)")
 
@@ -363,6 +358,8 @@ class PoolElement:
 
     def _session_closed(self, ch: SessionChannel) -> None:
         self.sessions.discard(ch)
+        if self._service is not None and hasattr(self._service, "on_session_closed"):
+            self._service.on_session_closed(ch)
         self._update_load()
 
     def _session_asap(self, ch: SessionChannel, msg: AsapMessage) -> None:

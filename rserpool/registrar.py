@@ -27,11 +27,11 @@ Handlespace changes are published to ``Registrar.listeners`` (callables taking a
 separate from the ASAP handling, so the ENRP issue can mirror them to peers; entries owned by
 other registrars can be added with ``Registrar.handlespace.register(home_pr=...)``.
 
-Handlespace dump: RSPLIB's ``hsdump`` asks a registrar over ENRP (Presence, List Request, Handle
-Table Request on port 9901). The registrar therefore runs a minimal ENRP responder on
-``enrp_listen`` that answers List Request (no peers) and Handle Table Request (128 PEs per
-response, "more to send" continues on the same connection); it does not peer. ``rserpool hsdump``
-speaks the same exchange, so it can also dump an RSPLIB registrar.
+ENRP (``rserpool.enrp``): with ``enrp_listen`` set, an ``EnrpNode`` serves the ENRP port (9901):
+peering (static ``peers`` and, with ``enrp_multicast``, Presences to 239.0.0.51:9901), handlespace
+mirroring by Handle Table / Handle Update, peer liveness and takeover; see that module for the
+partition behaviour. It also answers ``hsdump`` (Presence, List Request, Handle Table Request).
+Entries owned by peers ("mirrored") expire after ``mirrored_entry_lifetime()`` unless refreshed.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rserpool import transport as tp
 from rserpool.handlespace import IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, MAX_POOL_HANDLE_SIZE, Handlespace
@@ -55,7 +55,6 @@ from rserpool.policy import PolicyInfo
 from rserpool.policytypes import PolicyType
 from rserpool.wire import (
     ASAP_MESSAGES,
-    ENRP_MESSAGES,
     Action,
     AsapError,
     CauseCode,
@@ -67,15 +66,9 @@ from rserpool.wire import (
     EndpointUnreachable,
     ErrorCause,
     HandleResolution,
-    HandleTableEntry,
-    HandleTableRequest,
-    HandleTableResponse,
-    ListRequest,
-    ListResponse,
     OperationError,
     PoolElement,
     PoolPolicy,
-    Presence,
     Registration,
     RegistrationResponse,
     SctpTransport,
@@ -85,9 +78,11 @@ from rserpool.wire import (
     UdpTransport,
     UnknownParameter,
     decode_asap,
-    decode_enrp,
 )
 from rserpool.wire.params import encode_tlv
+
+if TYPE_CHECKING:
+    from rserpool.enrp import EnrpNode
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +119,16 @@ class RegistrarConfig:
     max_eu_rate: float = -1.0  # endpoint-unreachable reports per second per PU and pool
     max_elements_per_ht_request: int = 128
     peers: list[tuple[str, int]] = field(default_factory=list)
+    # ENRP (RSPLIB 3.4.4 defaults); seconds
+    peer_heartbeat_cycle: float = 2.444
+    peer_max_time_last_heard: float = 5.0
+    peer_max_time_no_response: float = 5.0
+    takeover_expiry: float = 5.0
+    mentor_hunt_timeout: float = 5.0  # kept for the banner; peers are found without a mentor phase
+    enrp_multicast: bool = False  # Presences to/from enrp_group (off: static peers only)
+    enrp_group: str = tp.ENRP_ANNOUNCE_GROUP
+    enrp_group_port: int = tp.ENRP_PORT
+    mirror_lifetime: float | None = None  # life of mirrored entries [s]; None = the PE's registration life
 
     def describe(self) -> list[str]:
         """Start-up lines in the spirit of RSPLIB's registrar banner."""
@@ -138,6 +143,15 @@ class RegistrarConfig:
             f"Server Announce Cycle           = {self.announce_cycle * 1000:.0f} ms"
             + ("" if self.announce else " (announces off)"),
             f"Max Elements per HT Request     = {self.max_elements_per_ht_request}",
+            f"Peer Heartbeat Cycle            = {self.peer_heartbeat_cycle * 1000:.0f} ms",
+            f"Peer Max Time Last Heard        = {self.peer_max_time_last_heard * 1000:.0f} ms",
+            f"Peer Max Time No Response       = {self.peer_max_time_no_response * 1000:.0f} ms",
+            f"Takeover Expiry Interval        = {self.takeover_expiry * 1000:.0f} ms",
+            f"Mentor Hunt Timeout             = {self.mentor_hunt_timeout * 1000:.0f} ms",
+            "ENRP Multicast Presence         = "
+            + (f"{self.enrp_group}:{self.enrp_group_port}" if self.enrp_multicast else "off"),
+            "Static Peers                    = "
+            + (", ".join(tp.format_endpoint(h, p) for h, p in self.peers) or "none"),
             f"Max Handle Resolution Rate      = {rate(self.max_hr_rate)}",
             f"Max Endpoint Unreachable Rate   = {rate(self.max_eu_rate)}",
         ]
@@ -231,7 +245,7 @@ class RateTracker:
 class _Peer:
     """State of one ASAP connection (a PE's or a PU's association with us)."""
 
-    __slots__ = ("registrar", "conn", "entries", "rates", "peer_host", "__weakref__")
+    __slots__ = ("registrar", "conn", "entries", "rates", "peer_host", "outbound", "__weakref__")
 
     def __init__(self, registrar: Registrar) -> None:
         self.registrar = registrar
@@ -239,6 +253,7 @@ class _Peer:
         self.entries: set[tuple[bytes, int]] = set()
         self.rates: RateTracker | None = None
         self.peer_host = "?"
+        self.outbound = False  # our connection to a taken-over PE's user transport
 
     def connection_made(self, conn: tp.MessageConnection) -> None:
         self.conn = conn
@@ -251,26 +266,6 @@ class _Peer:
     def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
         self.registrar._peers.discard(self)
         self.registrar._connection_gone(self)
-
-
-class _EnrpDumpPeer:
-    """ENRP connection used only for handle table dumps (hsdump)."""
-
-    def __init__(self, registrar: Registrar) -> None:
-        self.registrar = registrar
-        self.conn: tp.MessageConnection | None = None
-        self.cursor: tuple[bytes, int] | None = None
-        self.peer_host = "?"
-
-    def connection_made(self, conn: tp.MessageConnection) -> None:
-        self.conn = conn
-        self.peer_host = conn.peer[0] if conn.peer else "?"
-
-    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
-        self.registrar._handle_enrp(self, data)
-
-    def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +283,8 @@ class Registrar:
         self.stats: collections.Counter[str] = collections.Counter()
         self.kind = cfg.transport or tp.transport_kind()
         self._servers: list[tp.MessageServer] = []
-        self._enrp_server: tp.MessageServer | None = None
+        self.enrp: EnrpNode | None = None
+        self.blocked_hosts: set[str] = set()  # fault injection: takeover keep-alives to these fail
         self._peers: set[_Peer] = set()
         self._ka_timers: dict[tuple[bytes, int], asyncio.TimerHandle] = {}
         self._expiry_timers: dict[tuple[bytes, int], asyncio.TimerHandle] = {}
@@ -297,6 +293,7 @@ class Registrar:
         self._sender: tp.MulticastSender | None = None
         self._logged: set[tuple[str, str]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._dispatch: dict[int, Callable[[_Peer, Any, bytes], None]] = {
             0x01: self._on_registration,
             0x02: self._on_deregistration,
@@ -314,15 +311,17 @@ class Registrar:
             srv = await tp.start_server(lambda: _Peer(self), host, port, tp.Framing.ASAP, kind=self.kind)
             self._servers.append(srv)
         if cfg.enrp_listen is not None:
-            host, port = cfg.enrp_listen
+            from rserpool.enrp import EnrpNode
+
+            node = EnrpNode(self)
             try:
-                self._enrp_server = await tp.start_server(lambda: _EnrpDumpPeer(self), host, port,
-                                                          tp.Framing.ASAP, kind=self.kind)
+                await node.start()
+                self.enrp = node
             except OSError as exc:
-                log.warning("ENRP dump port %s unavailable (%s); hsdump will not work", port, exc)
-        if cfg.peers:
-            log.warning("ENRP peering is not implemented yet: ignoring --peer %s",
-                        ", ".join(tp.format_endpoint(h, p) for h, p in cfg.peers))
+                log.warning("ENRP port %s unavailable (%s): no peering, hsdump will not work",
+                            cfg.enrp_listen[1], exc)
+        elif cfg.peers:
+            log.warning("ENRP is disabled (no ENRP endpoint): ignoring the static peers")
         if cfg.announce:
             self._sender = tp.MulticastSender(cfg.announce_group, cfg.announce_port, cfg.announce_interface,
                                               cfg.announce_ttl)
@@ -331,6 +330,9 @@ class Registrar:
                  ", ".join(tp.format_endpoint(h, p) for h, p in self.addresses()), self.kind)
 
     async def stop(self) -> None:
+        if self.enrp is not None:
+            await self.enrp.stop()
+            self.enrp = None
         if self._announcer is not None:
             self._announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -342,12 +344,11 @@ class Registrar:
         for srv in self._servers:
             srv.close()
         self._servers.clear()
-        if self._enrp_server is not None:
-            self._enrp_server.close()
-            self._enrp_server = None
         for peer in list(self._peers):
             if peer.conn is not None:
                 peer.conn.close()
+        for task in list(self._tasks):
+            task.cancel()
         for h in list(self._ka_timers.values()) + list(self._expiry_timers.values()):
             h.cancel()
         self._ka_timers.clear()
@@ -371,7 +372,7 @@ class Registrar:
 
     @property
     def enrp_port(self) -> int | None:
-        return self._enrp_server.port if self._enrp_server is not None else None
+        return self.enrp.port if self.enrp is not None else None
 
     # ---------------------------------------------------------------- helpers
 
@@ -669,10 +670,11 @@ class Registrar:
         old = self._expiry_timers.pop(key, None)
         if old is not None:
             old.cancel()
-        if entry.registration_life:
+        life = (entry.registration_life / 1000.0 if entry.home_pr == self.identifier
+                else self.mirrored_entry_lifetime(entry))
+        if life:
             assert self._loop is not None
-            self._expiry_timers[key] = self._loop.call_later(entry.registration_life / 1000.0,
-                                                             self._expired, key)
+            self._expiry_timers[key] = self._loop.call_later(life, self._expired, key)
 
     def _expired(self, key: tuple[bytes, int]) -> None:
         self._expiry_timers.pop(key, None)
@@ -727,52 +729,120 @@ class Registrar:
             # jitter so that several registrars do not announce in lock-step
             await asyncio.sleep(self.config.announce_cycle * random.uniform(0.75, 1.25))
 
-    # ---------------------------------------------------------------- ENRP (dump only)
+    # ---------------------------------------------------------------- ENRP support (rserpool.enrp)
 
-    def _handle_enrp(self, peer: _EnrpDumpPeer, data: bytes) -> None:
-        conn = peer.conn
-        if conn is None:
-            return
-        if data[0] not in ENRP_MESSAGES:
-            self._log_once(peer.peer_host, "enrp-type", "unrecognized ENRP message type 0x%02x", data[0])
+    def wire_element(self, e: HsEntry) -> PoolElement:
+        """An entry as the Pool Element parameter of Handle Updates and Handle Table Responses."""
+        return PoolElement(e.identifier, e.home_pr, e.registration_life, e.user_transport,  # type: ignore[arg-type]
+                           policy_to_wire(e.policy), e.registrator_transport)  # type: ignore[arg-type]
+
+    def mirrored_entry_lifetime(self, entry: HsEntry) -> float | None:
+        """Seconds a mirrored entry (owned by a peer) lives without a refresh; None = forever.
+
+        ``config.mirror_lifetime`` if set, else the PE's registration life (RSPLIB: a peer's
+        entries expire like registrations; the owner's Handle Updates on re-registration and
+        handle-table resyncs refresh them)."""
+        if self.config.mirror_lifetime is not None:
+            return self.config.mirror_lifetime
+        return entry.registration_life / 1000.0 if entry.registration_life else None
+
+    def add_mirrored(self, handle: bytes, pe: PoolElement, owner: int, reason: str = "enrp") -> bool:
+        """Add or refresh an entry owned by peer ``owner`` (Handle Update / Handle Table)."""
+        key = (handle, pe.identifier)
+        existing = self.handlespace.get(*key)
+        if existing is not None and isinstance(existing.registrator, _Peer):
+            # The PE re-registered at the peer (fail-over): it is no longer ours to monitor.
+            self._detach(existing)
+        user = pe.user_transport
+        try:
+            policy = policy_from_wire(pe.policy)
+        except ValueError:
+            return False
+        cause, entry = self.handlespace.register(
+            handle, pe.identifier, policy, (user,), home_pr=owner, registration_life=pe.registration_life,
+            now=self._now_ms(), registrator=None, user_transport=user,
+            registrator_transport=pe.registrator_transport, protocol=transport_protocol(user),
+            control_channel=getattr(user, "transport_use", 0) == TransportUse.DATA_PLUS_CONTROL)
+        if cause != HsCause.OKAY or entry is None:
+            self._log_once(f"${owner:08x}", "mirror-" + cause.name, "mirrored PE rejected: %s", cause.name)
+            return False
+        self._pe_cache.pop(key, None)
+        self._arm_expiry(entry)
+        self._notify("add" if existing is None else "update", entry, reason)
+        return True
+
+    def refresh_mirrored(self, entry: HsEntry) -> None:
+        """Restart a mirrored entry's lifetime (e.g. after its owner changed by takeover)."""
+        entry.updated_at = self._now_ms()
+        self._pe_cache.pop((entry.pool_handle, entry.identifier), None)
+        self._arm_expiry(entry)
+
+    def remove_entry(self, entry: HsEntry, reason: str) -> None:
+        """Remove an entry (listeners see ``reason``)."""
+        self._remove(entry, reason)
+
+    def _detach(self, entry: HsEntry) -> None:
+        key = (entry.pool_handle, entry.identifier)
+        reg = entry.registrator
+        entry.registrator = None
+        h = self._ka_timers.pop(key, None)
+        if h is not None:
+            h.cancel()
+        if isinstance(reg, _Peer):
+            reg.entries.discard(key)
+            if reg.outbound and not reg.entries and reg.conn is not None:
+                reg.conn.close()  # a takeover connection with nothing left to monitor
+
+    def take_over(self, entries: list[HsEntry]) -> None:
+        """Become home registrar of ``entries``: Keep-Alive with the Home flag, then monitor them."""
+        groups: dict[tuple[str, int], list[tuple[bytes, int]]] = {}
+        for e in entries:
+            if self.handlespace.get(e.pool_handle, e.identifier) is not e:
+                continue
+            self.handlespace.set_owner(e.pool_handle, e.identifier, self.identifier)
+            self._pe_cache.pop((e.pool_handle, e.identifier), None)
+            self._arm_expiry(e)
+            t = e.user_transport
+            addrs = getattr(t, "addresses", ())
+            if not addrs:
+                continue
+            groups.setdefault((addrs[0], t.port), []).append((e.pool_handle, e.identifier))  # type: ignore[union-attr]
+        assert self._loop is not None
+        for addr, keys in groups.items():
+            task = self._loop.create_task(self._takeover_contact(addr, keys))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _takeover_contact(self, addr: tuple[str, int], keys: list[tuple[bytes, int]]) -> None:
+        peer = _Peer(self)
+        peer.outbound = True
+        peer.peer_host = addr[0]
+        assert self._loop is not None
+        for key in keys:
+            entry = self.handlespace.get(*key)
+            if entry is None or entry.home_pr != self.identifier:
+                continue
+            self._detach(entry)
+            entry.registrator = peer
+            peer.entries.add(key)
+            old = self._ka_timers.pop(key, None)
+            if old is not None:
+                old.cancel()
+            # no ack within the keep-alive timeout (unreachable PE) removes it
+            self._ka_timers[key] = self._loop.call_later(self.config.keepalive_timeout,
+                                                         self._keepalive_timeout, key)
+        if not peer.entries or addr[0] in self.blocked_hosts:
             return
         try:
-            msg = decode_enrp(data)
-        except CodecError as exc:
-            self._log_once(peer.peer_host, "enrp-malformed", "malformed ENRP message: %s", exc)
+            await tp.connect(peer, addr[0], addr[1], tp.Framing.TAGGED, kind=self.kind,
+                             timeout=self.config.keepalive_timeout)
+        except (TimeoutError, OSError) as exc:
+            log.info("takeover: cannot reach PE at %s: %s", tp.format_endpoint(*addr), exc)
             return
-        if isinstance(msg, HandleTableRequest):
-            self.stats["handle_table_request"] += 1
-            conn.send(self._handle_table(peer, msg).encode(), tp.PPID_ENRP)
-        elif isinstance(msg, ListRequest):
-            conn.send(ListResponse(sender_id=self.identifier, receiver_id=msg.sender_id).encode(), tp.PPID_ENRP)
-        elif isinstance(msg, Presence):
-            pass  # hsdump introduces itself with a Presence; we do not peer
-        else:
-            self._log_once(peer.peer_host, "enrp", "ENRP %s ignored: ENRP peering is not implemented yet",
-                           type(msg).__name__)
-
-    def _handle_table(self, peer: _EnrpDumpPeer, req: HandleTableRequest) -> HandleTableResponse:
-        limit = max(1, self.config.max_elements_per_ht_request)
-        entries = list(self.handlespace.owned_by(self.identifier) if req.own_children_only else self.handlespace)
-        start = 0
-        if peer.cursor is not None:
-            start = next((i for i, e in enumerate(entries) if (e.pool_handle, e.identifier) > peer.cursor),
-                         len(entries))
-        chunk = entries[start:start + limit]
-        more = start + limit < len(entries)
-        peer.cursor = (chunk[-1].pool_handle, chunk[-1].identifier) if more and chunk else None
-        pools: list[HandleTableEntry] = []
-        for e in chunk:
-            pe = PoolElement(e.identifier, e.home_pr, e.registration_life, e.user_transport,  # type: ignore[arg-type]
-                             policy_to_wire(e.policy), e.registrator_transport)  # type: ignore[arg-type]
-            if pools and pools[-1].pool_handle == e.pool_handle:
-                pools[-1] = HandleTableEntry(e.pool_handle, pools[-1].pool_elements + (pe,))
-            else:
-                pools.append(HandleTableEntry(e.pool_handle, (pe,)))
-        return HandleTableResponse(sender_id=self.identifier, receiver_id=req.sender_id, pools=tuple(pools),
-                                   more_to_send=more)
-
+        for key in list(peer.entries):
+            entry = self.handlespace.get(*key)
+            if entry is not None and entry.registrator is peer:
+                self.send_keepalive(entry, home=True)
 
 def _transport_tail(t: Any) -> tuple[Any, ...]:
     """Positional fields after (port, addresses) of a transport parameter, to rebuild it."""

@@ -204,11 +204,6 @@ def pe_cmd(registrars: tuple[str, ...], pool: str, policy: str, load_increment: 
             pol = replace(pol, load=fraction_to_u32(load))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--policy") from None
-    if service == "calcapp":
-        try:
-            import rserpool.services.calcapp  # noqa: F401
-        except ImportError:
-            raise click.ClickException("calcapp service: not implemented yet") from None
     group, gport = parse_endpoint(announce_address, tp.ASAP_PORT)
     cfg = PEConfig(pool.encode(), pol, identifier=_int_auto(identifier), registrars=_endpoints(registrars),
                    announce_group=group, announce_port=gport, announce_interface=announce_interface,
@@ -217,10 +212,7 @@ def pe_cmd(registrars: tuple[str, ...], pool: str, policy: str, load_increment: 
 
     async def main(stop: asyncio.Event) -> None:
         pe = PoolElement(cfg)
-        try:
-            await pe.start(wait=False)
-        except NotImplementedError as exc:
-            raise click.ClickException(str(exc)) from None
+        await pe.start(wait=False)
         click.echo(f"PE ${pe.identifier:08x} pool {pool!r} policy {pol.to_dict()['name']} "
                    f"service {service} on port {pe.port} ({pe.kind})", err=True)
         waiter = asyncio.ensure_future(stop.wait())

@@ -1,0 +1,74 @@
+"""`emulab radio status` and `emulab coverage lose|restore`: the radio of a running testbed, over its control socket.
+
+Registered in emulab.cli. The runner forwards these to the radio backend (``{"cmd": "radio",
+"action": "state" | "detach" | "attach"}``), which answers with its state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+
+def _request(action: str, **extra: Any) -> dict[str, Any]:
+    from emulab import control
+
+    return control.request({"cmd": "radio", "action": action, **extra})
+
+
+def format_state(st: dict[str, Any]) -> str:
+    """One human line: backend, attach state (and for how long), SNR, CQI, rate, applied link."""
+    parts = [f"radio {st.get('backend', '?')} on {st.get('link') or '-'}: {str(st.get('attach', '?')).upper()}"]
+    if st.get("since"):
+        parts[0] += f" for {max(0.0, time.time() - st['since']):.1f} s"
+    if st.get("coverage") == "lost":
+        parts.append("coverage LOST")
+    if "snr_db" in st:
+        parts.append(f"SNR {st['snr_db']:.1f} dB")
+    if "cqi" in st:
+        parts.append(f"CQI {st['cqi']}")
+    if "rate_mbit" in st:
+        parts.append(f"rate {st['rate_mbit']:.1f} Mbit/s")
+    p = st.get("params")
+    if p:
+        rate = f"{p['rate_mbit']:.1f} Mbit/s" if p.get("rate_mbit") else "unlimited"
+        parts.append(f"link: {p['delay_ms']:g} ms ± {p['jitter_ms']:g}, loss {p['loss_pct']:g} %, {rate}")
+    if st.get("last_error"):
+        parts.append(f"last error: {st['last_error']}")
+    return ", ".join(parts)
+
+
+@click.group()
+def radio() -> None:
+    """The radio link of the running testbed (UE–eNodeB)."""
+
+
+@radio.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print the backend's full state as JSON.")
+def radio_status(as_json: bool) -> None:
+    """SNR, CQI, rate and attach state of the UE."""
+    st = _request("state")
+    click.echo(json.dumps(st, indent=2) if as_json else format_state(st))
+
+
+@click.group()
+def coverage() -> None:
+    """Take the UE's radio coverage away and give it back (radio link failure and re-attach follow)."""
+
+
+@coverage.command()
+@click.option("--for", "for_s", type=click.FloatRange(min=0.0, min_open=True), default=None, metavar="SECONDS",
+              help="Restore coverage by itself after SECONDS.")
+def lose(for_s: float | None) -> None:
+    """Lose coverage now: no packets pass; RLF (detached) after N310 x 10 ms + T310 (1.2 s by default)."""
+    st = _request("detach", **({"for_s": for_s} if for_s is not None else {}))
+    click.echo(format_state(st))
+
+
+@coverage.command()
+def restore() -> None:
+    """Restore coverage: the UE is back at once if RLF has not happened yet, else after the attach time."""
+    click.echo(format_state(_request("attach")))

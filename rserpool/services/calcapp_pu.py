@@ -1,0 +1,307 @@
+"""The CalcApp pool user (RSPLIB ``calcappclient``): a request queue served one request at a time.
+
+Each PU generates requests (sizes and inter-request times from a distribution: negative
+exponential by default, as RSPLIB's randomExpDouble; ``const``; ``uniform`` = U(0, 2 x mean)) into a
+FIFO queue. The head request is served by a fresh ASAP session (RSPLIB opens one per job):
+
+1. dequeue (``started_at``): handle resolution at the registrar (PLU selection there) and connect;
+2. CalcApp Request -> Accept (``accepted_at``) or Reject: on a reject the PU closes the session, waits
+   ``retry_delay`` (1 s, RSPLIB calcappclient's pause before it tries again) and selects again
+   (each rejecting element is counted in ``rejected_by``);
+3. while the job runs, Keep-Alive/Ack in both directions (2500 ms / 2500 ms); the PE's ASAP Cookies
+   carry the job's progress; if the PE fails (session lost or keep-alive timeout) the session fails
+   over to another PE with a Cookie Echo of the last cookie, so the job resumes from there;
+4. CalcApp Complete (``completed_at``): the record is done; the next request is dequeued.
+
+``run_pus`` runs N such PUs in one asyncio loop for a duration and returns plain dict records (the
+fields of ``emulab.results.RequestRecord`` without setting/run; times in seconds since the start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rserpool.pu import NoPoolElementError, PoolSession, PoolUser, PUConfig
+from rserpool.services.calcapp import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, PPID_CALCAPP
+from rserpool.wire.calcapp import CalcAppMessage, CalcAppType, decode_calcapp
+from rserpool.wire.errors import CodecError
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 1.0  # calcappclient: pause after a reject / an unreachable pool before trying again
+DISTRIBUTIONS = ("exp", "const", "uniform")
+
+
+def sampler(dist: str, mean: float, rng: random.Random) -> Callable[[], float]:
+    """A draw function for ``dist`` with the given mean."""
+    if dist == "exp":
+        return lambda: rng.expovariate(1.0 / mean)
+    if dist == "const":
+        return lambda: mean
+    if dist == "uniform":
+        return lambda: rng.uniform(0.0, 2.0 * mean)
+    raise ValueError(f"unknown distribution {dist!r} (one of {', '.join(DISTRIBUTIONS)})")
+
+
+@dataclass
+class PUParams:
+    pool_handle: bytes = b"Processing Pool"
+    size_mean: float = 1_000_000.0
+    size_dist: str = "exp"
+    interval_mean: float = 10.0
+    interval_dist: str = "exp"
+    retry_delay: float = RETRY_DELAY
+    keepalive_interval: float = KEEPALIVE_INTERVAL
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
+    max_failovers: int = 10
+
+
+@dataclass
+class Request:
+    request_id: int
+    size: int
+    queued_at: float
+    started_at: float | None = None
+    accepted_at: float | None = None
+    completed_at: float | None = None
+    element: str | None = None
+    element_id: int | None = None
+    rejected_by: list[str] = field(default_factory=list)
+    failovers: int = 0
+    status: str = "unfinished"
+
+    def to_dict(self, pu: str) -> dict[str, Any]:
+        return {"pu": pu, "request_id": self.request_id, "size": float(self.size), "queued_at": self.queued_at,
+                "started_at": self.started_at, "accepted_at": self.accepted_at,
+                "completed_at": self.completed_at, "element": self.element, "element_id": self.element_id,
+                "rejected_by": list(self.rejected_by), "failovers": self.failovers, "status": self.status}
+
+
+class _Session:
+    """One job's ASAP session: CalcApp messages into a queue, keep-alives, fail-over."""
+
+    def __init__(self, pu: PoolUser, handle: bytes) -> None:
+        self.queue: asyncio.Queue[CalcAppMessage] = asyncio.Queue()
+        self.session = PoolSession(pu, handle, on_data=self._data, on_failover=None, max_attempts=8)
+
+    def _data(self, data: bytes, ppid: int) -> None:
+        try:
+            self.queue.put_nowait(decode_calcapp(data))
+        except CodecError as exc:
+            log.warning("malformed CalcApp message: %s", exc)
+
+    def send(self, msg: CalcAppMessage) -> None:
+        self.session.send(msg.encode(), PPID_CALCAPP)
+
+    @property
+    def element(self) -> tuple[str, int]:
+        pe = self.session.pe
+        assert pe is not None
+        return pe.endpoint[0], pe.identifier
+
+    async def next(self, timeout: float) -> CalcAppMessage | None:
+        """The next CalcApp message, or None on timeout / lost session."""
+        ch = self.session.channel
+        if ch is None:
+            return None
+        get = asyncio.ensure_future(self.queue.get())
+        closed = asyncio.ensure_future(ch.closed.wait())
+        try:
+            done, _ = await asyncio.wait({get, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not get.done():
+                get.cancel()
+        if get in done:
+            return get.result()
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        return None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class CalcAppPU:
+    """One CalcApp pool user (its own ASAP instance, like one calcappclient process)."""
+
+    def __init__(self, name: str, config: PUConfig, params: PUParams, rng: random.Random,
+                 clock: Callable[[], float]) -> None:
+        self.name = name
+        self.params = params
+        self.pu = PoolUser(config)
+        self.clock = clock
+        self.next_size = sampler(params.size_dist, params.size_mean, rng)
+        self.next_interval = sampler(params.interval_dist, params.interval_mean, rng)
+        self.queue: deque[Request] = deque()
+        self.requests: list[Request] = []
+        self._wakeup = asyncio.Event()
+        self.counters = {"requests": 0, "accepts": 0, "rejects": 0, "completes": 0, "keepalives": 0,
+                         "keepalive_acks": 0}
+
+    async def run(self) -> None:
+        await self.pu.start()
+        gen = asyncio.create_task(self._generate())
+        try:
+            await self._serve()
+        finally:
+            gen.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gen
+            await self.pu.close()
+
+    async def _generate(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(self.next_interval())
+            n += 1
+            r = Request(n, max(1, int(round(self.next_size()))), self.clock())
+            self.requests.append(r)
+            self.queue.append(r)
+            self._wakeup.set()
+
+    async def _serve(self) -> None:
+        while True:
+            while not self.queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            r = self.queue.popleft()
+            r.started_at = self.clock()
+            await self._handle(r)
+
+    async def _handle(self, r: Request) -> None:
+        p = self.params
+        exclude: set[int] = set()
+        while True:
+            s = _Session(self.pu, p.pool_handle)
+            try:
+                await s.session.open(exclude=exclude)
+            except (NoPoolElementError, ConnectionError, OSError) as exc:
+                log.info("%s: no pool element for request %d (%s); retrying", self.name, r.request_id, exc)
+                s.close()
+                exclude.clear()
+                await asyncio.sleep(p.retry_delay)
+                continue
+            try:
+                result = await self._run_job(s, r)
+            finally:
+                s.close()
+            if result == "completed":
+                return
+            if result == "rejected":
+                host, ident = s.element
+                r.rejected_by.append(host)
+                exclude = {ident}  # the next selection avoids the element that just said no
+                await asyncio.sleep(p.retry_delay)
+            else:  # the session broke before an accept: select again at once
+                exclude = set()
+
+    async def _run_job(self, s: _Session, r: Request) -> str:
+        """Request -> accept -> complete on one session, failing over with the cookie on PE failure."""
+        p = self.params
+        try:
+            s.send(CalcAppMessage(CalcAppType.REQUEST, r.request_id, r.size))
+        except ConnectionError:
+            return "lost"
+        self.counters["requests"] += 1
+        accepted = False
+        waiting_ack = False
+        while True:
+            msg = await s.next(p.keepalive_timeout if waiting_ack else p.keepalive_interval)
+            if msg is None:
+                ch = s.session.channel
+                if ch is not None and ch.is_open and not waiting_ack:
+                    # silence: probe the PE (calcappclient's keep-alive)
+                    with contextlib.suppress(ConnectionError):
+                        s.send(CalcAppMessage(CalcAppType.KEEPALIVE, r.request_id))
+                        self.counters["keepalives"] += 1
+                        waiting_ack = True
+                        continue
+                if not accepted:
+                    return "lost"
+                # the PE failed while working on the job: fail over, resuming from the last cookie
+                if r.failovers >= p.max_failovers:
+                    return "lost"
+                r.failovers += 1
+                log.info("%s: request %d: PE failed, failing over", self.name, r.request_id)
+                try:
+                    if s.session.cookie is None and (s.session.channel is None or s.session.channel.cookie is None):
+                        # no cookie yet: nothing to resume from, start over on another PE
+                        await s.session.failover()
+                        s.send(CalcAppMessage(CalcAppType.REQUEST, r.request_id, r.size))
+                    else:
+                        await s.session.failover()  # sends the Cookie Echo; the new PE answers Accept/Reject
+                except (NoPoolElementError, ConnectionError, OSError):
+                    return "lost"
+                waiting_ack = False
+                continue
+            waiting_ack = False
+            if msg.job_id != r.request_id:
+                continue
+            if msg.type == CalcAppType.ACCEPT:
+                self.counters["accepts"] += 1
+                if not accepted:
+                    accepted = True
+                    r.accepted_at = self.clock()
+                host, ident = s.element
+                r.element, r.element_id = host, ident
+            elif msg.type == CalcAppType.REJECT:
+                self.counters["rejects"] += 1
+                if accepted:
+                    # a reject of a Cookie Echo after fail-over: try yet another PE with the same cookie
+                    host, _ = s.element
+                    r.rejected_by.append(host)
+                    await asyncio.sleep(p.retry_delay)
+                    try:
+                        await s.session.failover(report=False)
+                    except (NoPoolElementError, ConnectionError, OSError):
+                        return "lost"
+                    continue
+                return "rejected"
+            elif msg.type == CalcAppType.COMPLETE:
+                self.counters["completes"] += 1
+                r.completed_at = self.clock()
+                host, ident = s.element
+                r.element, r.element_id = host, ident
+                r.status = "completed"
+                return "completed"
+            elif msg.type == CalcAppType.KEEPALIVE:
+                with contextlib.suppress(ConnectionError):
+                    s.send(CalcAppMessage(CalcAppType.KEEPALIVE_ACK, r.request_id))
+            elif msg.type == CalcAppType.KEEPALIVE_ACK:
+                self.counters["keepalive_acks"] += 1
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r.to_dict(self.name) for r in self.requests]
+
+
+async def run_pus(n: int, duration: float, config: PUConfig, params: PUParams, seed: int = 1,
+                  prefix: str = "pu") -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Run ``n`` PUs for ``duration`` seconds; returns (records, summed counters)."""
+    t0 = time.monotonic()
+
+    def clock() -> float:
+        return time.monotonic() - t0
+
+    pus = [CalcAppPU(f"{prefix}{i}", config, params, random.Random(seed * 100_003 + i), clock) for i in range(n)]
+    tasks = [asyncio.create_task(p.run(), name=p.name) for p in pus]
+    await asyncio.sleep(max(0.0, duration - clock()))
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    records = [rec for p in pus for rec in p.records()]
+    totals: dict[str, int] = {}
+    for p in pus:
+        for k, v in p.counters.items():
+            totals[k] = totals.get(k, 0) + v
+    return records, totals

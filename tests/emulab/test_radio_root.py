@@ -1,0 +1,92 @@
+"""Coverage loss and return on a real testbed (paper-topology, emulated radio): `emulab coverage lose`
+cuts the UE off at once, the radio reports RLF ("detached") after N310 x 10 ms + T310, and after
+`emulab coverage restore` the UE pings the eNodeB again once re-attached. Needs root; stops and
+cleans everything in `finally`, then checks nothing is left."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emulab import control
+from emulab.cleanup import find_leftovers
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+EMULAB = [sys.executable, "-m", "emulab"]
+ENB_RADIO_ADDR = "10.0.0.2"  # paper-topology: the eNB end of the radio link
+RLF_S = 1.2  # OAI defaults: N310 (20) x 10 ms + T310 (1000 ms)
+ATTACH_S = 1.0
+
+
+def emulab(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EMULAB, *args], capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def radio_state() -> dict:
+    return json.loads(emulab("radio", "status", "--json", check=True).stdout)
+
+
+def ping_ok(count: int = 1, wait_s: float = 1.0) -> bool:
+    r = emulab("exec", "ue", "--", "ping", "-n", "-q", "-c", str(count), "-W", str(wait_s), ENB_RADIO_ADDR, timeout=30)
+    return r.returncode == 0
+
+
+def wait_for(pred, timeout: float, step: float = 0.05) -> float:
+    """Seconds until ``pred()`` is true (fails the test after ``timeout``)."""
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - t0
+
+
+@pytest.fixture
+def paper_testbed():
+    if control.read_state() is not None:
+        pytest.fail("a testbed is already running (or crashed): run `emulab stop` / `emulab clean` first")
+    try:
+        emulab("start", "paper-topology", "--detach", "--no-services", "--timeout", "120", timeout=180, check=True)
+        yield
+    finally:
+        emulab("stop", timeout=60)
+        emulab("clean", timeout=60)
+    assert find_leftovers() == []
+
+
+def test_coverage_loss_rlf_and_reattach(paper_testbed):
+    st = radio_state()
+    assert st["backend"] == "emulated" and st["attach"] == "attached" and st["cqi"] == 15
+    assert "SNR" in emulab("radio", "status", check=True).stdout
+    assert ping_ok(count=3)
+
+    t_lose = time.monotonic()
+    emulab("coverage", "lose", check=True)
+    assert not ping_ok()  # no packets from the moment coverage is lost
+    wait_for(lambda: radio_state()["attach"] == "detached", timeout=5)
+    rlf_s = time.monotonic() - t_lose
+    assert RLF_S - 0.1 <= rlf_s <= RLF_S + 1.5, rlf_s  # + CLI round trips on a shared 2-core machine
+    st = radio_state()
+    assert st["attached"] is False and st["coverage"] == "lost" and st["params"]["loss_pct"] == 100.0
+    assert not ping_ok(count=2)
+
+    t_restore = time.monotonic()
+    emulab("coverage", "restore", check=True)
+    assert radio_state()["attach"] == "attaching"
+    wait_for(lambda: ping_ok(wait_s=0.5), timeout=10, step=0.0)
+    back_s = time.monotonic() - t_restore
+    assert ATTACH_S - 0.1 <= back_s <= ATTACH_S + 3.0, back_s
+    st = radio_state()
+    assert st["attach"] == "attached" and st["coverage"] == "ok" and st["params"]["loss_pct"] == 0.0
+
+    # a dip shorter than N310 x 10 ms + T310 costs packets but no RLF
+    emulab("coverage", "lose", "--for", "0.5", check=True)
+    time.sleep(1.5)
+    st = radio_state()
+    assert st["attach"] == "attached" and st["coverage"] == "ok"
+    assert ping_ok()

@@ -1,0 +1,98 @@
+"""A real emulab CalcApp exchange (PU <-> CalcApp PE on loopback, with a fail-over so Cookies and a
+Cookie Echo are in it) must dissect in tshark without malformed packets or expert errors.
+
+Our PU<->PE channel runs over TCP with emulab's PPID tag (no SCTP in the test kernel), which tshark
+cannot know, so the payloads actually sent are recorded and replayed as SCTP DATA chunks with their
+PPIDs (CalcApp 34, ASAP 11) through text2pcap: byte for byte what RSPLIB would put on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rserpool.session import SessionChannel
+
+pytestmark = [
+    pytest.mark.tshark,
+    pytest.mark.skipif(not all(shutil.which(t) for t in ("tshark", "text2pcap")), reason="tshark/text2pcap missing"),
+]
+
+
+def _hexdump(packets: list[bytes]) -> str:
+    lines = []
+    for data in packets:
+        for off in range(0, len(data), 16):
+            lines.append(f"{off:06x} " + " ".join(f"{b:02x}" for b in data[off:off + 16]))
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _record_exchange(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]:
+    import test_calcapp as T  # same directory (importlib mode puts it on sys.path via rootdir)
+
+    from rserpool.services.calcapp_pu import CalcAppPU, PUParams, Request
+
+    sent: list[tuple[bytes, int]] = []
+    orig = SessionChannel.send
+
+    def spy(self: SessionChannel, data: bytes, ppid: int) -> None:
+        sent.append((bytes(data), ppid))
+        orig(self, data, ppid)
+
+    monkeypatch.setattr(SessionChannel, "send", spy)
+
+    async def body(reg, pes) -> None:  # type: ignore[no-untyped-def]
+        a = await T._pe(reg)
+        pes.append(a)
+        a._service.cookie_max_calculations = 100_000
+        a._service.keepalive_interval = 0.1
+        t0 = time.monotonic()
+        p = CalcAppPU("pu0", T._pu_config(reg), PUParams(pool_handle=T.POOL, keepalive_interval=0.5,
+                                                         keepalive_timeout=0.5, retry_delay=0.1),
+                      random.Random(1), lambda: time.monotonic() - t0)
+        await p.pu.start()
+        r = Request(1, 600_000, 0.0, started_at=0.0)
+        task = asyncio.create_task(p._handle(r))
+        await asyncio.sleep(0.35)
+        pes.append(await T._pe(reg))
+        await a.kill()
+        await asyncio.wait_for(task, 15)
+        await p.pu.close()
+        assert r.status == "completed"
+
+    T._run(body)
+    return sent
+
+
+def test_emulab_calcapp_exchange_dissects_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    sent = _record_exchange(monkeypatch)
+    by_ppid = {34: [d for d, p in sent if p == 34], 11: [d for d, p in sent if p == 11]}
+    assert len(by_ppid[34]) >= 5 and by_ppid[11], "expected CalcApp messages and ASAP cookies"
+    names: list[str] = []
+    for ppid, packets in by_ppid.items():
+        txt = tmp_path / f"p{ppid}.txt"
+        txt.write_text(_hexdump(packets))
+        pcap = tmp_path / f"p{ppid}.pcap"
+        subprocess.run(["text2pcap", "-q", "-S", f"40000,{3864 if ppid == 34 else 3863},{ppid}", str(txt),
+                        str(pcap)], check=True, capture_output=True)
+        out = subprocess.run(
+            ["tshark", "-r", str(pcap), "-T", "fields", "-E", "separator=|", "-e", "frame.number", "-e", "_ws.col.Info",
+             "-e", "_ws.malformed", "-e", "_ws.expert.severity"],
+            check=True, capture_output=True, text=True).stdout
+        rows = [ln.split("|") for ln in out.strip().splitlines()]
+        assert len(rows) == len(packets)
+        for row in rows:
+            assert row[2] == "" and row[3] == "", f"malformed/expert in {row}"
+        names += [row[1] for row in rows]
+    text = "\n".join(names)
+    for want in ("CalcApp Request", "CalcApp Accept", "CalcApp Complete", "Cookie"):
+        assert want.lower() in text.lower(), f"{want!r} not dissected: {names}"
