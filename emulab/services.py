@@ -18,6 +18,7 @@ from emulab import paths
 from emulab.errors import StartError
 
 ASAP_PORT = 3863
+ENRP_PORT = 9901
 
 # Option names from the topology file that map 1:1 onto `rserpool pe` flags.
 _PE_FLAGS = {
@@ -57,7 +58,15 @@ class ServiceManager:
         spec = self.testbed.spec
         base = [sys.executable, "-m", "rserpool"]
         if kind == "registrar":
-            return [*base, "registrar", "--listen", f"{spec.primary_address(node)}:{ASAP_PORT}"]
+            cmd = [*base, "registrar", "--listen", f"{spec.primary_address(node)}:{ASAP_PORT}",
+                   "--enrp-listen", f"{spec.primary_address(node)}:{options.get('enrp_port', ENRP_PORT)}"]
+            if "identifier" in options:
+                cmd += ["--identifier", str(options["identifier"])]
+            for peer in options.get("peers", ()):
+                if peer not in spec.nodes:
+                    raise StartError(f"{node}: registrar peer {peer!r} is not in the topology")
+                cmd += ["--peer", f"{spec.primary_address(peer)}:{ENRP_PORT}"]
+            return cmd
         if kind == "pe":
             cmd = [*base, "pe", "--registrar", self._registrar_of(node, options)]
             for key, flag in _PE_FLAGS.items():

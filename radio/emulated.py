@@ -63,8 +63,9 @@ class EmulatedRadio(RadioBackend):
         self.tick_s = float(self.options.get("tick_s", DEFAULT_TICK_S))
         self._t0 = 0.0  # monotonic clock at model time 0
         self._wall0 = 0.0  # wall clock at model time 0 (for "since")
-        self._lock = threading.Lock()  # model calls come from the tick thread and the control socket
+        self._lock = threading.RLock()  # model + apply: from the tick thread and the control socket
         self._stop = threading.Event()
+        self._kick = threading.Event()  # set when coverage changes: the tick thread re-plans its wake-up
         self._thread: threading.Thread | None = None
         self._applied: LinkParams | None = None
         self._last_error: str | None = None
@@ -85,11 +86,13 @@ class EmulatedRadio(RadioBackend):
         self._t0, self._wall0 = time.monotonic(), time.time()
         self._tick()  # apply the initial channel before anyone measures
         self._stop.clear()
+        self._kick.clear()
         self._thread = threading.Thread(target=self._run, name="emulab-radio", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
@@ -101,8 +104,17 @@ class EmulatedRadio(RadioBackend):
         next_at = time.monotonic()
         while True:
             next_at += self.tick_s
-            if self._stop.wait(max(0.0, next_at - time.monotonic())):
+            wake = next_at
+            with self._lock:  # a timer expiring before the next tick: wake up just after it instead
+                event = self.model.next_event(self._now()) if self.model else None
+            if event is not None and self._t0 + event < wake:
+                wake = max(self._t0 + event, time.monotonic() + 0.001)
+            self._kick.wait(max(0.0, wake - time.monotonic()))
+            self._kick.clear()
+            if self._stop.is_set():
                 return
+            if time.monotonic() < next_at - 1e-3:  # an early (event or kick) wake-up: keep the tick grid
+                next_at -= self.tick_s
             try:
                 self._tick()
             except Exception as exc:  # a failed tc/shaper call must not end the radio: retry next tick
@@ -112,14 +124,19 @@ class EmulatedRadio(RadioBackend):
                 next_at = time.monotonic()
 
     def _tick(self) -> RadioState:
+        """Advance the model to now and apply its link parameters if they changed.
+
+        Called by the tick thread and by control requests; the lock covers the apply too, so two
+        callers cannot apply an older state after a newer one.
+        """
         assert self.model is not None
         with self._lock:
             st = self.model.step(self._now())
-        if st.params != self._applied:  # only real changes reach tc / the shaper
-            self.testbed.set_link_params(self.link_name, st.params)
-            self._applied = st.params
-            self._updates += 1
-        return st
+            if st.params != self._applied:  # only real changes reach tc / the shaper
+                self.testbed.set_link_params(self.link_name, st.params)
+                self._applied = st.params
+                self._updates += 1
+            return st
 
     # -- coverage ----------------------------------------------------------------------------------
 
@@ -132,13 +149,15 @@ class EmulatedRadio(RadioBackend):
         model = self._need_model()
         with self._lock:
             model.lose(self._now(), duration_s)
-        self._tick()  # 100 % loss now, not at the next tick
+        self._tick()
+        self._kick.set()  # 100 % loss now, not at the next tick
 
     def attach(self) -> None:
         model = self._need_model()
         with self._lock:
             model.restore(self._now())
         self._tick()
+        self._kick.set()
 
     # -- report ------------------------------------------------------------------------------------
 
@@ -146,6 +165,10 @@ class EmulatedRadio(RadioBackend):
         out: dict[str, Any] = {"backend": self.name, "link": self.link_name}
         if self.model is None:
             return out | {"attached": False, "attach": "none"}
+        try:
+            self._tick()  # report the state at this instant, not at the last tick
+        except Exception as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
         with self._lock:
             st = self.model.state
             lost = self.model.coverage_lost
@@ -162,6 +185,7 @@ class EmulatedRadio(RadioBackend):
             "bandwidth_mhz": self.model.cfg.bandwidth_mhz,
             "params": (self._applied or st.params).as_dict(),
             "tick_s": self.tick_s,
+            "timers": {k: getattr(self.model.cfg, k) for k in ("n310", "t310_ms", "n311", "t311_ms", "attach_time_s")},
             "updates": self._updates,
             "last_error": self._last_error,
         }

@@ -21,7 +21,9 @@ Per 10 ms radio frame the model computes, from the UE's situation, what the link
   (2 per dB) steep, i.e. ≈ 1.5 % one dB above it and ≈ 45 % one dB below it.
 * **Rate** (achievable, as the testbed-facts formula): eff(CQI) × N_PRB × 0.168 × (1 − 0.25) Mbit/s →
   17.5 / 35.0 / 70.0 Mbit/s at CQI 15 for 5 / 10 / 20 MHz. The link is shaped to the goodput,
-  rate × (1 − BLER), since retransmissions use the same resources.
+  rate × (1 − BLER), since retransmissions use the same resources, capped at ``max_rate_mbit`` (by
+  default the radio link's configured rate: the practical peak, e.g. 30 Mbit/s in paper-topology,
+  testbed-facts §5.2; ``max_rate_mbit: null`` in the options removes the cap).
 * **Delay**: base user-plane one-way delay (the topology's configured radio-link delay, 8 ms) plus
   HARQ: each retransmission costs one 8 ms HARQ RTT; with independent attempts and at most
   ``max_harq_tx`` (4, OAI's default) transmissions the mean extra delay is 8 ms × Σ_k BLER^k and its
@@ -101,6 +103,7 @@ class LteConfig:
     t311_ms: float = 10000.0
     attach_time_s: float = 1.0
     reestablish_time_s: float | None = None
+    max_rate_mbit: float | None = None
     seed: int | None = 1
 
     def __post_init__(self) -> None:
@@ -125,6 +128,8 @@ class LteConfig:
         if base is not None:  # the topology's configured radio-link delay/jitter is the unloaded baseline
             values.setdefault("base_delay_ms", base.delay_ms)
             values.setdefault("base_jitter_ms", base.jitter_ms)
+            # the configured rate is the cell's practical peak (e.g. 30 of 35 Mbit/s at 10 MHz, §5.2)
+            values.setdefault("max_rate_mbit", base.rate_mbit)
         try:
             if "bandwidth_mhz" in values:
                 values["bandwidth_mhz"] = float(values["bandwidth_mhz"])
@@ -282,9 +287,9 @@ class LteModel:
 
     @property
     def coverage_lost(self) -> bool:
-        """True while a manual coverage loss is in force at the model's current time."""
-        m = self._manual_loss
-        return m is not None and m[0] <= self._t < m[1]
+        """True while a manual coverage loss is in force at the time of the last ``step``."""
+        m, t = self._manual_loss, self._state.t
+        return m is not None and m[0] <= t < m[1]
 
     def _no_signal(self, t: float) -> bool:
         m = self._manual_loss
@@ -353,11 +358,13 @@ class LteModel:
         rate = float(rate_mbit(cqi, c.n_prb, c.overhead))
         in_sync = snr >= c.qout_db
         if r.attach in (DETACHED, ATTACHING) or not in_sync:
-            params = LinkParams(c.base_delay_ms, c.base_jitter_ms, 100.0, rate)
+            params = LinkParams(c.base_delay_ms, c.base_jitter_ms, 100.0, round(rate, 2))
         else:
             mean, std = harq_delay_ms(p, c.max_harq_tx, c.harq_rtt_ms)
             loss = min(100.0, 100.0 * p ** c.max_harq_tx)
             goodput = max(rate * (1.0 - p), 0.01)
+            if c.max_rate_mbit is not None:
+                goodput = min(goodput, c.max_rate_mbit)
             params = LinkParams(
                 delay_ms=round(c.base_delay_ms + mean, 2),
                 jitter_ms=round(math.hypot(c.base_jitter_ms, std), 2),
@@ -381,6 +388,21 @@ class LteModel:
     @property
     def state(self) -> RadioState:
         return self._state
+
+    def next_event(self, t: float) -> float | None:
+        """The next model time after ``t`` at which the state changes by itself (timer expiry, end of a
+        coverage loss, a scripted hole), plus the frames it takes to show; None if none is scheduled.
+
+        The backend wakes up then instead of at its next tick, so these changes are not late by a tick.
+        """
+        r = self._rrc
+        times = [x for x in (r.t310_end, r.attach_end) if x is not None]
+        if self._manual_loss is not None:
+            times += [x for x in self._manual_loss if math.isfinite(x)]
+        for at, dur in self.coverage_holes:
+            times += [at, at + dur]
+        later = [x for x in times if x > t - FRAME_S]
+        return min(later) + 2 * FRAME_S if later else None
 
 
 def run_profile(model: LteModel, duration_s: float, tick_s: float = 0.1) -> list[RadioState]:

@@ -32,3 +32,6 @@ main.add_command(hsdump_cmd)
 from rserpool.services.calcapp_cli import calcapp_pu_cmd  # noqa: E402
 
 main.add_command(calcapp_pu_cmd)
+from rserpool.registrar_cli import peers_cmd  # noqa: E402
+
+main.add_command(peers_cmd)

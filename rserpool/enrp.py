@@ -5,7 +5,8 @@ registrars of the operation scope in step:
 
 * **Finding peers.** Static addresses (``RegistrarConfig.peers``, CLI ``--peer``) are connected to
   and greeted with a Presence (reply required); Presences multicast to 239.0.0.51:9901 (if enabled)
-  introduce the rest. A Presence whose Server Information names the very endpoint the connection
+  introduce the rest (multicast is off by default, CLI ``--enrp-multicast``, so that test
+  registrars sharing a host do not peer by accident). A Presence whose Server Information names the very endpoint the connection
   comes from is a client such as ``hsdump`` (it advertises its ephemeral port), not a registrar.
 * **Mirroring.** Every Presence carries the checksum of the sender's *own* PEs (``home_pr`` = sender).
   A receiver compares it with ``handlespace.checksum_of(sender)``; on a mismatch (new peer, restarted
@@ -25,7 +26,7 @@ registrars of the operation scope in step:
   home registrar, sends each PE an Endpoint Keep-Alive with the Home flag (over a new connection to
   the PE's own user transport) and monitors it; no ack within the keep-alive timeout removes the PE
   (and a Handle Update DEL_PE tells the others). A registrar that acked but sees no Takeover Server
-  within the expiry starts its own takeover.
+  within takeover expiry + no-response time starts its own takeover.
 
 **Partition (coverage loss).** A registrar cut off from its peers declares them dead after
 last-heard + no-response (10 s by default) and *takes over* their entries; the Home keep-alives

@@ -839,6 +839,9 @@ class Registrar:
         except (TimeoutError, OSError) as exc:
             log.info("takeover: cannot reach PE at %s: %s", tp.format_endpoint(*addr), exc)
             return
+        if not peer.entries and peer.conn is not None:  # timed out while connecting
+            peer.conn.close()
+            return
         for key in list(peer.entries):
             entry = self.handlespace.get(*key)
             if entry is not None and entry.registrator is peer:

@@ -1,4 +1,5 @@
-"""Click commands ``rserpool registrar``, ``pe``, ``pu`` and ``hsdump`` (thin wrappers over the libraries).
+"""Click commands ``rserpool registrar``, ``pe``, ``pu``, ``hsdump`` and ``peers`` (thin wrappers
+over the libraries).
 
 Daemons (registrar, pe) run until SIGINT/SIGTERM; the PE deregisters on the way out. Timer options
 take seconds; their defaults are RSPLIB 3.4.4's.
@@ -98,8 +99,24 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]], event_loop: st
 @click.option("--listen", "listen", multiple=True, default=("0.0.0.0",), show_default=True,
               help="ASAP endpoint ADDR[:PORT] (port 3863 by default); repeatable.")
 @click.option("--enrp-listen", default="0.0.0.0:9901", show_default=True,
-              help="ENRP endpoint used by hsdump ('none' to disable).")
-@click.option("--peer", "peers", multiple=True, help="ENRP peer ADDR:PORT (ENRP is not implemented yet).")
+              help="ENRP endpoint for peers and hsdump ('none' to disable ENRP).")
+@click.option("--peer", "peers", multiple=True, help="Static ENRP peer ADDR[:PORT] (port 9901 by default); repeatable.")
+@click.option("--enrp-multicast/--no-enrp-multicast", default=False, show_default=True,
+              help="Send and hear ENRP Presences on the multicast group (find peers without --peer).")
+@click.option("--enrp-address", default=f"{tp.ENRP_ANNOUNCE_GROUP}:{tp.ENRP_PORT}", show_default=True,
+              help="Multicast group:port of ENRP Presences.")
+@click.option("--peer-heartbeat-cycle", default=2.444, show_default=True, help="ENRP Presence interval [s].")
+@click.option("--peer-max-time-last-heard", default=5.0, show_default=True,
+              help="Silence [s] after which a peer is asked for a Presence.")
+@click.option("--peer-max-time-no-response", default=5.0, show_default=True,
+              help="Wait [s] for that answer before the peer is declared dead (takeover).")
+@click.option("--takeover-expiry", default=5.0, show_default=True,
+              help="Wait [s] for Init Takeover Acks before taking over anyway.")
+@click.option("--mentor-hunt-timeout", default=5.0, show_default=True, help="RSPLIB mentor hunt timeout [s] (banner only).")
+@click.option("--max-elements-per-ht-request", default=128, show_default=True,
+              help="PEs per Handle Table Response piece.")
+@click.option("--mirror-lifetime", type=float, default=None,
+              help="Life [s] of entries owned by peers without a refresh (default: the PE's registration life).")
 @click.option("--identifier", default=None, help="Registrar identifier (decimal or 0x hex; default random).")
 @click.option("--max-hr-items", default=3, show_default=True, help="PEs per handle resolution.")
 @click.option("--max-increment", default=0, show_default=True, help="RSPLIB MaxIncrement (0 = policy default).")
@@ -122,12 +139,17 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
                   max_hr_items: int, max_increment: int, max_bad_pe_reports: int, keepalive_interval: float,
                   keepalive_timeout: float, announce_cycle: float, announce_ttl: int, announce: bool,
                   max_hr_rate: float, max_eu_rate: float, event_loop: str, announce_address: str,
-                  announce_interface: str | None, transport: str | None, log_level: str) -> None:
-    """Run a registrar (ASAP server, endpoint monitoring, multicast announces)."""
+                  announce_interface: str | None, transport: str | None, log_level: str,
+                  enrp_multicast: bool = False, enrp_address: str = "", peer_heartbeat_cycle: float = 2.444,
+                  peer_max_time_last_heard: float = 5.0, peer_max_time_no_response: float = 5.0,
+                  takeover_expiry: float = 5.0, mentor_hunt_timeout: float = 5.0,
+                  max_elements_per_ht_request: int = 128, mirror_lifetime: float | None = None) -> None:
+    """Run a registrar (ASAP server, endpoint monitoring, multicast announces, ENRP peering)."""
     from rserpool.registrar import Registrar, RegistrarConfig
 
     _setup_logging(log_level)
     group, gport = parse_endpoint(announce_address, tp.ASAP_PORT)
+    egroup, eport = parse_endpoint(enrp_address or f"{tp.ENRP_ANNOUNCE_GROUP}:{tp.ENRP_PORT}", tp.ENRP_PORT)
     cfg = RegistrarConfig(
         identifier=_int_auto(identifier),
         listen=_endpoints(listen),
@@ -138,6 +160,11 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
         announce=announce, announce_cycle=announce_cycle, announce_group=group, announce_port=gport,
         announce_interface=announce_interface, announce_ttl=announce_ttl,
         max_hr_rate=max_hr_rate, max_eu_rate=max_eu_rate, peers=_endpoints(peers, tp.ENRP_PORT),
+        enrp_multicast=enrp_multicast, enrp_group=egroup, enrp_group_port=eport,
+        peer_heartbeat_cycle=peer_heartbeat_cycle, peer_max_time_last_heard=peer_max_time_last_heard,
+        peer_max_time_no_response=peer_max_time_no_response, takeover_expiry=takeover_expiry,
+        mentor_hunt_timeout=mentor_hunt_timeout, max_elements_per_ht_request=max_elements_per_ht_request,
+        mirror_lifetime=mirror_lifetime,
     )
 
     async def main(stop: asyncio.Event) -> None:
@@ -145,11 +172,9 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
         await reg.start()
         click.echo(f"Registrar ${reg.identifier:08x} ({reg.kind}) on "
                    + ", ".join(format_endpoint(h, p) for h, p in reg.addresses())
-                   + (f", ENRP dump port {reg.enrp_port}" if reg.enrp_port else ""), err=True)
+                   + (f", ENRP port {reg.enrp_port}" if reg.enrp_port else ""), err=True)
         for line in cfg.describe():
             click.echo("  " + line, err=True)
-        if peers:
-            click.echo("WARNING: ENRP peering is not implemented yet; --peer is ignored", err=True)
         try:
             await stop.wait()
         finally:
@@ -307,3 +332,68 @@ def hsdump_cmd(registrar: str, as_json: bool, timeout: float, transport: str | N
     except (TimeoutError, OSError) as exc:
         raise click.ClickException(f"cannot dump {format_endpoint(host, port)}: {exc or 'timeout'}") from None
     click.echo(json.dumps(dump.to_dict(), indent=2) if as_json else dump.format())
+
+
+async def fetch_peers(host: str, port: int = tp.ENRP_PORT, *, kind: str | None = None,
+                      timeout: float = 5.0) -> dict[str, object]:
+    """A registrar's peer list (ENRP List Request) and handlespace size (Handle Table Request)."""
+    import random
+
+    from rserpool.hsdump import _Collector, fetch_handlespace
+    from rserpool.wire import ListRequest, ListResponse
+
+    col = _Collector()
+    conn = await tp.connect(col, host, port, tp.Framing.ASAP, kind=kind, timeout=timeout)
+    try:
+        conn.send(ListRequest(sender_id=random.randint(1, 0xFFFFFFFF)).encode(), tp.PPID_ENRP)
+        while True:
+            msg = await asyncio.wait_for(col.queue.get(), timeout)
+            if isinstance(msg, BaseException):
+                raise ConnectionError(str(msg))
+            if isinstance(msg, ListResponse):
+                break
+    finally:
+        conn.close()
+    dump = await fetch_handlespace(host, port, kind=kind, timeout=timeout)
+    peers = []
+    for s in msg.servers:
+        t = s.transport
+        addr = format_endpoint(t.addresses[0], t.port) if t is not None and t.addresses else None
+        peers.append({"identifier": s.server_id, "identifier_hex": f"0x{s.server_id:08x}", "address": addr})
+    return {"registrar": format_endpoint(host, port), "identifier": msg.sender_id,
+            "identifier_hex": f"0x{msg.sender_id:08x}", "element_count": dump.element_count,
+            "pool_count": len(dump.pools), "peers": peers}
+
+
+@click.command("peers")
+@click.option("--registrar", "registrars", multiple=True, required=True,
+              help="Registrar's ENRP endpoint ADDR[:PORT] (port 9901 by default); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per registrar, in a list).")
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+@_transport_option
+def peers_cmd(registrars: tuple[str, ...], as_json: bool, timeout: float, transport: str | None) -> None:
+    """Print each registrar's ENRP peers and handlespace size."""
+    async def main() -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for r in registrars:
+            host, port = parse_endpoint(r, tp.ENRP_PORT, "127.0.0.1")
+            try:
+                out.append(await fetch_peers(host, port, kind=transport, timeout=timeout))
+            except (TimeoutError, OSError) as exc:
+                out.append({"registrar": format_endpoint(host, port), "error": str(exc) or "timeout"})
+        return out
+
+    results = asyncio.run(main())
+    if as_json:
+        click.echo(json.dumps(results))
+        return
+    for res in results:
+        if "error" in res:
+            click.echo(f"{res['registrar']}: error: {res['error']}")
+            continue
+        peers = res["peers"]
+        assert isinstance(peers, list)
+        click.echo(f"Registrar ${res['identifier']:08x} at {res['registrar']}: {res['element_count']} PE(s) in "
+                   f"{res['pool_count']} pool(s), {len(peers)} peer(s)")
+        for p in peers:
+            click.echo(f"  peer ${p['identifier']:08x} {p['address'] or '?'}")

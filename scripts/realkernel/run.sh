@@ -108,13 +108,13 @@ fi
 # ---- guest script --------------------------------------------------------------------------
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -f "$out"/{rc,junit.xml,pytest.log,console.log,summary.txt,guest.sh,pytest-args}
+rm -rf "$out"/{rc,junit.xml,pytest.log,boot.log,console.log,summary.txt,guest.sh,pytest-args,artifacts}
 printf '%s\0' "${pytest_args[@]+"${pytest_args[@]}"}" > "$out/pytest-args"
 cat > "$out/guest.sh" <<GUEST
 #!/bin/bash
 # Runs as PID 1 in the guest (written by scripts/realkernel/run.sh).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
-export EMULAB_REALKERNEL=1 PYTHONDONTWRITEBYTECODE=1
+export EMULAB_REALKERNEL=1 PYTHONDONTWRITEBYTECODE=1 EMULAB_RK_ARTIFACTS=/run/rk-xfer/artifacts
 x=/run/rk-xfer
 {
   set -x

@@ -211,7 +211,7 @@ def test_emulated_backend_drives_link():
         st = r.state()
         assert st["attach"] == "attached" and st["cqi"] == 15 and st["rate_mbit"] == pytest.approx(17.5, rel=0.01)
         p = tb.applied[-1]
-        assert (p.delay_ms, p.loss_pct) == (8.0, 0.0) and p.rate_mbit == pytest.approx(17.5, rel=0.01)
+        assert (p.delay_ms, p.loss_pct) == (8.0, 0.0) and p.rate_mbit == pytest.approx(17.5, rel=0.01)  # < 30 cap
         r.detach()
         assert tb.applied[-1].loss_pct == 100.0  # at once, not at the next tick
         deadline = time.monotonic() + 3
@@ -229,6 +229,14 @@ def test_emulated_backend_drives_link():
     finally:
         r.stop()
     assert r._thread is None
+
+
+def test_rate_capped_at_configured_link_rate():
+    m = build_model({"bandwidth_mhz": 10}, LinkParams(8.0, 1.0, 0.0, 30.0))
+    st = m.step(0.5)
+    assert st.rate_mbit == pytest.approx(35.0, rel=0.01) and st.params.rate_mbit == 30.0
+    m = build_model({"bandwidth_mhz": 10, "max_rate_mbit": None}, LinkParams(8.0, 1.0, 0.0, 30.0))
+    assert m.step(0.5).params.rate_mbit == pytest.approx(35.0, rel=0.01)
 
 
 def test_emulated_backend_bad_options():
@@ -308,3 +316,39 @@ def test_oai_softmodem_accepts_generated_config(plan, tmp_path):  # pragma: no c
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(bool(shutil.which("lte-softmodem")), reason="OAI is installed here")
+def test_oai_backend_refuses_without_oai():
+    from radio import get_backend
+
+    for name in ("oai", "b210"):
+        r = get_backend(name)(FakeTestbed())
+        with pytest.raises(RadioError, match="not installed|not found|not on PATH"):
+            r.start()
+        r.stop()  # tolerates the failed start
+
+
+def test_next_event():
+    m = LteModel(NO_SHADOW, coverage_holes=[(5.0, 1.0)])
+    assert m.next_event(0.0) == pytest.approx(5.02)
+    m.lose(at=1.0, duration_s=0.3)
+    assert m.next_event(1.0) == pytest.approx(1.02)  # the loss shows in the next frames
+    m.step(1.05)
+    assert m.next_event(1.05) == pytest.approx(1.32)
+    run_profile(m, 1.5, tick_s=0.01)
+    assert m.next_event(1.5) == pytest.approx(5.02)
+
+
+def test_backend_wakes_for_timers_not_just_ticks():
+    # a long tick: the end of a 0.2 s dip must still be applied ~on time, without anyone polling
+    tb = FakeTestbed({"tick_s": 1.0})
+    r = EmulatedRadio(tb)
+    r.start()
+    try:
+        r.detach(0.2)
+        assert tb.applied[-1].loss_pct == 100.0
+        time.sleep(0.4)
+        assert tb.applied[-1].loss_pct == 0.0
+    finally:
+        r.stop()

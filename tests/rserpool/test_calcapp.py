@@ -218,3 +218,24 @@ def test_cookie_failover_resumes_and_completes_exactly_once() -> None:
         assert 350_000 <= resumed_from <= used_a + 1
         assert p.counters["completes"] == 1
     _run(body)
+
+
+def test_calcapp_pu_command_writes_json_lines(tmp_path: Any) -> None:
+    import json
+    import sys
+
+    out = tmp_path / "pus.jsonl"
+
+    async def body(reg: Registrar, pes: list[PoolElement]) -> None:
+        pes.append(await _pe(reg))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "rserpool", "calcapp-pu", "--registrar", f"127.0.0.1:{reg.port}",
+            "--transport", "tcp", "--pus", "2", "--duration", "2", "--size-mean", "20000",
+            "--interval-mean", "0.2", "--seed", "3", "-o", str(out))
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    _run(body)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert "summary" in lines[-1] and lines[-1]["summary"]["pus"] == 2
+    recs = lines[:-1]
+    assert {r["pu"] for r in recs} == {"pu0", "pu1"}
+    assert sum(r["status"] == "completed" for r in recs) == lines[-1]["summary"]["counters"]["completes"] > 0
