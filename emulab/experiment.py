@@ -147,8 +147,6 @@ class PaperExperiment:
         control.write_state({"phase": "ready", "runner_pid": os.getpid(), "run_id": f"experiment-{os.getpid()}",
                              "options": {"topology": self.scenario.target, "services": False}} | self.testbed.state())
         self._state_written = True
-        if self.testbed.datapath == "user":
-            self._tx_checksum_off()
         from emulab.services import ServiceManager
 
         self.svc = ServiceManager(self.testbed)
@@ -167,15 +165,6 @@ class PaperExperiment:
         dead = [p for p in self.registrars if p.poll() is not None]
         if dead:
             raise StartError(f"a registrar exited at start-up; see {paths.log_dir()}")
-
-    def _tx_checksum_off(self) -> None:
-        """Work around TCP through OVS's userspace datapath: veths hand it packets with partial
-        checksums (TX offload) that it forwards unfixed, so TCP SYNs across the switch are dropped
-        by the receiver (ping still works). Belongs in the testbed's link setup; done here until it is."""
-        for name in self.spec.nodes:
-            for end in self.spec.interfaces(name):
-                with contextlib.suppress(Exception):
-                    self.testbed.host(name).cmd(f"ethtool -K {end.intf} tx off >/dev/null 2>&1")
 
     def _popen(self, node: str, cmd: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         paths.log_dir().mkdir(parents=True, exist_ok=True)

@@ -135,6 +135,8 @@ class Testbed:
 
         self.progress("configuring addresses and routes")
         self._configure_ip()
+        if self.datapath == "user":
+            self._tx_checksum_off()
         bridges = [sw.bridge for sw in self.spec.switches.values()]
         if bridges and not ovs.wait_controller_connected(bridges, timeout=15):
             raise StartError("the switches did not connect to the os-ken controller within 15 s "
@@ -192,6 +194,15 @@ class Testbed:
                 f"sysctl -qw net.ipv4.ip_forward={forwarding} net.ipv4.conf.all.rp_filter=0 "
                 "net.ipv4.conf.default.rp_filter=0 net.ipv6.conf.all.disable_ipv6=1"
             )
+
+    def _tx_checksum_off(self) -> None:
+        """OVS's userspace datapath forwards veth frames whose checksums the sender left to TX
+        offload without completing them, so TCP across a switch dies (ping survives). Hosts then
+        compute their own checksums, as the kernel datapath's users never notice."""
+        for node in self.spec.nodes:
+            host = self.net.get(node)
+            for link in self.spec.links_of(node):
+                host.cmd(f"ethtool -K {link.end_of(node).intf} tx off >/dev/null 2>&1")
 
     # --------------------------------------------------------------- teardown
     def stop(self) -> None:

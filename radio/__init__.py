@@ -1,8 +1,10 @@
 """Radio backends for the UE–eNodeB link, behind one small interface (see radio.base).
 
-`emulated` (default) drives the link through emulab's link-emulation layer; `oai` runs
-OpenAirInterface's RF simulator and `b210` a real USRP B210 in its place. The testbed picks one by
-name with `get_backend`.
+`emulated` (default) drives the link through emulab's link-emulation layer from the LTE model of
+radio.lte (path loss, SNR → CQI → rate, HARQ delay, RLF timers, re-attach); `oai` runs
+OpenAirInterface's RF simulator and `b210` a real USRP B210 in its place (radio.oai). The testbed
+picks one by name with `get_backend`; `emulab radio status` / `emulab coverage lose|restore`
+(emulab.cli_radio) act on the running one.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ x=/run/rk-xfer
   mount -t debugfs none /sys/kernel/debug 2>/dev/null
   hostname rk-guest
   ip link set lo up
-  for m in sctp sch_netem openvswitch sch_htb sch_tbf sch_fq sch_fq_codel sch_ingress cls_u32 act_mirred ifb veth 8021q bridge; do
+  for m in sctp sch_netem openvswitch tun sch_htb sch_tbf sch_fq sch_fq_codel sch_ingress cls_u32 act_mirred ifb veth 8021q bridge; do
     modprobe \$m
   done
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-monitor

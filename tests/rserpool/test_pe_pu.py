@@ -4,7 +4,6 @@ plus the ``rserpool`` command line end to end on loopback."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import signal
@@ -279,17 +278,6 @@ def test_discovery_by_multicast_announce_on_loopback() -> None:
         assert [p.identifier for p in found] == [pe.identifier]
         assert pu.discovery.announced() == {reg.identifier: [("127.0.0.1", reg.port)]}
     scenario(body, reg_config(announce=True, announce_cycle=0.1, **mc))
-
-
-def test_calcapp_service_fails_clearly_until_implemented() -> None:
-    if importlib.util.find_spec("rserpool.services") is not None and \
-            importlib.util.find_spec("rserpool.services.calcapp") is not None:
-        pytest.skip("a calcapp service module exists")
-    with pytest.raises(NotImplementedError, match="calcapp service: not implemented yet"):
-        PoolElement(PEConfig(POOL, service="calcapp", transport="tcp"))._setup_service()
-    out = subprocess.run(RSERPOOL + ["pe", "--pool", "P", "--service", "calcapp", "--registrar", "127.0.0.1:1"],
-                         capture_output=True, text=True, timeout=30, cwd=ROOT)
-    assert out.returncode != 0 and "calcapp service: not implemented yet" in out.stderr
 
 
 # ------------------------------------------------------------------------------------------------ CLI
