@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMPS := .setup-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test lint bench realkernel clean-venv
 .DEFAULT_GOAL := help
 
 help:
@@ -15,6 +15,7 @@ help:
 	@echo "make setup  - only install (Debian packages + .venv)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - run every benchmark in quick mode"
+	@echo "make realkernel - the SCTP/netem/kernel-OVS tests and RSPLIB interop in a qemu VM"
 
 setup: $(STAMPS)/pip
 
@@ -42,6 +43,10 @@ lint: setup
 
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+# Tests that need SCTP, sch_netem and the openvswitch datapath, inside Debian's kernel under qemu.
+realkernel: setup
+	bash scripts/realkernel/run.sh -- tests/realkernel tests/rserpool/test_transport.py tests/rserpool/test_rserpool_netns.py
 
 clean-venv:
 	rm -rf $(VENV) $(STAMPS) build *.egg-info

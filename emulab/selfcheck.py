@@ -45,9 +45,12 @@ def _owner(spec: TopologySpec, ip: ipaddress.IPv4Address) -> str:
     raise ValueError(f"no node has address {ip}")
 
 
-def path_links(spec: TopologySpec, src: str, dst: str) -> list[LinkSpec]:
-    """The links an IP packet from ``src`` to ``dst``'s primary address crosses, following the routes."""
-    target = spec.primary_address(dst)
+def path_links(
+    spec: TopologySpec, src: str, dst: str, target: ipaddress.IPv4Address | None = None
+) -> list[LinkSpec]:
+    """The links an IP packet from ``src`` to ``target`` (default: ``dst``'s primary address)
+    crosses, following the routes."""
+    target = target or spec.primary_address(dst)
     routes = spec.routes()
     cur, links, hops = src, [], 0
     while cur != dst:
@@ -68,10 +71,14 @@ def path_links(spec: TopologySpec, src: str, dst: str) -> list[LinkSpec]:
 
 
 def expected_rtt_ms(spec: TopologySpec, a: str, b: str) -> float:
-    """Configured RTT: one-way delays along the path there plus along the path back."""
-    return sum(lk.params.delay_ms for lk in path_links(spec, a, b)) + sum(
-        lk.params.delay_ms for lk in path_links(spec, b, a)
-    )
+    """Configured RTT: one-way delays along the path there plus along the path back.
+
+    The reply goes to the request's source address, i.e. the address of ``a``'s outgoing
+    interface, which need not be ``a``'s primary address (so the way back may differ)."""
+    there = path_links(spec, a, b)
+    source = there[0].end_of(a).address if there else None
+    back = path_links(spec, b, a, source.ip if source is not None else None)
+    return sum(lk.params.delay_ms for lk in there) + sum(lk.params.delay_ms for lk in back)
 
 
 def tolerance_ms(expected: float) -> float:
@@ -95,7 +102,7 @@ class PairResult:
         return self.error_ms is not None and abs(self.error_ms) <= tolerance_ms(self.expected_ms)
 
 
-def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = 3, interval: float = 0.2) -> list[PairResult]:
+def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = 5, interval: float = 0.2) -> list[PairResult]:
     """Ping each pair ``count`` times after one warm-up ping (which pays for ARP on every hop) and
     report the median RTT (robust against a stray scheduling hiccup; unbiased under symmetric jitter).
 
