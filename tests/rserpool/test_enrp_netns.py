@@ -12,93 +12,27 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from netns_lab import Lab, lab_session  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 
-ROOT = Path(__file__).resolve().parents[2]
-_SCRIPT = Path(sys.executable).parent / "rserpool"
-RSERPOOL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "rserpool"]
 TIMERS = ["--peer-heartbeat-cycle", "0.5", "--peer-max-time-last-heard", "1", "--peer-max-time-no-response", "1",
           "--takeover-expiry", "1", "--keepalive-interval", "1", "--keepalive-timeout", "1", "--no-announce",
           "--transport", "tcp"]
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=30)
-
-
-class Lab:
-    """Namespaces + bridge + processes, torn down by ``close()`` whatever happened."""
-
-    def __init__(self) -> None:
-        n = os.getpid() % 10000
-        self.tag = f"enrp{n}"
-        self.subnet = f"10.214.{n % 200 + 20}"
-        self.hub = f"{self.tag}hub"
-        self.namespaces: list[str] = []
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def add_ns(self, name: str) -> str:
-        ns = f"{self.tag}{name}"
-        sh("ip", "netns", "add", ns)
-        self.namespaces.append(ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        return ns
-
-    def build_hub(self) -> None:
-        self.add_ns("hub")
-        sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.hub, "link", "set", "br0", "up")
-
-    def attach(self, ns: str, host: int) -> str:
-        inner, outer = f"{ns[-7:]}i", f"{ns[-7:]}o"
-        sh("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer, "netns", self.hub)
-        sh("ip", "-n", self.hub, "link", "set", outer, "master", "br0", "up")
-        addr = f"{self.subnet}.{host}"
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", inner)
-        sh("ip", "-n", ns, "link", "set", inner, "up")
-        return addr
-
-    def spawn(self, ns: str, *args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *RSERPOOL, *args], cwd=ROOT, text=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.procs.append(p)
-        return p
-
-    def run(self, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", ns, *RSERPOOL, *args], cwd=ROOT, text=True,
-                              capture_output=True, timeout=60)
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
-        for ns in reversed(self.namespaces):
-            sh("ip", "netns", "del", ns, check=False)
-
-
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        assert lab.tag not in sh("ip", "netns", "list").stdout
+    with lab_session(Lab("enrp", 214, 7)) as the_lab:
+        yield the_lab
 
 
 def homes(lab: Lab, ns: str, enrp: str) -> dict[int, int] | None:
@@ -123,7 +57,7 @@ def wait_homes(lab: Lab, ns: str, enrp: str, want: dict[int, int], timeout: floa
 def test_three_registrars_sigkill_one_takeover(lab: Lab) -> None:
     lab.build_hub()
     nss = [lab.add_ns(f"r{i}") for i in (1, 2, 3)]
-    ips = [lab.attach(ns, i + 1) for i, ns in enumerate(nss)]
+    ips = [lab.attach(ns, i + 1, multicast_route=False) for i, ns in enumerate(nss)]
     regs = []
     for i, (ns, ip) in enumerate(zip(nss, ips, strict=True)):
         peers = [a for j, other in enumerate(ips) if j != i for a in ("--peer", f"{other}:9901")]

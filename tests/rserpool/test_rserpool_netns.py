@@ -16,88 +16,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+from netns_lab import Lab, lab_session  # noqa: E402
+
 pytestmark = pytest.mark.root
-
-ROOT = Path(__file__).resolve().parents[2]
-_SCRIPT = Path(sys.executable).parent / "rserpool"
-RSERPOOL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "rserpool"]
-
-
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=30)
-
-
-class Lab:
-    """Namespaces + bridge + processes, torn down by ``close()`` whatever happened."""
-
-    def __init__(self) -> None:
-        n = os.getpid() % 10000
-        self.tag = f"rsp{n}"
-        self.subnet = f"10.213.{n % 200 + 20}"
-        self.hub = f"{self.tag}hub"
-        self.namespaces: list[str] = []
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def add_ns(self, name: str) -> str:
-        ns = f"{self.tag}{name}"
-        sh("ip", "netns", "add", ns)
-        self.namespaces.append(ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        return ns
-
-    def build_hub(self) -> None:
-        self.add_ns("hub")
-        sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.hub, "link", "set", "br0", "up")
-
-    def attach(self, ns: str, host: int, multicast_route: bool = True) -> str:
-        inner, outer = f"{ns[-6:]}i", f"{ns[-6:]}o"
-        sh("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer, "netns", self.hub)
-        sh("ip", "-n", self.hub, "link", "set", outer, "master", "br0", "up")
-        addr = f"{self.subnet}.{host}"
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", inner)
-        sh("ip", "-n", ns, "link", "set", inner, "up")
-        if multicast_route:
-            sh("ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", inner)
-        return addr
-
-    def spawn(self, ns: str, *args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *RSERPOOL, *args], cwd=ROOT, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.procs.append(p)
-        return p
-
-    def run(self, ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", ns, *RSERPOOL, *args], cwd=ROOT, text=True,
-                              capture_output=True, timeout=60)
-
-    def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
-        for ns in reversed(self.namespaces):  # deleting a namespace deletes its veth ends
-            sh("ip", "netns", "del", ns, check=False)
-
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    lab = Lab()
-    try:
-        yield lab
-    finally:
-        lab.close()
-        leftovers = sh("ip", "netns", "list").stdout
-        assert lab.tag not in leftovers
+    with lab_session(Lab("rsp", 213, 6, spawn_stdout=subprocess.PIPE)) as the_lab:
+        yield the_lab
 
 
 def wait_dump(lab: Lab, ns: str, enrp: str, count: int, timeout: float = 20.0) -> dict[str, object]:
