@@ -26,6 +26,8 @@ def format_state(st: dict[str, Any]) -> str:
         parts[0] += f" for {max(0.0, time.time() - st['since']):.1f} s"
     if st.get("coverage") == "lost":
         parts.append("coverage LOST")
+    if st.get("bearer") == "down":
+        parts.append("no bearer (UE offline)")
     if "snr_db" in st:
         parts.append(f"SNR {st['snr_db']:.1f} dB")
     if "cqi" in st:

@@ -186,8 +186,7 @@ class Testbed:
                     idx = ns.link_lookup(ifname=end.intf)[0]
                     ns.addr("add", index=idx, address=str(end.address.ip), prefixlen=end.address.network.prefixlen)
                     ns.link("set", index=idx, state="up")
-                for route in routes.get(node.name, ()):
-                    ns.route("add", dst=str(route.dest), gateway=str(route.via))
+                _apply_routes(ns, routes.get(node.name, ()), present=True)
             # Mininet's own way into a host; sysctl needs the namespace's /proc/sys view.
             forwarding = "1" if node.forwarding else "0"
             host.cmd(
@@ -261,6 +260,19 @@ class Testbed:
 
     def set_link_params(self, name: str, params: LinkParams) -> None:
         self.links[name].set_params(params)
+
+    def set_routes(self, node: str, present: bool, dev: str | None = None) -> None:
+        """Install or withdraw the static routes the topology gives ``node`` (those out of ``dev`` only,
+        if given); directly connected subnets stay.
+
+        The emulated radio withdraws the UE's while it is detached, as a real UE's modem drops its
+        default bearer: the UE then knows it has no network, and a connection to a remote address
+        fails at once ("Network is unreachable") instead of running into a timeout."""
+        from pyroute2 import NetNS
+
+        routes = [r for r in self.spec.routes().get(node, ()) if dev is None or r.dev == dev]
+        with NetNS(self.netns[node]) as ns:
+            _apply_routes(ns, routes, present)
 
     def link_spec(self, name: str) -> LinkSpec:
         return next(lk for lk in self.spec.links if lk.name == name)
@@ -354,6 +366,18 @@ class Testbed:
             "radio": self.radio.state() if self.radio else None,
             "services": self.services.status() if self.services else [],
         }
+
+
+def _apply_routes(ns: Any, routes: Any, present: bool) -> None:
+    """``ip route replace`` (present) or ``ip route del`` (absent, tolerating routes already gone)."""
+    from pyroute2 import NetlinkError
+
+    for route in routes:
+        if present:
+            ns.route("replace", dst=str(route.dest), gateway=str(route.via))
+        else:
+            with contextlib.suppress(NetlinkError):
+                ns.route("del", dst=str(route.dest), gateway=str(route.via))
 
 
 def netns_path(name: str) -> Path:

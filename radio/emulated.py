@@ -6,6 +6,11 @@ radio link is built ``dynamic=True``, so netem and the shaper both take several 
 ``detach()`` is a manual coverage loss (100 % loss at once; RLF, i.e. "detached", after
 N310 × 10 ms + T310), ``attach()`` gives coverage back (re-attach after ``attach_time_s``).
 
+The UE's bearer follows the RRC state: from RLF until the re-attach completes the UE's routes out
+of the radio interface are withdrawn (``testbed.set_routes``), as a real UE's modem drops its
+default bearer, so the UE knows it is offline and connections to remote addresses fail at once.
+While T310 runs the UE still believes it is connected: packets are just lost, as over the air.
+
 Options (topology ``radio.options``; all optional): ``bandwidth_mhz`` (5/10/20), ``distance_m``,
 ``trajectory`` ([[t, distance_m], ...]), ``snr_profile`` ([[t, snr_db], ...]), ``coverage_holes``
 ([{at: 30, for: 10}, ...], seconds after start), ``tick_s``, and every LteConfig field
@@ -23,7 +28,7 @@ from typing import Any
 
 from emulab.linkparams import LinkParams
 from radio.base import RadioBackend, RadioError
-from radio.lte import LteConfig, LteModel, LteModelError, RadioState
+from radio.lte import ATTACHED, RLF_PENDING, LteConfig, LteModel, LteModelError, RadioState
 
 log = logging.getLogger(__name__)
 DEFAULT_TICK_S = 0.1
@@ -68,6 +73,8 @@ class EmulatedRadio(RadioBackend):
         self._kick = threading.Event()  # set when coverage changes: the tick thread re-plans its wake-up
         self._thread: threading.Thread | None = None
         self._applied: LinkParams | None = None
+        self._ue_end: tuple[str, str] | None = None  # (node, interface) of the radio link's UE end
+        self._bearer = True  # the UE's routes are installed by the testbed build
         self._last_error: str | None = None
         self._updates = 0
 
@@ -83,6 +90,9 @@ class EmulatedRadio(RadioBackend):
         if self.tick_s <= 0:
             raise RadioError(f"radio.options.tick_s must be positive, got {self.tick_s}")
         self.model = build_model(self.options, base)
+        link = self.testbed.link_spec(self.link_name)
+        self._ue_end = next(((e.node, e.intf) for e in (link.a, link.b)
+                             if self.testbed.spec.nodes[e.node].role == "ue"), None)
         self._t0, self._wall0 = time.monotonic(), time.time()
         self._tick()  # apply the initial channel before anyone measures
         self._stop.clear()
@@ -136,6 +146,11 @@ class EmulatedRadio(RadioBackend):
                 self.testbed.set_link_params(self.link_name, st.params)
                 self._applied = st.params
                 self._updates += 1
+            bearer = st.attach in (ATTACHED, RLF_PENDING)
+            if bearer != self._bearer and self._ue_end is not None:
+                node, intf = self._ue_end
+                self.testbed.set_routes(node, bearer, dev=intf)
+                self._bearer = bearer
             return st
 
     # -- coverage ----------------------------------------------------------------------------------
@@ -175,6 +190,7 @@ class EmulatedRadio(RadioBackend):
         return out | {
             "attached": st.attach in ("attached", "rlf-pending"),  # RRC view: T310 running = still attached
             "attach": st.attach,
+            "bearer": "up" if self._bearer else "down",
             "since": self._wall0 + st.since,
             "for_s": round(st.t - st.since, 3),
             "coverage": "lost" if lost else "ok",

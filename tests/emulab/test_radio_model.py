@@ -192,15 +192,21 @@ def test_bad_profile():
 
 class FakeTestbed:
     def __init__(self, options=None):
-        self.spec = SimpleNamespace(radio=SimpleNamespace(link="ue--enb", options=options or {}))
+        self.spec = SimpleNamespace(radio=SimpleNamespace(link="ue--enb", options=options or {}),
+                                    nodes={"ue": SimpleNamespace(role="ue"), "enb": SimpleNamespace(role="enb")})
         self.applied: list[LinkParams] = []
+        self.routes: list[tuple[str, bool, str]] = []
 
     def link_spec(self, name):
         assert name == "ue--enb"
-        return SimpleNamespace(params=LinkParams(8.0, 1.0, 0.0, 30.0))
+        return SimpleNamespace(params=LinkParams(8.0, 1.0, 0.0, 30.0),
+                               a=SimpleNamespace(node="ue", intf="ue-eth0"), b=SimpleNamespace(node="enb", intf="enb-eth0"))
 
     def set_link_params(self, name, params):
         self.applied.append(params)
+
+    def set_routes(self, node, present, dev=None):
+        self.routes.append((node, present, dev))
 
 
 def test_emulated_backend_drives_link():
@@ -214,14 +220,20 @@ def test_emulated_backend_drives_link():
         assert (p.delay_ms, p.loss_pct) == (8.0, 0.0) and p.rate_mbit == pytest.approx(17.5, rel=0.01)  # < 30 cap
         r.detach()
         assert tb.applied[-1].loss_pct == 100.0  # at once, not at the next tick
+        assert tb.routes == [] and r.state()["bearer"] == "up"  # T310 running: the UE still thinks it is on
         deadline = time.monotonic() + 3
         while r.state()["attach"] != "detached" and time.monotonic() < deadline:
             time.sleep(0.01)
         assert r.state()["attach"] == "detached" and not r.state()["attached"]
+        assert tb.routes == [("ue", False, "ue-eth0")] and r.state()["bearer"] == "down"  # RLF: bearer gone
         r.attach()
+        while r.state()["attach"] == "detached" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert r.state()["attach"] == "attaching" and tb.routes[-1][1] is False  # no bearer until attached
         while r.state()["attach"] != "attached" and time.monotonic() < deadline:
             time.sleep(0.01)
         assert r.state()["attach"] == "attached" and tb.applied[-1].loss_pct == 0.0
+        assert tb.routes == [("ue", False, "ue-eth0"), ("ue", True, "ue-eth0")] and r.state()["bearer"] == "up"
         n = len(tb.applied)
         time.sleep(0.1)
         assert len(tb.applied) == n  # no change, no tc call

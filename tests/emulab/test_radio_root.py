@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 EMULAB = [sys.executable, "-m", "emulab"]
 ENB_RADIO_ADDR = "10.0.0.2"  # paper-topology: the eNB end of the radio link
+MEC_ADDR = "10.2.0.2"  # paper-topology: mec-pr, beyond the eNodeB
 RLF_S = 1.2  # OAI defaults: N310 (20) x 10 ms + T310 (1000 ms)
 ATTACH_S = 1.0
 
@@ -87,7 +88,13 @@ def test_coverage_loss_rlf_and_reattach(paper_testbed):
     assert RLF_S - 0.1 <= rlf_s <= RLF_S + 1.5, rlf_s  # + CLI round trips on a shared 2-core machine
     st = radio_state()
     assert st["attached"] is False and st["coverage"] == "lost" and st["params"]["loss_pct"] == 100.0
+    assert st["bearer"] == "down"
     assert not ping_ok(count=2)
+    # detached, the UE has no bearer: beyond its own link nothing is routed, and it fails at once
+    t0 = time.monotonic()
+    far = emulab("exec", "ue", "--", "ping", "-n", "-c", "1", "-W", "3", MEC_ADDR, timeout=30)
+    assert far.returncode != 0 and "unreachable" in (far.stdout + far.stderr).lower(), far.stdout + far.stderr
+    assert time.monotonic() - t0 < 2.5  # no 3 s wait for a reply: the kernel refuses at once
 
     t_restore = time.monotonic()
     emulab("coverage", "restore", check=True)
@@ -97,6 +104,8 @@ def test_coverage_loss_rlf_and_reattach(paper_testbed):
     assert ATTACH_S - 0.1 <= back_s <= ATTACH_S + 3.0, back_s
     st = radio_state()
     assert st["attach"] == "attached" and st["coverage"] == "ok" and st["params"]["loss_pct"] == 0.0
+    assert st["bearer"] == "up"
+    assert emulab("exec", "ue", "--", "ping", "-n", "-c", "1", "-W", "3", MEC_ADDR, timeout=30).returncode == 0
 
     # a dip shorter than N310 x 10 ms + T310 costs packets but no RLF
     emulab("coverage", "lose", "--for", "0.5", check=True)
