@@ -265,6 +265,33 @@ def experiment_paper(scenario: Scenario, pe_registrar: str, pcaps: bool) -> None
 
     path = run_paper(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=sys.stderr.isatty())
     click.echo(str(path))
+
+
+@experiment.command(name="coverage-loss")
+@scenario_options(pus="8", runs=1, duration=90.0, quick=False)
+@click.option("--lose-at", default=30.0, show_default=True, type=float,
+              help="Take the UE's radio coverage away this many seconds into the run.")
+@click.option("--restore-at", default=60.0, show_default=True, type=float,
+              help="Give coverage back this many seconds into the run (before --duration).")
+@click.option("--drain", default=60.0, show_default=True, type=float,
+              help="After --duration, issue no new requests and wait up to this long for the queued ones.")
+@click.option("--pe-registrar", type=click.Choice(["auto", "topology", "ue"]), default="auto", show_default=True,
+              help="Where the PEs register (see `emulab experiment paper --help`).")
+@click.option("--pcaps/--no-pcaps", default=True, show_default=True, help="Capture the UE's traffic per run.")
+def experiment_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, drain: float,
+                             pe_registrar: str, pcaps: bool) -> None:
+    """CalcApp pool users on the UE while the UE loses radio coverage and gets it back; prints the results path last.
+
+    Work fails over to the UE's own pool element while the UE is cut off and returns to the MEC when
+    coverage is back. summary.json gives failover_s (coverage lost -> first Accept from the UE
+    element), recovery_s (coverage back -> first Accept from a MEC element) and the counts of
+    requests issued, completed and lost; events.csv the timeline that `emulab plot` draws.
+    """
+    from emulab.experiment import run_coverage_loss
+
+    path = run_coverage_loss(scenario, lose_at, restore_at, drain=drain, pe_registrar=pe_registrar, pcaps=pcaps,
+                             progress=sys.stderr.isatty())
+    click.echo(str(path))
 # ==== end of the plot/simulate block ==================================================================
 
 

@@ -1,4 +1,4 @@
-"""`emulab experiment paper`: the papers' CalcApp sweep in the emulated testbed.
+"""`emulab experiment paper` and `emulab experiment coverage-loss`: CalcApp sweeps in the emulated testbed.
 
 For the topology (default paper-topology) this builds the testbed in this process (so it needs root
 and no other testbed running), starts the registrars once, and then for every PU setting and run:
@@ -10,6 +10,14 @@ and no other testbed running), starts the registrars once, and then for every PU
 3. runs ``rserpool calcapp-pu --pus N`` in the UE's namespace for the run's duration, and dumpcap on
    the UE's interfaces (pcaps of the run, capped in size);
 4. stops the elements, reads the records and the statistics, and hands them to ``ResultsWriter``.
+
+`coverage-loss` is the same run with the UE's radio coverage taken away (``radio.detach()``) at
+``--lose-at`` and given back at ``--restore-at`` seconds (counted from the start of the pool users'
+process, so a few tenths of a second before their clock starts; the summary has the exact times on
+the PUs' clock), and with a drain phase so that every request issued can finish. Its summary adds
+``failover_s`` (coverage lost → first Accept from a UE element), ``recovery_s`` (coverage back →
+first Accept from a MEC element) and the request counts; ``events.csv`` has every Accept,
+completion and coverage change for the timeline plot.
 
 If the UE's registrar never sees the remote elements (ENRP peering not available in this build),
 the elements register at the UE's registrar directly (``--pe-registrar ue``, chosen automatically
@@ -36,8 +44,9 @@ from typing import Any
 
 from emulab import paths
 from emulab.errors import EmulabError, StartError
-from emulab.results import ElementUsage, RequestRecord, ResultsWriter
+from emulab.results import ElementUsage, EventRecord, RequestRecord, ResultsWriter
 from emulab.scenario import Scenario
+from emulab.sim.engine import CoverageLoss
 
 ASAP_PORT = 3863
 ENRP_PORT = 9901
@@ -98,6 +107,55 @@ def to_records(lines: list[dict[str, Any]], setting: int, run: int, addrs: dict[
     return out
 
 
+def request_events(lines: list[dict[str, Any]], setting: int, run: int, addrs: dict[str, str],
+                   classes: dict[str, str]) -> list[EventRecord]:
+    """Every Accept (first and after fail-overs) and every completion, on the PUs' clock."""
+    out = []
+    for d in lines:
+        for t, host in d.get("accepts", ()):
+            elem = addrs.get(host, host)
+            out.append(EventRecord(setting, run, float(t), "accept", d["pu"], int(d["request_id"]), elem,
+                                   classes.get(elem)))
+        if d.get("status") == "completed" and d.get("completed_at") is not None:
+            elem = addrs.get(d["element"], d["element"]) if d.get("element") else None
+            out.append(EventRecord(setting, run, float(d["completed_at"]), "complete", d["pu"],
+                                   int(d["request_id"]), elem, classes.get(elem) if elem else None))
+    return out
+
+
+def coverage_metrics(events: list[EventRecord], lines: list[dict[str, Any]], lost_at: float | None,
+                     restored_at: float | None) -> dict[str, Any]:
+    """One coverage-loss run: fail-over and recovery times, and whether every request finished once.
+
+    ``failover_s``: coverage lost → the first Accept by a UE element after it; ``recovery_s``:
+    coverage back → the first Accept by a MEC element after it (None when it never happened).
+    ``requests_lost`` counts every request issued that did not complete (after the drain), and
+    ``requests_duplicated`` every request recorded more than once (both must be 0).
+    """
+    def first_after(t0: float | None, cls: str) -> float | None:
+        if t0 is None:
+            return None
+        ts = [e.t for e in events if e.event == "accept" and e.element_class == cls and e.t >= t0]
+        return round(min(ts) - t0, 3) if ts else None
+
+    keys = [(d["pu"], int(d["request_id"])) for d in lines]
+    completed = sum(1 for d in lines if d.get("status") == "completed")
+    during = [e for e in events if e.event == "accept" and lost_at is not None and e.t >= lost_at
+              and (restored_at is None or e.t < restored_at)]
+    return {
+        "lost_at_s": None if lost_at is None else round(lost_at, 3),
+        "restored_at_s": None if restored_at is None else round(restored_at, 3),
+        "failover_s": first_after(lost_at, "ue"),
+        "recovery_s": first_after(restored_at, "mec"),
+        "requests_issued": len(set(keys)),
+        "requests_completed": completed,
+        "requests_lost": len(set(keys)) - completed,
+        "requests_duplicated": len(keys) - len(set(keys)),
+        "requests_failed_over": sum(1 for d in lines if d.get("failovers")),
+        "accepts_during_loss": {cls: sum(1 for e in during if e.element_class == cls) for cls in ("ue", "mec", "pmc")},
+    }
+
+
 def read_pu_output(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     records, summary = [], {}
     if path.exists():
@@ -115,8 +173,13 @@ class PaperExperiment:
     """One sweep on one freshly built testbed; ``run()`` returns the results directory."""
 
     def __init__(self, scenario: Scenario, *, pe_registrar: str = "auto", pcaps: bool = True,
-                 progress: bool = True, log: Callable[[str], None] | None = None) -> None:
+                 progress: bool = True, log: Callable[[str], None] | None = None,
+                 coverage: CoverageLoss | None = None, drain: float = 0.0) -> None:
         self.scenario = scenario
+        self.coverage = coverage
+        self.drain = drain
+        self.name = "coverage-loss" if coverage is not None else "paper"
+        self.coverage_runs: list[dict[str, Any]] = []
         self.pe_registrar = pe_registrar
         self.want_pcaps = pcaps and shutil.which("dumpcap") is not None
         self.show_progress = progress
@@ -290,7 +353,7 @@ class PaperExperiment:
             addrs = address_map(self.spec)
             classes = {e.node: e.element_class for e in self.elements}
             manifest = {
-                "kind": "emulation", "label": "emulated", "tool": "emulab experiment paper",
+                "kind": "emulation", "label": "emulated", "tool": f"emulab experiment {self.name}",
                 "created_at": started, "host": platform.node(), "python": platform.python_version(),
                 "cpus": os.cpu_count(), "scenario": sc.to_dict(),
                 "topology": {"name": self.spec.name, "file": str(self.spec.source)},
@@ -298,9 +361,15 @@ class PaperExperiment:
                              for e in self.elements],
                 "pu_node": self.ue, "versions": _versions(),
                 "capabilities": probe().to_json(),
-                "testbed": {"link_backend": self.testbed.link_backend, "datapath": self.testbed.datapath},
+                "testbed": {"link_backend": self.testbed.link_backend, "datapath": self.testbed.datapath,
+                            "radio": self.testbed.radio_name},
+                "drain_s": self.drain,
             }
-            writer = ResultsWriter(sc.out, f"exp-{Path(sc.target).stem}", manifest)
+            if self.coverage is not None:
+                manifest["coverage_loss"] = {"lose_at": self.coverage.at,
+                                             "restore_at": self.coverage.at + self.coverage.duration}
+            prefix = "exp" if self.coverage is None else "coverage-loss"
+            writer = ResultsWriter(sc.out, f"{prefix}-{Path(sc.target).stem}", manifest)
             tasks = list(self.tasks())
             with _progress(self.show_progress, len(tasks) * sc.duration) as bar:
                 for i, (setting, run) in enumerate(tasks, 1):
@@ -309,9 +378,10 @@ class PaperExperiment:
                     seeds[tag] = seed
                     bar.describe(f"run {i}/{len(tasks)}: {setting} PUs, run {run}")
                     self._prepare_run(tag)
-                    recs, usage, summ = self._one_run(tag, setting, run, seed, addrs, classes, bar)
+                    recs, usage, events, summ = self._one_run(tag, setting, run, seed, addrs, classes, bar)
                     writer.add_requests(recs)
                     writer.add_usage(usage)
+                    writer.add_events(events)
                     writer.manifest.setdefault("pu_counters", {})[tag] = summ.get("counters", {})
             writer.manifest["seeds"] = seeds
             writer.manifest["pe_registrar"] = self.pe_registrar
@@ -320,7 +390,7 @@ class PaperExperiment:
             if not self.want_pcaps:
                 self.notes.append("no pcaps: dumpcap not installed or --no-pcaps")
             writer.manifest["notes"] = self.notes
-            return writer.finish()
+            return writer.finish(self._coverage_summary())
         finally:
             if writer is not None and not writer._finished:
                 writer.manifest["aborted"] = True
@@ -329,7 +399,7 @@ class PaperExperiment:
             self.close()
 
     def _one_run(self, tag: str, setting: int, run: int, seed: int, addrs: dict[str, str], classes: dict[str, str],
-                 bar: Any) -> tuple[list[RequestRecord], list[ElementUsage], dict[str, Any]]:
+                 bar: Any) -> tuple[list[RequestRecord], list[ElementUsage], list[EventRecord], dict[str, Any]]:
         sc = self.scenario
         out = self.work / f"{tag}-pus.jsonl"
         ue_addr = str(self.spec.primary_address(self.ue))
@@ -337,19 +407,25 @@ class PaperExperiment:
         cmd = [sys.executable, "-m", "rserpool", "calcapp-pu", "--registrar", f"{ue_addr}:{ASAP_PORT}",
                "--pus", str(setting), "--duration", f"{sc.duration:g}", "--size-mean", f"{sc.size_mean:g}",
                "--size-dist", sc.size_dist, "--interval-mean", f"{sc.interval_mean:g}",
-               "--interval-dist", sc.interval_dist, "--seed", str(seed), "-o", str(out)]
+               "--interval-dist", sc.interval_dist, "--drain", f"{self.drain:g}", "--seed", str(seed),
+               "-o", str(out)]
         pu = self._popen(self.ue, cmd, f"{self.ue}-calcapp-pu.log")
         t0 = time.monotonic()
+        cut: dict[str, float] = {}  # "lost"/"restored" -> wall-clock time
         try:
             while pu.poll() is None:
                 elapsed = time.monotonic() - t0
+                self._coverage_step(elapsed, cut)
                 bar.tick(min(elapsed, sc.duration))
-                if elapsed > sc.duration + 60:
+                if elapsed > sc.duration + self.drain + 60:
                     raise ExperimentError(f"{tag}: the pool users did not finish (see {paths.log_dir()})")
-                time.sleep(0.5)
+                time.sleep(0.05 if self.coverage is not None else 0.5)
             bar.tick(sc.duration)
             bar.commit(sc.duration)
         finally:
+            if "lost" in cut and "restored" not in cut:
+                with contextlib.suppress(Exception):  # the next run (or the teardown) finds the UE covered
+                    self.testbed.radio.attach()
             if pu.poll() is None:
                 self._stop([pu])
             self._stop_pes()  # writes the elements' statistics files
@@ -360,10 +436,72 @@ class PaperExperiment:
                                   f"{paths.log_dir() / f'{self.ue}-calcapp-pu.log'}")
         lines, summ = read_pu_output(out)
         recs = to_records(lines, setting, run, addrs, classes)
-        usage = self._read_usage(tag, setting, run, sc.duration)
+        events = request_events(lines, setting, run, addrs, classes)
+        if self.coverage is not None:
+            t0_epoch = float(summ.get("t0_epoch") or 0.0)
+            lost_at = cut["lost"] - t0_epoch if "lost" in cut else None
+            restored_at = cut["restored"] - t0_epoch if "restored" in cut else None
+            for what, at in (("coverage_lost", lost_at), ("coverage_restored", restored_at)):
+                if at is not None:
+                    events.append(EventRecord(setting, run, at, what))
+            m = coverage_metrics(events, lines, lost_at, restored_at)
+            self.coverage_runs.append({"setting": setting, "run": run, **m})
+            self.log(f"{tag}: fail-over {m['failover_s']} s, recovery {m['recovery_s']} s, "
+                     f"{m['requests_completed']}/{m['requests_issued']} requests completed")
+        usage = self._read_usage(tag, setting, run, float(summ.get("elapsed") or sc.duration))
         if pcap.exists():
             self.pcaps.append(pcap)
-        return recs, usage, summ
+        return recs, usage, events, summ
+
+    def _coverage_step(self, elapsed: float, cut: dict[str, float]) -> None:
+        """Take coverage away / give it back when the run's clock passes the scheduled times."""
+        c = self.coverage
+        if c is None:
+            return
+        if "lost" not in cut and elapsed >= c.at:
+            self.testbed.radio.detach()
+            cut["lost"] = time.time()
+            self.log(f"coverage lost at {elapsed:.1f} s")
+        elif "lost" in cut and "restored" not in cut and elapsed >= c.at + c.duration:
+            self.testbed.radio.attach()
+            cut["restored"] = time.time()
+            self.log(f"coverage restored at {elapsed:.1f} s")
+
+    def _coverage_summary(self) -> dict[str, Any] | None:
+        """summary.json's coverage-loss keys: per run, and over all runs (worst times, summed counts)."""
+        runs = self.coverage_runs
+        if self.coverage is None:
+            return None
+
+        def worst(key: str) -> float | None:
+            vals = [r[key] for r in runs]
+            return None if not vals or any(v is None for v in vals) else max(vals)
+
+        return {
+            "failover_s": worst("failover_s"),
+            "recovery_s": worst("recovery_s"),
+            **{k: sum(r[k] for r in runs) for k in ("requests_issued", "requests_completed", "requests_lost",
+                                                     "requests_duplicated", "requests_failed_over")},
+            "coverage_runs": runs,
+            "timers": self._timers(),
+        }
+
+    def _timers(self) -> dict[str, Any]:
+        """The timers that bound fail-over and recovery, as this run used them."""
+        from rserpool.pu import PUConfig
+        from rserpool.registrar import RegistrarConfig
+        from rserpool.services.calcapp import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
+
+        radio = self.testbed.radio.state() if self.testbed is not None and self.testbed.radio else {}
+        reg = RegistrarConfig()
+        return {
+            "radio": radio.get("timers", {}),
+            "calcapp_keepalive_interval_s": KEEPALIVE_INTERVAL,
+            "calcapp_keepalive_timeout_s": KEEPALIVE_TIMEOUT,
+            "pu_connect_timeout_s": PUConfig().connect_timeout,
+            "registrar_max_bad_pe_reports": reg.max_bad_pe_reports,
+            "enrp_peer_max_time_last_heard_s": reg.peer_max_time_last_heard,
+        }
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -434,3 +572,17 @@ def run_paper(scenario: Scenario, *, pe_registrar: str = "auto", pcaps: bool = T
               progress: bool = True) -> Path:
     """Run the sweep; returns the results directory (pcaps under ``pcaps/``)."""
     return PaperExperiment(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=progress).run()
+
+
+def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, drain: float = 60.0,
+                      pe_registrar: str = "auto", pcaps: bool = True, progress: bool = True) -> Path:
+    """The paper run with the UE out of coverage from ``lose_at`` to ``restore_at`` s; returns the results directory."""
+    if not 0 <= lose_at < restore_at:
+        raise ExperimentError(f"--lose-at ({lose_at:g}) must be >= 0 and before --restore-at ({restore_at:g})")
+    if restore_at >= scenario.duration:
+        raise ExperimentError(f"--restore-at ({restore_at:g}) must be before the end of the run "
+                              f"(--duration {scenario.duration:g})")
+    if drain < 0:
+        raise ExperimentError(f"--drain must not be negative, got {drain:g}")
+    return PaperExperiment(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=progress,
+                           coverage=CoverageLoss(lose_at, restore_at - lose_at), drain=drain).run()

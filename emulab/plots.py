@@ -5,7 +5,10 @@
 * fig4-used-capacity.png — used capacity of every pool element vs PUs, coloured by class (Fig. 4);
 * fig4b-class-shares.png — each class's share of all the work done vs PUs;
 * fig5-queuing.png, fig6-startup.png, fig7-processing.png — per-request times vs PUs (Figs. 5–7);
-* fig8-handling-speed.png — handling speed vs PUs with the UE's 200,000 calc/s line (Fig. 8).
+* fig8-handling-speed.png — handling speed vs PUs with the UE's 200,000 calc/s line (Fig. 8);
+* coverage-<N>pus-run<R>.png — for runs with a coverage loss (``events.csv``): requests in service
+  per element class over time and every Accept, with the loss shaded and the fail-over and
+  recovery times marked.
 
 Times and speeds are drawn as the papers draw them: the mean (marker), a box from the 10 % to the
 90 % quantile and whiskers from the minimum to the maximum. With ``compare`` the second results are
@@ -27,7 +30,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from emulab.results import Results, load_results  # noqa: E402
+from emulab.results import EventRecord, Results, load_events, load_results  # noqa: E402
 
 # The papers' Table 1 (M2EC/AINA 2021): average per-PU TOTAL queuing time over a 300 s run, in
 # seconds — THE PAPERS' NUMBERS, reference data only (from shared/reference/paper.md).
@@ -238,7 +241,74 @@ def plot_results(results_dir: Path, compare: Path | None = None, out: Path | Non
         _box_plot(res, "handling_speed", "handling speed per request [1,000 calculations/s]",
                   "Handling speed (papers' Fig. 8)", out / "fig8-handling-speed.png", scale=1e-3,
                   reference=(UE_CAPACITY / 1e3, "UE's own PE: 200,000 calc/s")),
+        *fig_coverage_timelines(results_dir, out),
     ]
+
+
+def fig_coverage_timelines(results_dir: Path, out: Path) -> list[Path]:
+    """One timeline per run that lost coverage (none when the results have no coverage events)."""
+    events = load_events(results_dir)
+    runs = sorted({(e.setting, e.run) for e in events if e.event == "coverage_lost"})
+    summary = load_results(results_dir, with_requests=False).summary
+    per_run = {(r["setting"], r["run"]): r for r in summary.get("coverage_runs", [])}
+    return [_coverage_timeline([e for e in events if (e.setting, e.run) == key], per_run.get(key, {}),
+                               out / f"coverage-{key[0]}pus-run{key[1]}.png") for key in runs]
+
+
+def _coverage_timeline(events: list[EventRecord], metrics: dict[str, Any], path: Path) -> Path:
+    lost = next((e.t for e in events if e.event == "coverage_lost"), None)
+    restored = next((e.t for e in events if e.event == "coverage_restored"), None)
+    end = max((e.t for e in events), default=1.0)
+    # a request is in service at the class of its latest Accept until its next Accept or completion
+    by_req: dict[tuple[str | None, int | None], list[EventRecord]] = {}
+    for e in events:
+        if e.event in ("accept", "complete"):
+            by_req.setdefault((e.pu, e.request_id), []).append(e)
+    steps: dict[str, list[tuple[float, int]]] = {c: [] for c in CLASS_LABELS}
+    for evs in by_req.values():
+        evs.sort(key=lambda e: e.t)
+        for cur, nxt in zip(evs, [*evs[1:], None], strict=True):
+            if cur.event == "accept" and cur.element_class in steps:
+                steps[cur.element_class] += [(cur.t, +1), (nxt.t if nxt is not None else end, -1)]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=[3, 1.4])
+    for cls, deltas in steps.items():
+        if not deltas:
+            continue
+        deltas.sort()
+        ts, level, levels = [0.0], 0, [0]
+        for t, d in deltas:
+            level += d
+            ts.append(t)
+            levels.append(level)
+        top.step(ts, levels, where="post", color=CLASS_COLOURS[cls][0], label=f"{CLASS_LABELS[cls]} elements", lw=1.6)
+    lanes = {"ue": 0, "mec": 1, "pmc": 2}
+    for e in events:
+        if e.event == "accept" and e.element_class in lanes:
+            bottom.plot(e.t, lanes[e.element_class], "|", ms=12, color=CLASS_COLOURS[e.element_class][0])
+    bottom.set_yticks(list(lanes.values()), [CLASS_LABELS[c] for c in lanes])
+    bottom.set_ylim(-0.6, 2.6)
+    bottom.set_ylabel("Accepts")
+    bottom.set_xlabel("time since the pool users started [s]")
+    for ax in (top, bottom):
+        if lost is not None:
+            ax.axvspan(lost, restored if restored is not None else end, color="0.85", zorder=0)
+        ax.grid(True, axis="x", alpha=0.3)
+    notes = []
+    if lost is not None:
+        fo = metrics.get("failover_s")
+        notes.append(f"coverage lost at {lost:.1f} s; first UE Accept after {fo:.2f} s" if fo is not None
+                     else f"coverage lost at {lost:.1f} s; the UE element accepted nothing")
+    if restored is not None:
+        rc = metrics.get("recovery_s")
+        notes.append(f"back at {restored:.1f} s; first MEC Accept after {rc:.2f} s" if rc is not None
+                     else f"back at {restored:.1f} s; no MEC Accept afterwards")
+    if metrics:
+        notes.append(f"{metrics.get('requests_completed')}/{metrics.get('requests_issued')} requests completed, "
+                     f"{metrics.get('requests_lost')} lost")
+    top.set_ylabel("requests in service")
+    top.set_title("Coverage loss and fail-over (shaded: UE without coverage)\n" + "; ".join(notes), fontsize=10)
+    top.legend(loc="upper right", fontsize=9)
+    return _save(fig, path)
 
 
 def _distinct_labels(a: Results, b: Results) -> None:

@@ -8,6 +8,8 @@ A results directory ``<base>/<YYYYmmdd-HHMMSS>-<name>/`` holds
 * ``summary.json`` — ``summarize()``'s statistics per PU setting (the papers' figures and Table 1);
 * ``sca/<PUs>pus-run<N>.sca`` — RSPLIB-style OMNeT++ scalar files, one per run, with exactly the
   scalar names RSPLIB's ``calcappclient`` and ``rspserver -calcapp`` write;
+* ``events.csv`` (optional) — time-stamped events of runs with faults (``EventRecord``): every Accept,
+  completion and coverage change, for the fail-over timeline;
 * optional extra files (``pcaps/`` …) added by the producer.
 
 Definitions follow RSPLIB's calcappclient (and the papers): queuing = queued → dequeued (a PU serves
@@ -51,6 +53,8 @@ USAGE_FIELDS: tuple[str, ...] = (
     "setting", "run", "element", "element_class", "capacity", "duration_s", "used_calculations",
     "max_requests", "accepted", "rejected",
 )
+EVENT_FIELDS: tuple[str, ...] = ("setting", "run", "t", "event", "pu", "request_id", "element", "element_class")
+EVENTS: tuple[str, ...] = ("accept", "complete", "coverage_lost", "coverage_restored")
 
 
 class ResultsError(EmulabError):
@@ -124,6 +128,21 @@ class ElementUsage:
     def utilisation(self) -> float:
         avail = self.capacity * self.duration_s
         return self.used_calculations / avail if avail > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """Something that happened at time ``t`` (seconds since the run's start) of one run."""
+
+    setting: int
+    run: int
+    t: float
+    event: str
+    """One of EVENTS: an Accept (first or after a fail-over), a completion, coverage lost/restored."""
+    pu: str | None = None
+    request_id: int | None = None
+    element: str | None = None
+    element_class: str | None = None
 
 
 # --------------------------------------------------------------------------- statistics
@@ -332,6 +351,17 @@ def _request_from_row(row: dict[str, str]) -> RequestRecord:
     )
 
 
+def _event_row(e: EventRecord) -> list[Any]:
+    return [e.setting, e.run, _f(e.t), e.event, e.pu or "", "" if e.request_id is None else e.request_id,
+            e.element or "", e.element_class or ""]
+
+
+def _event_from_row(row: dict[str, str]) -> EventRecord:
+    return EventRecord(setting=int(row["setting"]), run=int(row["run"]), t=float(row["t"]), event=row["event"],
+                       pu=row["pu"] or None, request_id=int(row["request_id"]) if row["request_id"] else None,
+                       element=row["element"] or None, element_class=row["element_class"] or None)
+
+
 def _usage_row(u: ElementUsage) -> list[Any]:
     return [u.setting, u.run, u.element, u.element_class, _f(u.capacity), _f(u.duration_s),
             _f(u.used_calculations), u.max_requests, u.accepted, u.rejected]
@@ -504,6 +534,7 @@ class ResultsWriter:
         self._req = csv.writer(self._req_fh)
         self._req.writerow(REQUEST_FIELDS)
         self._usage: list[ElementUsage] = []
+        self._events: list[EventRecord] = []
         # per-run, per-PU tallies for the .sca files: small even when the records are millions
         self._tallies: dict[tuple[int, int], dict[str, _PUScalars]] = defaultdict(dict)
         self._finished = False
@@ -522,6 +553,9 @@ class ResultsWriter:
             self._usage.append(u)
             self._agg.add_usage(u)
 
+    def add_events(self, records: Iterable[EventRecord]) -> None:
+        self._events.extend(records)
+
     def add_file(self, src: Path, subdir: str = "pcaps") -> None:
         dest = self.path / subdir
         dest.mkdir(parents=True, exist_ok=True)
@@ -537,6 +571,12 @@ class ResultsWriter:
             w.writerow(USAGE_FIELDS)
             for u in self._usage:
                 w.writerow(_usage_row(u))
+        if self._events:
+            with open(self.path / "events.csv", "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(EVENT_FIELDS)
+                for e in sorted(self._events, key=lambda e: (e.setting, e.run, e.t)):
+                    w.writerow(_event_row(e))
         self.manifest.setdefault("format", FORMAT_VERSION)
         self.manifest.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         _write_json(self.path / "manifest.json", self.manifest)
@@ -597,6 +637,15 @@ def iter_requests(path: Path) -> Iterable[RequestRecord]:
     with open(Path(path) / "requests.csv", newline="") as fh:
         for row in csv.DictReader(fh):
             yield _request_from_row(row)
+
+
+def load_events(path: Path) -> list[EventRecord]:
+    """A results directory's events.csv ([] when the runs had no faults)."""
+    f = Path(path) / "events.csv"
+    if not f.is_file():
+        return []
+    with open(f, newline="") as fh:
+        return [_event_from_row(row) for row in csv.DictReader(fh)]
 
 
 def load_results(path: Path, *, with_requests: bool = True) -> Results:

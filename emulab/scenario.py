@@ -179,7 +179,8 @@ _OPTION_NAMES = (
 )
 
 
-def scenario_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def scenario_options(func: Callable[..., Any] | None = None, /, *, pus: str | None = None, runs: int = 5,
+                     duration: float = 300.0, quick: bool = True) -> Any:
     """Add the sweep options and a TARGET argument; the command receives ``scenario: Scenario``.
 
     Usage::
@@ -187,8 +188,15 @@ def scenario_options(func: Callable[..., Any]) -> Callable[..., Any]:
         @main.command()
         @scenario_options
         def simulate(scenario: Scenario) -> None: ...
+
+        @scenario_options(pus="8", runs=1, duration=90.0, quick=False)   # other defaults, no --quick
+        def coverage_loss(scenario: Scenario) -> None: ...
     """
+    if func is None:
+        return lambda f: scenario_options(f, pus=pus, runs=runs, duration=duration, quick=quick)
     import functools
+
+    pus_default = pus if pus is not None else ",".join(map(str, PAPER_PUS))
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -197,7 +205,7 @@ def scenario_options(func: Callable[..., Any]) -> Callable[..., Any]:
             name for name in _OPTION_NAMES
             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
         }
-        raw = {name: kwargs.pop(name) for name in _OPTION_NAMES}
+        raw = {name: kwargs.pop(name) for name in _OPTION_NAMES if name in kwargs}  # no --quick: absent
         target = kwargs.pop("target")
         scenario = Scenario(
             target=target,
@@ -216,16 +224,16 @@ def scenario_options(func: Callable[..., Any]) -> Callable[..., Any]:
             jobs=max(1, raw["jobs"] or (os.cpu_count() or 1)),
             out=Path(raw["out"]),
         )
-        if raw["quick"]:
+        if raw.get("quick"):
             scenario = scenario.quickened(explicit)
         return func(*args, scenario=scenario, **kwargs)
 
     opts = [
         click.argument("target", default="paper-topology", required=False),
-        click.option("--pus", default=",".join(map(str, PAPER_PUS)), show_default=True,
+        click.option("--pus", default=pus_default, show_default=True,
                      help="PU counts to sweep (comma-separated; ranges like 1-4 allowed)."),
-        click.option("--runs", default=5, show_default=True, type=int, help="Runs per PU setting."),
-        click.option("--duration", default=300.0, show_default=True, type=float, help="Seconds per run."),
+        click.option("--runs", default=runs, show_default=True, type=int, help="Runs per PU setting."),
+        click.option("--duration", default=duration, show_default=True, type=float, help="Seconds per run."),
         click.option("--seed", default=1, show_default=True, type=int, help="Base random seed."),
         click.option("--policy", default="PLU", show_default=True,
                      help="Pool policy (RSPLIB name or short name, e.g. PLU, LU, RR, RAND)."),
@@ -243,9 +251,9 @@ def scenario_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Mean time between a PU's requests in seconds."),
         click.option("--interval-dist", default="exp", show_default=True, type=click.Choice(DISTRIBUTIONS),
                      help="Inter-request time distribution."),
-        click.option("--quick", is_flag=True,
-                     help=f"Smoke test: PUs {','.join(map(str, QUICK_PUS))}, {QUICK_RUNS} run, "
-                          f"{QUICK_DURATION:g} s (explicit options win)."),
+        *([click.option("--quick", is_flag=True,
+                        help=f"Smoke test: PUs {','.join(map(str, QUICK_PUS))}, {QUICK_RUNS} run, "
+                             f"{QUICK_DURATION:g} s (explicit options win).")] if quick else []),
         click.option("--jobs", default=0, type=int, help="Parallel processes (default: number of cores)."),
         click.option("--out", default="results", show_default=True, type=click.Path(file_okay=False),
                      help="Base directory for the results directory."),

@@ -31,6 +31,9 @@ from rserpool.services.calcapp_pu import DISTRIBUTIONS, RETRY_DELAY, PUParams, r
               help="Pause after a reject before selecting again [s].")
 @click.option("--stale-cache", default=0.0, show_default=True, type=float,
               help="Handle-resolution cache lifetime [s] (0: resolve at the registrar for every request).")
+@click.option("--drain", default=0.0, show_default=True, type=float,
+              help="After --duration, stop issuing requests and wait up to this many seconds for the "
+                   "queued ones to finish.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Random seed.")
 @click.option("--name-prefix", default="pu", show_default=True, help="PU names are PREFIX0, PREFIX1, ...")
 @click.option("--output", "-o", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
@@ -39,28 +42,30 @@ from rserpool.services.calcapp_pu import DISTRIBUTIONS, RETRY_DELAY, PUParams, r
 @_log_option
 def calcapp_pu_cmd(registrars: tuple[str, ...], pool: str, count: int, duration: float, size_mean: float,
                    size_dist: str, interval_mean: float, interval_dist: str, retry_delay: float,
-                   stale_cache: float, seed: int, name_prefix: str, output: str, transport: str | None,
+                   stale_cache: float, drain: float, seed: int, name_prefix: str, output: str, transport: str | None,
                    log_level: str) -> None:
     """Run COUNT CalcApp pool users (RSPLIB calcappclient semantics) for DURATION seconds."""
     from rserpool.pu import PUConfig
 
     _setup_logging(log_level)
-    if count < 1 or duration <= 0:
-        raise click.BadParameter("--pus must be >= 1 and --duration > 0")
+    if count < 1 or duration <= 0 or drain < 0:
+        raise click.BadParameter("--pus must be >= 1, --duration > 0 and --drain >= 0")
     cfg = PUConfig(registrars=_endpoints(registrars), transport=transport, stale_cache=stale_cache)
     params = PUParams(pool_handle=pool.encode(), size_mean=size_mean, size_dist=size_dist,
                       interval_mean=interval_mean, interval_dist=interval_dist, retry_delay=retry_delay)
     result: dict[str, object] = {}
 
     async def main(stop: asyncio.Event) -> None:
-        run = asyncio.ensure_future(run_pus(count, duration, cfg, params, seed=seed, prefix=name_prefix))
+        run = asyncio.ensure_future(run_pus(count, duration, cfg, params, seed=seed, prefix=name_prefix,
+                                            drain=drain))
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if not run.done():  # SIGTERM: stop early but still write what we have
             run.cancel()
             return
-        result["records"], result["counters"] = run.result()
+        done = run.result()
+        result.update(records=done.records, counters=done.counters, t0_epoch=done.t0_epoch, elapsed=done.elapsed)
 
     _run_daemon(main)
     records = result.get("records") or []
@@ -68,7 +73,8 @@ def calcapp_pu_cmd(registrars: tuple[str, ...], pool: str, count: int, duration:
     try:
         for rec in records:  # type: ignore[union-attr]
             out.write(json.dumps(rec) + "\n")
-        out.write(json.dumps({"summary": {"pus": count, "duration": duration,
+        out.write(json.dumps({"summary": {"pus": count, "duration": duration, "drain": drain,
+                                          "t0_epoch": result.get("t0_epoch"), "elapsed": result.get("elapsed"),
                                           "counters": result.get("counters", {})}}) + "\n")
     finally:
         if out is not sys.stdout:

@@ -14,7 +14,12 @@ FIFO queue. The head request is served by a fresh ASAP session (RSPLIB opens one
 4. CalcApp Complete (``completed_at``): the record is done; the next request is dequeued.
 
 ``run_pus`` runs N such PUs in one asyncio loop for a duration and returns plain dict records (the
-fields of ``emulab.results.RequestRecord`` without setting/run; times in seconds since the start).
+fields of ``emulab.results.RequestRecord`` without setting/run; times in seconds since the start,
+``PURun.t0_epoch`` being that start on the wall clock). Each record also lists every Accept the
+request got (``accepts``: [time, element]), the first one and those after fail-overs, so a coverage
+loss's fail-over and recovery can be timed. With ``drain`` the PUs stop generating at ``duration``
+and get up to ``drain`` more seconds to finish what they have queued, so a run can end with every
+request issued either completed or visibly not.
 """
 
 from __future__ import annotations
@@ -77,12 +82,14 @@ class Request:
     rejected_by: list[str] = field(default_factory=list)
     failovers: int = 0
     status: str = "unfinished"
+    accepts: list[tuple[float, str]] = field(default_factory=list)  # (time, element) of every Accept
 
     def to_dict(self, pu: str) -> dict[str, Any]:
         return {"pu": pu, "request_id": self.request_id, "size": float(self.size), "queued_at": self.queued_at,
                 "started_at": self.started_at, "accepted_at": self.accepted_at,
                 "completed_at": self.completed_at, "element": self.element, "element_id": self.element_id,
-                "rejected_by": list(self.rejected_by), "failovers": self.failovers, "status": self.status}
+                "rejected_by": list(self.rejected_by), "failovers": self.failovers, "status": self.status,
+                "accepts": [[round(t, 6), e] for t, e in self.accepts]}
 
 
 class _Session:
@@ -143,13 +150,15 @@ class CalcAppPU:
         self.next_interval = sampler(params.interval_dist, params.interval_mean, rng)
         self.queue: deque[Request] = deque()
         self.requests: list[Request] = []
+        self.busy = False  # a request is being served
         self._wakeup = asyncio.Event()
+        self._generator: asyncio.Task[None] | None = None
         self.counters = {"requests": 0, "accepts": 0, "rejects": 0, "completes": 0, "keepalives": 0,
                          "keepalive_acks": 0}
 
     async def run(self) -> None:
         await self.pu.start()
-        gen = asyncio.create_task(self._generate())
+        self._generator = gen = asyncio.create_task(self._generate())
         try:
             await self._serve()
         finally:
@@ -157,6 +166,15 @@ class CalcAppPU:
             with contextlib.suppress(asyncio.CancelledError):
                 await gen
             await self.pu.close()
+
+    def stop_generating(self) -> None:
+        """No new requests from now on; queued ones are still served."""
+        if self._generator is not None:
+            self._generator.cancel()
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and not self.queue
 
     async def _generate(self) -> None:
         n = 0
@@ -175,7 +193,11 @@ class CalcAppPU:
                 await self._wakeup.wait()
             r = self.queue.popleft()
             r.started_at = self.clock()
-            await self._handle(r)
+            self.busy = True
+            try:
+                await self._handle(r)
+            finally:
+                self.busy = False
 
     async def _handle(self, r: Request) -> None:
         p = self.params
@@ -248,11 +270,13 @@ class CalcAppPU:
                 continue
             if msg.type == CalcAppType.ACCEPT:
                 self.counters["accepts"] += 1
+                now = self.clock()
                 if not accepted:
                     accepted = True
-                    r.accepted_at = self.clock()
+                    r.accepted_at = now
                 host, ident = s.element
                 r.element, r.element_id = host, ident
+                r.accepts.append((now, host))
             elif msg.type == CalcAppType.REJECT:
                 self.counters["rejects"] += 1
                 if accepted:
@@ -283,10 +307,20 @@ class CalcAppPU:
         return [r.to_dict(self.name) for r in self.requests]
 
 
+@dataclass
+class PURun:
+    """What ``run_pus`` returns: the records, the PUs' summed message counters, and when time 0 was."""
+
+    records: list[dict[str, Any]]
+    counters: dict[str, int]
+    t0_epoch: float  # wall-clock time (time.time()) of the records' time 0
+    elapsed: float  # seconds the PUs ran, drain included
+
+
 async def run_pus(n: int, duration: float, config: PUConfig, params: PUParams, seed: int = 1,
-                  prefix: str = "pu") -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Run ``n`` PUs for ``duration`` seconds; returns (records, summed counters)."""
-    t0 = time.monotonic()
+                  prefix: str = "pu", drain: float = 0.0) -> PURun:
+    """Run ``n`` PUs for ``duration`` seconds (then up to ``drain`` s to finish their queues)."""
+    t0, t0_epoch = time.monotonic(), time.time()
 
     def clock() -> float:
         return time.monotonic() - t0
@@ -294,6 +328,13 @@ async def run_pus(n: int, duration: float, config: PUConfig, params: PUParams, s
     pus = [CalcAppPU(f"{prefix}{i}", config, params, random.Random(seed * 100_003 + i), clock) for i in range(n)]
     tasks = [asyncio.create_task(p.run(), name=p.name) for p in pus]
     await asyncio.sleep(max(0.0, duration - clock()))
+    if drain > 0:
+        for p in pus:
+            p.stop_generating()
+        deadline = duration + drain
+        while not all(p.idle for p in pus) and clock() < deadline:
+            await asyncio.sleep(min(0.1, max(0.0, deadline - clock())))
+    elapsed = clock()
     for t in tasks:
         t.cancel()
     for t in tasks:
@@ -304,4 +345,4 @@ async def run_pus(n: int, duration: float, config: PUConfig, params: PUParams, s
     for p in pus:
         for k, v in p.counters.items():
             totals[k] = totals.get(k, 0) + v
-    return records, totals
+    return PURun(records, totals, t0_epoch, elapsed)

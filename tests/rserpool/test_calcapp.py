@@ -139,7 +139,10 @@ def test_pu_statistics_fifo_one_at_a_time() -> None:
             pes.append(await _pe(reg, capacity=1e6, max_requests=4))
         params = PUParams(pool_handle=POOL, size_mean=50_000, size_dist="const", interval_mean=0.1,
                           interval_dist="exp")
-        records, counters = await run_pus(3, 3.0, _pu_config(reg), params, seed=5)
+        t_before = time.time()
+        run = await run_pus(3, 3.0, _pu_config(reg), params, seed=5)
+        records, counters = run.records, run.counters
+        assert t_before <= run.t0_epoch <= t_before + 1.0
         assert records
         done = [r for r in records if r["status"] == "completed"]
         assert len(done) >= 10
@@ -147,6 +150,7 @@ def test_pu_statistics_fifo_one_at_a_time() -> None:
         for r in done:
             assert r["queued_at"] <= r["started_at"] <= r["accepted_at"] <= r["completed_at"]
             assert r["element"] == "127.0.0.1" and r["element_id"] in {pe.identifier for pe in pes}
+            assert r["accepts"] == [[pytest.approx(r["accepted_at"], abs=1e-5), "127.0.0.1"]]
         by_pu: dict[str, list[dict[str, Any]]] = {}
         for r in records:
             by_pu.setdefault(r["pu"], []).append(r)
@@ -158,6 +162,19 @@ def test_pu_statistics_fifo_one_at_a_time() -> None:
                 assert prev["completed_at"] is not None and nxt["started_at"] >= prev["completed_at"]
         used = sum(pe._service.used_calculations for pe in pes)
         assert used >= 50_000 * len(done) - 1
+    _run(body)
+
+
+def test_drain_finishes_every_queued_request() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement]) -> None:
+        pes.append(await _pe(reg, capacity=1e6, max_requests=4))
+        # 2 PUs offering 2 x 0.2e6 / 0.1 s = 4e6 calc/s to a 1e6 PE: queues build up during the run
+        params = PUParams(pool_handle=POOL, size_mean=200_000, size_dist="const", interval_mean=0.1,
+                          interval_dist="const")
+        run = await run_pus(2, 1.0, _pu_config(reg), params, seed=3, drain=30.0)
+        assert len(run.records) >= 15
+        assert all(r["status"] == "completed" for r in run.records), [r for r in run.records if r["status"] != "completed"]
+        assert max(r["queued_at"] for r in run.records) <= 1.05  # nothing new after --duration
     _run(body)
 
 
