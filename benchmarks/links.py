@@ -6,12 +6,16 @@ backend this kernel offers (netem only where sch_netem exists; the shaper everyw
 * ping RTT for one-way delays 0, 5, 20, 50, 160 ms (and 20 ms with 5 ms jitter) against the
   configured RTT (2 x delay); goal: |error| <= max(2 ms, 2 %);
 * iperf3 TCP throughput through a 20 ms link, unlimited (goal >= 50 Mbit/s) and rate-limited to
-  10 and 50 Mbit/s (goal: 85 %..102 % of the rate; TCP goodput is ~95 % of the L2 rate).
+  10 and 50 Mbit/s (goal: 85 %..102 % of the rate; TCP goodput is ~95 % of the L2 rate);
+* then the whole TOPOLOGY (default paper-topology, no services) built by the testbed itself: the
+  median RTT of every node pair (emulab.selfcheck.measure, as `emulab start --self-check`) against
+  the RTT its routed path is configured for, ±2 ms or ±2 %.
 
-Prints a table and ends with one JSON line per backend. Exit status 1 when a goal is missed,
-2 when it cannot run (not root). Everything it creates is removed in `finally`.
+Prints tables and ends with one JSON line holding every backend's figures. Exit status 1 when a
+goal is missed, 2 when it cannot run (not root, or another testbed is running). Everything it
+creates is removed in `finally`.
 
-Usage: sudo .venv/bin/python benchmarks/links.py [--quick] [--backend shaper|netem]
+Usage: sudo .venv/bin/python benchmarks/links.py [--quick] [--backend shaper|netem] [--topology NAME|none]
 """
 
 from __future__ import annotations
@@ -131,6 +135,47 @@ def run_backend(backend: str, quick: bool, tag: str) -> dict[str, Any]:
             os.rmdir(tmp)
 
 
+def run_topology(backend: str, topology: str) -> dict[str, Any]:
+    """Every node pair of ``topology`` on ``backend``: measured vs configured RTT."""
+    from emulab.capabilities import probe
+    from emulab.links import ENV_BACKEND
+    from emulab.network import Testbed
+    from emulab.selfcheck import all_pairs, measure, tolerance_ms
+    from emulab.topology import load
+
+    os.environ[ENV_BACKEND] = backend  # the one place that picks the backend honours it
+    spec = load(topology)
+    testbed = Testbed(spec, probe(), services=False)
+    try:
+        testbed.start()
+        results = measure(testbed, all_pairs(spec))
+    finally:
+        testbed.stop()
+        os.environ.pop(ENV_BACKEND, None)
+    delayed = [r for r in results if r.expected_ms > 0 and r.measured_ms is not None]
+    errors = [r.error_ms for r in delayed if r.error_ms is not None]
+    worst = max(delayed, key=lambda r: abs(r.error_ms or 0.0), default=None)
+    return {
+        "topology": topology, "ready_s": round(testbed.ready_s, 2), "pairs": len(results),
+        "reachable": sum(r.reachable for r in results), "delayed_paths": len(delayed),
+        "within_tolerance": sum(r.within_tolerance for r in delayed),
+        "mean_error_ms": round(statistics.fmean(errors), 3) if errors else None,
+        "max_abs_error_ms": round(max(abs(e) for e in errors), 3) if errors else None,
+        "worst": None if worst is None else {"path": f"{worst.src}->{worst.dst}", "configured_ms": worst.expected_ms,
+                                             "measured_ms": worst.measured_ms,
+                                             "tolerance_ms": tolerance_ms(worst.expected_ms)},
+        "ok": bool(delayed) and all(r.reachable for r in results) and all(r.within_tolerance for r in delayed),
+    }
+
+
+def print_topology(backend: str, t: dict[str, Any]) -> None:
+    w = t["worst"] or {}
+    print(f"{t['topology']} on {backend}: {t['reachable']}/{t['pairs']} pairs reachable, "
+          f"{t['within_tolerance']}/{t['delayed_paths']} delayed paths within tolerance, mean error "
+          f"{t['mean_error_ms']:+.2f} ms, worst {w.get('path')} {w.get('measured_ms')} ms vs "
+          f"{w.get('configured_ms')} ms (±{w.get('tolerance_ms')}) {'yes' if t['ok'] else 'NO'}")
+
+
 def print_table(res: dict[str, Any]) -> None:
     print(f"\n== backend {res['backend']} ==")
     print(f"{'delay':>7} {'jitter':>6} {'cfg RTT':>8} {'avg':>8} {'median':>8} {'min':>7} {'max':>7} "
@@ -153,9 +198,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer pings, shorter iperf3 runs")
     ap.add_argument("--backend", choices=["netem", "shaper"], help="only this backend")
+    ap.add_argument("--topology", default="paper-topology",
+                    help="topology whose every path is measured too (none: skip)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("benchmarks/links.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    from emulab import control
+
+    if args.topology != "none" and control.read_state() is not None:
+        print("benchmarks/links.py: a testbed is running (`emulab stop` it, or --topology none)", file=sys.stderr)
         return 2
     netem = probe_netem()
     backends, skipped = [], {}
@@ -173,12 +225,14 @@ def main() -> int:
     for b in backends:
         res = run_backend(b, args.quick, tag)
         print_table(res)
+        if args.topology != "none":
+            res["topology"] = run_topology(b, args.topology)
+            print_topology(b, res["topology"])
+            res["ok"] = res["ok"] and res["topology"]["ok"]
         results.append(res)
     ok = bool(results) and all(r["ok"] for r in results)
-    for r in results:
-        print(json.dumps({**r, "skipped": skipped}))
-    if not results:
-        print(json.dumps({"backend": None, "skipped": skipped, "ok": False}))
+    print(json.dumps({"benchmark": "links", "quick": args.quick, "backends": {r["backend"]: r for r in results},
+                      "skipped": skipped, "ok": ok}))
     return 0 if ok else 1
 
 

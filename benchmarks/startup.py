@@ -28,10 +28,13 @@ EMULAB = [sys.executable, "-m", "emulab"]
 
 def time_emulab(topology: str) -> tuple[float, float]:
     t0 = time.monotonic()
-    subprocess.run([*EMULAB, "start", topology, "--detach"], check=True, stdout=subprocess.DEVNULL)
-    wall = time.monotonic() - t0
-    status = json.loads(subprocess.run([*EMULAB, "status", "--json"], check=True, capture_output=True).stdout)
-    subprocess.run([*EMULAB, "stop"], check=True, stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run([*EMULAB, "start", topology, "--detach"], check=True, stdout=subprocess.DEVNULL)
+        wall = time.monotonic() - t0
+        status = json.loads(subprocess.run([*EMULAB, "status", "--json"], check=True, capture_output=True).stdout)
+    finally:  # whatever failed, leave no testbed behind
+        subprocess.run([*EMULAB, "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run([*EMULAB, "clean"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return wall, status["ready_s"]
 
 
@@ -52,11 +55,12 @@ def time_bare_mininet(hosts: int, switches: int, links: list[tuple[str, str]], d
     for i, (a, b) in enumerate(links):
         net.addLink(a, b, intfName1=f"em-bl{i}a" if a.startswith("em-") else None,
                     intfName2=f"em-bl{i}b" if b.startswith("em-") else None)
-    net.build()
-    net.start()
-    elapsed = time.monotonic() - t0
-    net.stop()
-    return elapsed
+    try:
+        net.build()
+        net.start()
+        return time.monotonic() - t0
+    finally:
+        net.stop()
 
 
 def main() -> int:

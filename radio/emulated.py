@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import fields
 from typing import Any
 
 from emulab.linkparams import LinkParams
@@ -45,6 +46,25 @@ def parse_holes(value: Any) -> list[tuple[float, float]]:
     return holes
 
 
+#: Options the backend itself reads; every other key must be an LteConfig field.
+BACKEND_OPTIONS = ("distance_m", "trajectory", "snr_profile", "coverage_holes", "tick_s")
+
+
+def validate_options(options: dict[str, Any], base: LinkParams | None = None) -> None:
+    """Raise RadioError naming the first bad option (unknown key, bad value) of ``options``."""
+    known = set(BACKEND_OPTIONS) | {f.name for f in fields(LteConfig)}
+    unknown = sorted(k for k in options if k not in known)
+    if unknown:
+        raise RadioError(f"radio.options: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    try:
+        tick = float(options.get("tick_s", DEFAULT_TICK_S))
+    except (TypeError, ValueError):
+        raise RadioError(f"radio.options.tick_s: expected seconds, got {options['tick_s']!r}") from None
+    if tick <= 0:
+        raise RadioError(f"radio.options.tick_s must be positive, got {tick:g}")
+    build_model(options, base)
+
+
 def build_model(options: dict[str, Any], base: LinkParams | None = None) -> LteModel:
     """The LTE model an ``options`` mapping describes (raises RadioError on a bad option)."""
     try:
@@ -55,7 +75,7 @@ def build_model(options: dict[str, Any], base: LinkParams | None = None) -> LteM
             snr_profile=options.get("snr_profile"),
             coverage_holes=parse_holes(options.get("coverage_holes")),
         )
-    except LteModelError as exc:
+    except (LteModelError, TypeError, ValueError) as exc:
         raise RadioError(f"radio.options: {exc}") from None
 
 

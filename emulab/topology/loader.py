@@ -456,6 +456,15 @@ class _Builder:
             c.fail("radio.link", f"the name of the radio link ({link.name!r})", show(name))
         options = fields.get("options")
         options = {} if options is None else c.mapping(options, "radio.options")
+        if backend == "emulated":  # caught here, the error names the file instead of failing a start
+            from radio.base import RadioError
+            from radio.emulated import validate_options
+
+            try:
+                validate_options(dict(options), link.params)
+            except RadioError as exc:
+                c.fail("radio.options", "options the emulated radio understands",
+                       str(exc).removeprefix("radio.options").lstrip(":. "))
         return RadioSpec(backend, link.name, dict(options))
 
     def _connectivity(self, spec: TopologySpec) -> None:

@@ -353,6 +353,12 @@ BAD = {
     "bad-radio-without-link": "radio: expected a link marked 'radio: true' for the radio section to drive, got none",
     "bad-radio-backend": "radio.backend: expected a radio backend (emulated, oai, b210), got 'sdr'",
     "bad-radio-link-name": "radio.link: expected the name of the radio link ('ue--enb'), got 'enb--ue'",
+    "bad-radio-option-typo": "radio.options: expected options the emulated radio understands, got unknown option "
+                             "'bandwith_mhz' (known: antenna_gain_dbi, attach_time_s, bandwidth_mhz, base_delay_ms, base_jitter_ms, bler_slope_db, bs_height_m, carrier_mhz, coverage_holes, distance_m, harq_rtt_ms, max_harq_tx, max_rate_mbit, min_distance_m, n310, n311, noise_figure_db, overhead, qin_db, qout_db, reestablish_time_s, seed, shadowing_corr_m, shadowing_std_db, snr_profile, t310_ms, t311_ms, tick_s, trajectory, tx_power_dbm)",
+    "bad-radio-option-value": "radio.options: expected options the emulated radio understands, got bandwidth_mhz "
+                              "must be one of [1.4, 3.0, 5.0, 10.0, 15.0, 20.0], got 3.5",
+    "bad-radio-option-holes": "radio.options: expected options the emulated radio understands, got "
+                              "coverage_holes[0]: expected {at: <s>, for: <s>}, got {'at': 10}",
     "bad-isolated-node": "nodes.h4: expected a node with at least one link, got none",
     "bad-unreachable-node": "nodes.h1: expected a node every other node can reach through forwarding nodes, got one that 'h3' cannot reach (no router path to 10.0.0.0/24)",
 }
