@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -207,7 +208,7 @@ class PaperExperiment:
         self.caps = probe()
         self.testbed = Testbed(self.spec, self.caps, services=False, progress=self.log)
         self.testbed.start()
-        control.write_state({"phase": "ready", "runner_pid": os.getpid(), "run_id": f"experiment-{os.getpid()}",
+        control.write_state({"phase": "ready", "runner_pid": os.getpid(), "run_id": os.environ[paths.RUN_ENV],
                              "options": {"topology": self.scenario.target, "services": False}} | self.testbed.state())
         self._state_written = True
         from emulab.services import ServiceManager
@@ -342,14 +343,18 @@ class PaperExperiment:
                 yield setting, run
 
     def run(self) -> Path:
+        with _run_marked(f"experiment-{os.getpid()}"), _sigterm_raises():
+            return self._run()
+
+    def _run(self) -> Path:
         sc = self.scenario
         from emulab.capabilities import probe
 
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self._start_testbed()
         seeds: dict[str, int] = {}
         writer: ResultsWriter | None = None
         try:
+            self._start_testbed()
             addrs = address_map(self.spec)
             classes = {e.node: e.element_class for e in self.elements}
             manifest = {
@@ -516,6 +521,46 @@ class PaperExperiment:
             with contextlib.suppress(FileNotFoundError):
                 paths.state_file().unlink()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _run_marked(run_id: str) -> Iterator[None]:
+    """Every process the experiment starts carries emulab's run marker, so that `emulab clean`
+    finds them should this process die; the marker is taken off again afterwards."""
+    before = os.environ.get(paths.RUN_ENV)
+    os.environ[paths.RUN_ENV] = before or run_id
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(paths.RUN_ENV, None)
+
+
+class _Terminated(ExperimentError):
+    """SIGTERM arrived: the experiment stops, tearing its testbed down on the way out."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Python ends on SIGTERM without running ``finally``; make it an exception instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    owner = os.getpid()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if os.getpid() != owner:  # a fork (pyroute2's NetNS helper) inherited this: die as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise _Terminated(f"stopped by signal {signum}; the testbed was torn down")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _versions() -> dict[str, str]:
