@@ -45,7 +45,7 @@ from typing import Any
 
 from emulab import paths
 from emulab.errors import EmulabError, StartError
-from emulab.results import ElementUsage, EventRecord, RequestRecord, ResultsWriter
+from emulab.results import ElementUsage, EventRecord, RequestRecord, ResultsWriter, UsageSample
 from emulab.scenario import Scenario
 from emulab.sim.engine import CoverageLoss
 
@@ -168,6 +168,17 @@ def read_pu_output(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 else:
                     records.append(d)
     return records, summary
+
+
+@dataclass
+class RunOutput:
+    """What one run leaves for the results directory."""
+
+    requests: list[RequestRecord]
+    usage: list[ElementUsage]
+    events: list[EventRecord]
+    samples: list[UsageSample]
+    summary: dict[str, Any]  # the pool users' summary line (counters, t0_epoch, elapsed)
 
 
 class PaperExperiment:
@@ -309,8 +320,10 @@ class PaperExperiment:
         if not self._wait_registered(REGISTRATION_WAIT):
             raise ExperimentError("the pool elements did not register at the UE's registrar")
 
-    def _read_usage(self, tag: str, setting: int, run: int, duration: float) -> list[ElementUsage]:
-        out = []
+    def _read_usage(self, tag: str, setting: int, run: int, duration: float,
+                    t0_epoch: float | None) -> tuple[list[ElementUsage], list[UsageSample]]:
+        """Each PE's statistics file: its totals, and its used capacity over time on the PUs' clock."""
+        out, samples = [], []
         for e in self.elements:
             f = self.work / f"{tag}-{e.node}.json"
             st: dict[str, Any] = {}
@@ -323,7 +336,10 @@ class PaperExperiment:
                 capacity=float(e.options["capacity"]), duration_s=duration,
                 used_calculations=float(st.get("used_calculations", 0.0)), max_requests=int(e.options["max_requests"]),
                 accepted=int(st.get("accepted", 0)), rejected=int(st.get("rejected", 0))))
-        return out
+            if t0_epoch is not None:
+                samples += [UsageSample(setting, run, round(t - t0_epoch, 3), e.node, e.element_class, float(used),
+                                        int(jobs)) for t, used, jobs in st.get("series", ())]
+        return out, samples
 
     # ------------------------------------------------------------------ pcaps
     def _start_capture(self, tag: str) -> tuple[subprocess.Popen[bytes] | None, Path]:
@@ -383,11 +399,13 @@ class PaperExperiment:
                     seeds[tag] = seed
                     bar.describe(f"run {i}/{len(tasks)}: {setting} PUs, run {run}")
                     self._prepare_run(tag)
-                    recs, usage, events, summ = self._one_run(tag, setting, run, seed, addrs, classes, bar)
-                    writer.add_requests(recs)
-                    writer.add_usage(usage)
-                    writer.add_events(events)
-                    writer.manifest.setdefault("pu_counters", {})[tag] = summ.get("counters", {})
+                    out = self._one_run(tag, setting, run, seed, addrs, classes, bar)
+                    writer.add_requests(out.requests)
+                    writer.add_usage(out.usage)
+                    writer.add_events(out.events)
+                    writer.add_usage_samples(out.samples)
+                    writer.set_pu_counters(setting, run, out.summary.get("counters_by_pu") or {})
+                    writer.manifest.setdefault("pu_counters", {})[tag] = out.summary.get("counters", {})
             writer.manifest["seeds"] = seeds
             writer.manifest["pe_registrar"] = self.pe_registrar
             for pcap in self.pcaps:
@@ -404,7 +422,7 @@ class PaperExperiment:
             self.close()
 
     def _one_run(self, tag: str, setting: int, run: int, seed: int, addrs: dict[str, str], classes: dict[str, str],
-                 bar: Any) -> tuple[list[RequestRecord], list[ElementUsage], list[EventRecord], dict[str, Any]]:
+                 bar: Any) -> RunOutput:
         sc = self.scenario
         out = self.work / f"{tag}-pus.jsonl"
         ue_addr = str(self.spec.primary_address(self.ue))
@@ -453,10 +471,11 @@ class PaperExperiment:
             self.coverage_runs.append({"setting": setting, "run": run, **m})
             self.log(f"{tag}: fail-over {m['failover_s']} s, recovery {m['recovery_s']} s, "
                      f"{m['requests_completed']}/{m['requests_issued']} requests completed")
-        usage = self._read_usage(tag, setting, run, float(summ.get("elapsed") or sc.duration))
+        usage, samples = self._read_usage(tag, setting, run, float(summ.get("elapsed") or sc.duration),
+                                          summ.get("t0_epoch"))
         if pcap.exists():
             self.pcaps.append(pcap)
-        return recs, usage, events, summ
+        return RunOutput(recs, usage, events, samples, summ)
 
     def _coverage_step(self, elapsed: float, cut: dict[str, float]) -> None:
         """Take coverage away / give it back when the run's clock passes the scheduled times."""

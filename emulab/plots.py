@@ -5,10 +5,15 @@
 * fig4-used-capacity.png — used capacity of every pool element vs PUs, coloured by class (Fig. 4);
 * fig4b-class-shares.png — each class's share of all the work done vs PUs;
 * fig5-queuing.png, fig6-startup.png, fig7-processing.png — per-request times vs PUs (Figs. 5–7);
-* fig8-handling-speed.png — handling speed vs PUs with the UE's 200,000 calc/s line (Fig. 8);
+* fig8-handling-speed.png — handling speed per PU (completed calculations / total handling time, as
+  RSPLIB's "Average Handling Speed") vs PUs with the UE's 200,000 calc/s line (Fig. 8), and
+  fig8b-handling-speed-per-request.png the same per request;
 * coverage-<N>pus-run<R>.png — for runs with a coverage loss (``events.csv``): requests in service
   per element class over time and every Accept, with the loss shaded and the fail-over and
-  recovery times marked.
+  recovery times marked;
+* utilisation-<N>pus-run1.png — where the elements were sampled (``elements_timeline.csv``): each
+  element's used capacity second by second over the first run of every setting (a heat map, one
+  row per element, grouped by class), with any coverage loss marked.
 
 Times and speeds are drawn as the papers draw them: the mean (marker), a box from the 10 % to the
 90 % quantile and whiskers from the minimum to the maximum. With ``compare`` the second results are
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
@@ -30,7 +36,14 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from emulab.results import EventRecord, Results, load_events, load_results  # noqa: E402
+from emulab.results import (  # noqa: E402
+    EventRecord,
+    Results,
+    UsageSample,
+    load_events,
+    load_results,
+    load_usage_samples,
+)
 
 # The papers' Table 1 (M2EC/AINA 2021): average per-PU TOTAL queuing time over a 300 s run, in
 # seconds — THE PAPERS' NUMBERS, reference data only (from shared/reference/paper.md).
@@ -170,8 +183,10 @@ def fig_class_shares(results: Sequence[Results], out: Path) -> Path:
 
 def _box_plot(
     results: Sequence[Results], key: str, ylabel: str, title: str, path: Path,
-    scale: float = 1.0, reference: tuple[float, str] | None = None, log: bool = False,
+    scale: float = 1.0, reference: tuple[float, str] | None = None, log: bool = False, section: str | None = "times",
 ) -> Path:
+    """Mean, 10–90 % box and min–max whiskers of ``summary[setting][section][key]`` per setting
+    (``section=None``: ``summary[setting][key]``)."""
     settings = _settings(results)
     fig, ax = plt.subplots(figsize=(11, 6))
     width = 0.6 / len(results)
@@ -182,7 +197,7 @@ def _box_plot(
             st = res.summary["settings"].get(str(s))
             if st is None:
                 continue
-            v = st["times"][key]
+            v = (st[section] if section else st).get(key)
             if not v or v.get("mean") is None:
                 continue
             x = xi + (ri - 0.5 * (len(results) - 1)) * (width + 0.05)
@@ -238,10 +253,14 @@ def plot_results(results_dir: Path, compare: Path | None = None, out: Path | Non
                   out / "fig6-startup.png", log=True),
         _box_plot(res, "processing", "processing time per request [s]", "Processing time (papers' Fig. 7)",
                   out / "fig7-processing.png", log=True),
+        _box_plot(res, "pu_handling_speed", "handling speed per PU [1,000 calculations/s]",
+                  "Handling speed per PU (papers' Fig. 8)", out / "fig8-handling-speed.png", scale=1e-3,
+                  reference=(UE_CAPACITY / 1e3, "UE's own PE: 200,000 calc/s"), section=None),
         _box_plot(res, "handling_speed", "handling speed per request [1,000 calculations/s]",
-                  "Handling speed (papers' Fig. 8)", out / "fig8-handling-speed.png", scale=1e-3,
+                  "Handling speed per request", out / "fig8b-handling-speed-per-request.png", scale=1e-3,
                   reference=(UE_CAPACITY / 1e3, "UE's own PE: 200,000 calc/s")),
         *fig_coverage_timelines(results_dir, out),
+        *fig_utilisation_timelines(results_dir, out),
     ]
 
 
@@ -311,6 +330,69 @@ def _coverage_timeline(events: list[EventRecord], metrics: dict[str, Any], path:
     return _save(fig, path)
 
 
+def fig_utilisation_timelines(results_dir: Path, out: Path) -> list[Path]:
+    """Per setting, the first run's per-element utilisation over time (none without samples)."""
+    samples = load_usage_samples(results_dir)
+    if not samples:
+        return []
+    usage = load_results(results_dir, with_requests=False).usage
+    capacity = {u.element: u.capacity for u in usage}
+    events = load_events(results_dir)
+    paths = []
+    for setting in sorted({s.setting for s in samples}):
+        run = min(s.run for s in samples if s.setting == setting)
+        mine = [s for s in samples if (s.setting, s.run) == (setting, run)]
+        cuts = [e for e in events if (e.setting, e.run) == (setting, run) and e.event.startswith("coverage_")]
+        paths.append(_utilisation_heatmap(mine, capacity, cuts, setting, run,
+                                          out / f"utilisation-{setting}pus-run{run}.png"))
+    return paths
+
+
+def utilisation_grid(samples: list[UsageSample], capacity: dict[str, float]) -> tuple[list[str], np.ndarray]:
+    """Elements (UE, MEC, PMC order) and their used capacity in every second from 0 as a share of
+    their capacity, from the cumulative counters: what an interval between two samples used is
+    spread evenly over the seconds it covers."""
+    cls_of = {s.element: s.element_class for s in samples}
+    order = {c: i for i, c in enumerate(CLASS_LABELS)}
+    elements = sorted(cls_of, key=lambda n: (order.get(cls_of[n], 9), n))
+    bins = max(1, int(np.ceil(max(s.t for s in samples))))
+    grid = np.zeros((len(elements), bins))
+    for row, name in enumerate(elements):
+        pts = sorted((s.t, s.used_calculations) for s in samples if s.element == name)
+        for (t0, u0), (t1, u1) in zip(pts, pts[1:], strict=False):
+            if t1 <= max(t0, 0.0) or u1 < u0:
+                continue
+            rate = (u1 - u0) / (t1 - t0)
+            for b in range(max(0, int(t0)), min(bins, int(np.ceil(t1)))):
+                overlap = min(t1, b + 1) - max(t0, b)
+                if overlap > 0:
+                    grid[row, b] += rate * overlap
+        grid[row] /= capacity.get(name) or 1.0
+    return elements, grid
+
+
+def _utilisation_heatmap(samples: list[UsageSample], capacity: dict[str, float], cuts: list[EventRecord],
+                         setting: int, run: int, path: Path) -> Path:
+    elements, grid = utilisation_grid(samples, capacity)
+    bins = grid.shape[1]
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(elements) + 2.2))
+    im = ax.imshow(np.clip(grid, 0, 1), aspect="auto", interpolation="nearest", cmap="viridis", vmin=0, vmax=1,
+                   extent=(0, bins, len(elements) - 0.5, -0.5))
+    cls_of = {s.element: s.element_class for s in samples}
+    ax.set_yticks(range(len(elements)), [f"{n} ({CLASS_LABELS.get(cls_of[n], cls_of[n])})" for n in elements])
+    ax.set_xlabel("time since the pool users started [s]")
+    lost = next((e.t for e in cuts if e.event == "coverage_lost"), None)
+    back = next((e.t for e in cuts if e.event == "coverage_restored"), None)
+    for t, label in ((lost, "coverage lost"), (back, "coverage back")):
+        if t is not None:
+            ax.axvline(t, color="white", ls="--", lw=1.2)
+            ax.text(t, -0.6, label, color="black", fontsize=8, ha="center", va="bottom")
+    fig.colorbar(im, ax=ax, label="used capacity (share of the element's capacity)", pad=0.01)
+    ax.set_title(f"Used capacity per pool element over time — {setting} PUs, run {run}", fontsize=10,
+                 pad=14 if lost is not None else 6)
+    return _save(fig, path)
+
+
 def _distinct_labels(a: Results, b: Results) -> None:
     """Two runs of one kind (e.g. two simulations) get short labels that tell them apart."""
     if a.label != b.label:
@@ -331,7 +413,15 @@ def table1(results_dir: Path, compare: Path | None = None) -> Any:
     if compare is not None:
         res.append(load_results(compare, with_requests=False))
         _distinct_labels(res[0], res[1])
-    table = Table(title="Table 1: per-PU total queuing time over a run [s], beside the papers' values")
+    from rich.markup import escape
+
+    durations = sorted({r.manifest.get("scenario", {}).get("duration") for r in res} - {None})
+    caption = None
+    if any(d != 300 for d in durations):
+        caption = (f"runs of {', '.join(f'{d:g}' for d in durations)} s; the papers' runs are 300 s, and a total "
+                   "over a run grows with the run's length")
+    table = Table(title=escape("Table 1: per-PU total queuing time over a run [s], beside the papers' values"),
+                  caption=caption)
     table.add_column("PUs", justify="right")
     table.add_column("source")
     for col in ("mean", "min", "max", "10 %", "90 %"):

@@ -10,6 +10,8 @@ A results directory ``<base>/<YYYYmmdd-HHMMSS>-<name>/`` holds
   scalar names RSPLIB's ``calcappclient`` and ``rspserver -calcapp`` write;
 * ``events.csv`` (optional) — time-stamped events of runs with faults (``EventRecord``): every Accept,
   completion and coverage change, for the fail-over timeline;
+* ``elements_timeline.csv`` (optional) — every element's cumulative used calculations and job count
+  sampled over each run (``UsageSample``, 1 s apart on emulated runs): the used capacity over time;
 * optional extra files (``pcaps/`` …) added by the producer.
 
 Definitions follow RSPLIB's calcappclient (and the papers): queuing = queued → dequeued (a PU serves
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from emulab.errors import EmulabError
+from rserpool.services.calcapp import KEEPALIVE_INTERVAL
 
 FORMAT_VERSION = 1
 STATUSES: tuple[str, ...] = ("completed", "lost", "unfinished")
@@ -54,6 +57,7 @@ USAGE_FIELDS: tuple[str, ...] = (
     "max_requests", "accepted", "rejected",
 )
 EVENT_FIELDS: tuple[str, ...] = ("setting", "run", "t", "event", "pu", "request_id", "element", "element_class")
+SAMPLE_FIELDS: tuple[str, ...] = ("setting", "run", "t", "element", "element_class", "used_calculations", "jobs")
 EVENTS: tuple[str, ...] = ("accept", "complete", "coverage_lost", "coverage_restored")
 
 
@@ -143,6 +147,19 @@ class EventRecord:
     request_id: int | None = None
     element: str | None = None
     element_class: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSample:
+    """An element's cumulative used calculations and running jobs at time ``t`` of one run."""
+
+    setting: int
+    run: int
+    t: float
+    element: str
+    element_class: str
+    used_calculations: float
+    jobs: int
 
 
 # --------------------------------------------------------------------------- statistics
@@ -362,6 +379,16 @@ def _event_from_row(row: dict[str, str]) -> EventRecord:
                        element=row["element"] or None, element_class=row["element_class"] or None)
 
 
+def _sample_row(u: UsageSample) -> list[Any]:
+    return [u.setting, u.run, _f(u.t), u.element, u.element_class, _f(u.used_calculations), u.jobs]
+
+
+def _sample_from_row(row: dict[str, str]) -> UsageSample:
+    return UsageSample(setting=int(row["setting"]), run=int(row["run"]), t=float(row["t"]), element=row["element"],
+                       element_class=row["element_class"], used_calculations=float(row["used_calculations"]),
+                       jobs=int(row["jobs"]))
+
+
 def _usage_row(u: ElementUsage) -> list[Any]:
     return [u.setting, u.run, u.element, u.element_class, _f(u.capacity), _f(u.duration_s),
             _f(u.used_calculations), u.max_requests, u.accepted, u.rejected]
@@ -405,7 +432,8 @@ class _PUScalars:
     requests: int = 0
     accepts: int = 0
     rejects: int = 0
-    keepalives: int = 0
+    keepalives: int = 0  # sent by the PU
+    keepalive_acks: int = 0  # sent by the PU, answering the PE's keep-alives
 
 
 def _tally(pus: dict[str, _PUScalars], r: RequestRecord) -> None:
@@ -430,14 +458,27 @@ def _tally(pus: dict[str, _PUScalars], r: RequestRecord) -> None:
         proc = r.completed_at - r.accepted_at
         p.processing += proc
         p.handling += r.completed_at - r.queued_at
-        p.keepalives += int(proc // 5.0)
+        # estimates for producers without the PUs' counters (see set_pu_counters): calcappclient sends a
+        # Keep-Alive, and the PE one the PU acknowledges, every KeepAliveTransmissionInterval of a job
+        p.keepalives += int(proc // KEEPALIVE_INTERVAL)
+        p.keepalive_acks += int(proc // KEEPALIVE_INTERVAL)
+
+
+def _apply_counters(pus: dict[str, _PUScalars], counters: Mapping[str, Mapping[str, int]]) -> None:
+    """The PUs' own message counters replace what the records can only estimate."""
+    for name, c in counters.items():
+        p = pus.setdefault(name, _PUScalars())
+        p.requests, p.accepts, p.rejects = c.get("requests", p.requests), c.get("accepts", p.accepts), \
+            c.get("rejects", p.rejects)
+        p.keepalives, p.keepalive_acks = c.get("keepalives", p.keepalives), c.get("keepalive_acks", p.keepalive_acks)
 
 
 def sca_text(run: int, requests: Iterable[RequestRecord], usage: Iterable[ElementUsage]) -> tuple[str, dict[str, str]]:
     """One run's scalars in RSPLIB's format; also returns object name -> PU/element name.
 
-    Keep-alive counts are estimates (one every 5 s of processing, RSPLIB's default interval): the
-    records do not carry them.
+    The message counts come from the records here, keep-alives estimated (one each way every
+    KeepAliveTransmissionInterval of processing); ``ResultsWriter.set_pu_counters`` gives the
+    PUs' real counters instead where the producer has them (emulated runs).
     """
     pus: dict[str, _PUScalars] = {}
     for r in requests:
@@ -473,7 +514,7 @@ def _sca_from_tallies(
             ("CalcAppPU Total CalcAppRejects", str(p.rejects)),
             ("CalcAppPU Total CalcAppCompletes", str(p.completed)),
             ("CalcAppPU Total CalcAppKeepAlives", str(p.keepalives)),
-            ("CalcAppPU Total CalcAppKeepAliveAcks", str(p.keepalives)),
+            ("CalcAppPU Total CalcAppKeepAliveAcks", str(p.keepalive_acks)),
         ]
         for scalar_name, value in rows:
             _scalar(lines, obj, scalar_name, value)
@@ -535,6 +576,8 @@ class ResultsWriter:
         self._req.writerow(REQUEST_FIELDS)
         self._usage: list[ElementUsage] = []
         self._events: list[EventRecord] = []
+        self._samples: list[UsageSample] = []
+        self._pu_counters: dict[tuple[int, int], Mapping[str, Mapping[str, int]]] = {}
         # per-run, per-PU tallies for the .sca files: small even when the records are millions
         self._tallies: dict[tuple[int, int], dict[str, _PUScalars]] = defaultdict(dict)
         self._finished = False
@@ -556,6 +599,13 @@ class ResultsWriter:
     def add_events(self, records: Iterable[EventRecord]) -> None:
         self._events.extend(records)
 
+    def add_usage_samples(self, samples: Iterable[UsageSample]) -> None:
+        self._samples.extend(samples)
+
+    def set_pu_counters(self, setting: int, run: int, counters: Mapping[str, Mapping[str, int]]) -> None:
+        """Each PU's own message counters for one run (name -> requests/accepts/rejects/keepalives/...)."""
+        self._pu_counters[(setting, run)] = counters
+
     def add_file(self, src: Path, subdir: str = "pcaps") -> None:
         dest = self.path / subdir
         dest.mkdir(parents=True, exist_ok=True)
@@ -571,12 +621,14 @@ class ResultsWriter:
             w.writerow(USAGE_FIELDS)
             for u in self._usage:
                 w.writerow(_usage_row(u))
-        if self._events:
-            with open(self.path / "events.csv", "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(EVENT_FIELDS)
-                for e in sorted(self._events, key=lambda e: (e.setting, e.run, e.t)):
-                    w.writerow(_event_row(e))
+        for name, fields, rows, row_of in (("events.csv", EVENT_FIELDS, self._events, _event_row),
+                                           ("elements_timeline.csv", SAMPLE_FIELDS, self._samples, _sample_row)):
+            if rows:
+                with open(self.path / name, "w", newline="") as fh:
+                    w = csv.writer(fh)
+                    w.writerow(fields)
+                    for r in sorted(rows, key=lambda r: (r.setting, r.run, r.t)):
+                        w.writerow(row_of(r))
         self.manifest.setdefault("format", FORMAT_VERSION)
         self.manifest.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         _write_json(self.path / "manifest.json", self.manifest)
@@ -598,7 +650,9 @@ class ResultsWriter:
         sca_dir.mkdir(exist_ok=True)
         objects: dict[str, dict[str, str]] = {}
         for setting, run in keys:
-            text, objs = _sca_from_tallies(run, self._tallies.get((setting, run), {}), usage_by_run.get((setting, run), []))
+            tallies = self._tallies.get((setting, run), {})
+            _apply_counters(tallies, self._pu_counters.get((setting, run), {}))
+            text, objs = _sca_from_tallies(run, tallies, usage_by_run.get((setting, run), []))
             fname = f"{setting}pus-run{run}.sca"
             (sca_dir / fname).write_text(text)
             objects[fname] = objs
@@ -639,13 +693,22 @@ def iter_requests(path: Path) -> Iterable[RequestRecord]:
             yield _request_from_row(row)
 
 
-def load_events(path: Path) -> list[EventRecord]:
-    """A results directory's events.csv ([] when the runs had no faults)."""
-    f = Path(path) / "events.csv"
+def _load_optional_csv(path: Path, name: str, row_to: Any) -> list[Any]:
+    f = Path(path) / name
     if not f.is_file():
         return []
     with open(f, newline="") as fh:
-        return [_event_from_row(row) for row in csv.DictReader(fh)]
+        return [row_to(row) for row in csv.DictReader(fh)]
+
+
+def load_events(path: Path) -> list[EventRecord]:
+    """A results directory's events.csv ([] when the runs had no faults)."""
+    return _load_optional_csv(path, "events.csv", _event_from_row)
+
+
+def load_usage_samples(path: Path) -> list[UsageSample]:
+    """A results directory's elements_timeline.csv ([] when the producer sampled nothing)."""
+    return _load_optional_csv(path, "elements_timeline.csv", _sample_from_row)
 
 
 def load_results(path: Path, *, with_requests: bool = True) -> Results:

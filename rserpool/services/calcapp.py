@@ -16,6 +16,8 @@ Semantics kept from RSPLIB 3.4.4:
 Statistics: ``stats()`` gives RSPLIB's "CalcAppPE ..." scalars (used calculations, jobs accepted /
 rejected, uptime); with ``EMULAB_CALCAPP_STATS=<path>`` set, they are written there as JSON on
 close and on SIGUSR1, so an experiment can read each PE's used capacity without parsing logs.
+Then the PE also samples its cumulative used calculations and its job count every
+``SAMPLE_INTERVAL`` (1 s) on the wall clock (``series`` in the JSON): the used capacity over time.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ COOKIE_MAX_TIME = 5.0  # CookieMaxTime (s)
 COOKIE_MAX_CALCULATIONS = 5_000_000.0  # CookieMaxCalculations
 COOKIE = struct.Struct("!IQQ")  # struct CalcAppCookie (packed)
 STATS_ENV = "EMULAB_CALCAPP_STATS"
+SAMPLE_INTERVAL = 1.0  # s between samples of the used capacity (only with a statistics file)
 
 
 def encode_cookie(job_id: int, job_size: float, completed: float) -> bytes:
@@ -96,10 +99,22 @@ class CalcAppServer:
         self.completed_jobs = 0
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self.series: list[tuple[float, float, int]] = []  # (wall-clock time, used calculations, jobs)
+        self._sampler: asyncio.TimerHandle | None = None
         self.stats_path = stats_path if stats_path is not None else os.environ.get(STATS_ENV)
         if self.stats_path:
             with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
                 asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.write_stats)
+            with contextlib.suppress(RuntimeError):
+                self._sample()
+
+    def _sample(self) -> None:
+        """One sample of the used capacity now, and the next one in SAMPLE_INTERVAL."""
+        if self._closed:
+            return
+        self._update(time.monotonic())
+        self.series.append((time.time(), self.used_calculations, len(self.jobs)))
+        self._sampler = asyncio.get_running_loop().call_later(SAMPLE_INTERVAL, self._sample)
 
     # ------------------------------------------------------------------ load
 
@@ -275,6 +290,7 @@ class CalcAppServer:
             "completed": self.completed_jobs, "jobs": len(self.jobs),
             "utilisation": self.used_calculations / avail if avail > 0 else 0.0,
             "written_at": time.time(),
+            "series": [[round(t, 3), round(u, 1), n] for t, u, n in self.series],
         }
 
     def write_stats(self) -> None:
@@ -289,11 +305,14 @@ class CalcAppServer:
         if self._closed:
             return
         if self.stats_path:
+            self._update(time.monotonic())
+            self.series.append((time.time(), self.used_calculations, len(self.jobs)))  # the end, exactly
             with contextlib.suppress(OSError):
                 self.write_stats()
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._sampler):
+            if timer is not None:
+                timer.cancel()
         self.jobs.clear()
 
 

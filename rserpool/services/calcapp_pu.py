@@ -153,8 +153,10 @@ class CalcAppPU:
         self.busy = False  # a request is being served
         self._wakeup = asyncio.Event()
         self._generator: asyncio.Task[None] | None = None
+        # RSPLIB calcappclient's counters: Keep-Alives and Keep-Alive Acks are the ones this PU *sent*
+        # (TotalCalcAppKeepAlives / TotalCalcAppKeepAliveAcks); the PE's answers are counted apart.
         self.counters = {"requests": 0, "accepts": 0, "rejects": 0, "completes": 0, "keepalives": 0,
-                         "keepalive_acks": 0}
+                         "keepalive_acks": 0, "keepalive_acks_received": 0}
 
     async def run(self) -> None:
         await self.pu.start()
@@ -300,8 +302,9 @@ class CalcAppPU:
             elif msg.type == CalcAppType.KEEPALIVE:
                 with contextlib.suppress(ConnectionError):
                     s.send(CalcAppMessage(CalcAppType.KEEPALIVE_ACK, r.request_id))
+                    self.counters["keepalive_acks"] += 1
             elif msg.type == CalcAppType.KEEPALIVE_ACK:
-                self.counters["keepalive_acks"] += 1
+                self.counters["keepalive_acks_received"] += 1
 
     def records(self) -> list[dict[str, Any]]:
         return [r.to_dict(self.name) for r in self.requests]
@@ -315,6 +318,7 @@ class PURun:
     counters: dict[str, int]
     t0_epoch: float  # wall-clock time (time.time()) of the records' time 0
     elapsed: float  # seconds the PUs ran, drain included
+    counters_by_pu: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 async def run_pus(n: int, duration: float, config: PUConfig, params: PUParams, seed: int = 1,
@@ -345,4 +349,4 @@ async def run_pus(n: int, duration: float, config: PUConfig, params: PUParams, s
     for p in pus:
         for k, v in p.counters.items():
             totals[k] = totals.get(k, 0) + v
-    return PURun(records, totals, t0_epoch, elapsed)
+    return PURun(records, totals, t0_epoch, elapsed, {p.name: dict(p.counters) for p in pus})

@@ -135,6 +135,24 @@ def test_sca_files_use_rsplib_scalar_names(tmp_path: Path) -> None:
     assert values[("scenario.calcapppooluser[1]", "CalcAppPU Total Jobs Completed")] == 1
 
 
+def test_sca_files_take_the_pus_own_counters(tmp_path: Path) -> None:
+    reqs, usage = _records()
+    w = ResultsWriter(tmp_path, "counters", MANIFEST)
+    w.add_requests(reqs)
+    w.add_usage(usage)
+    w.set_pu_counters(2, 1, {"pu1": {"requests": 5, "accepts": 2, "rejects": 3, "keepalives": 7, "keepalive_acks": 4}})
+    path = w.finish()
+    run1 = parse_sca((path / "sca" / "2pus-run1.sca").read_text())
+    pu1 = "scenario.calcapppooluser[0]"
+    assert [run1[(pu1, f"CalcAppPU Total CalcApp{k}")] for k in ("Requests", "Accepts", "Rejects", "KeepAlives",
+                                                                 "KeepAliveAcks")] == [5, 2, 3, 7, 4]
+    # pu2 has no counters: estimated from its records (one completed request of 2 s processing)
+    pu2 = "scenario.calcapppooluser[1]"
+    assert run1[(pu2, "CalcAppPU Total CalcAppRequests")] == 1 and run1[(pu2, "CalcAppPU Total CalcAppKeepAlives")] == 0
+    run2 = parse_sca((path / "sca" / "2pus-run2.sca").read_text())  # counters of run 1 only
+    assert run2[(pu1, "CalcAppPU Total CalcAppRequests")] == 1
+
+
 def test_sca_text_pe_values() -> None:
     _reqs, usage = _records()
     text, objects = sca_text(1, [], [u for u in usage if u.run == 1])
