@@ -124,7 +124,7 @@ class RegistrarConfig:
     peer_max_time_last_heard: float = 5.0
     peer_max_time_no_response: float = 5.0
     takeover_expiry: float = 5.0
-    mentor_hunt_timeout: float = 5.0  # kept for the banner; peers are found without a mentor phase
+    mentor_hunt_timeout: float = 5.0  # wait for a mentor's handlespace before announcing (rserpool.enrp)
     enrp_multicast: bool = False  # Presences to/from enrp_group (off: static peers only)
     enrp_group: str = tp.ENRP_ANNOUNCE_GROUP
     enrp_group_port: int = tp.ENRP_PORT
@@ -242,6 +242,64 @@ class RateTracker:
 # Per-connection handlers
 
 
+class _CoalescingConn:
+    """A TCP ASAP connection whose outgoing messages of one event-loop iteration leave in one write.
+
+    Why: a PU keeping several Handle Resolutions in flight gets several answered per ``recv``, and
+    writing each answer on its own cost one ``send()`` system call per resolution (strace of
+    benchmarks/registrar.py: two ``sendto`` per ``recvfrom``); coalescing cut the registrar's
+    system CPU time per resolution by about 40 % there. The flush is queued with ``call_soon``, so
+    it runs right after the callbacks of this iteration (one non-blocking ``epoll_wait`` later):
+    order is kept, latency grows by microseconds. A burst of keep-alives to one PE farm connection
+    leaves in one write too. Only ``Framing.ASAP`` over TCP is wrapped, where each message carries
+    its own length (and the PPID is implied); SCTP (one user message per ASAP message) and tagged
+    framing are not.
+    """
+
+    __slots__ = ("conn", "_out", "_loop")
+    kind = "tcp"
+
+    def __init__(self, conn: tp.TCPMessageProtocol, loop: asyncio.AbstractEventLoop) -> None:
+        self.conn = conn
+        self._out: list[bytes] = []
+        self._loop = loop
+
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        return self.conn.peer
+
+    @property
+    def local(self) -> tuple[str, int] | None:
+        return self.conn.local
+
+    @property
+    def user_data(self) -> object:
+        return self.conn.user_data
+
+    def send(self, data: bytes, ppid: int = tp.PPID_ASAP) -> None:
+        out = self._out
+        if not out:
+            self._loop.call_soon(self._flush)
+        out.append(data)
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            self.conn.send(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def close(self) -> None:
+        self._flush()  # a graceful close delivers what was said before it
+        self.conn.close()
+
+    def abort(self) -> None:
+        self._out.clear()  # an abort (RSPLIB: SCTP ABORT) drops it, as the kernel would
+        self.conn.abort()
+
+    def is_closing(self) -> bool:
+        return self.conn.is_closing()
+
+
 class _Peer:
     """State of one ASAP connection (a PE's or a PU's association with us)."""
 
@@ -256,6 +314,9 @@ class _Peer:
         self.outbound = False  # our connection to a taken-over PE's user transport
 
     def connection_made(self, conn: tp.MessageConnection) -> None:
+        loop = self.registrar._loop
+        if isinstance(conn, tp.TCPMessageProtocol) and conn.framing is tp.Framing.ASAP and loop is not None:
+            conn = _CoalescingConn(conn, loop)
         self.conn = conn
         self.peer_host = conn.peer[0] if conn.peer else "?"
         self.registrar._peers.add(self)
@@ -289,6 +350,7 @@ class Registrar:
         self._ka_timers: dict[tuple[bytes, int], asyncio.TimerHandle] = {}
         self._expiry_timers: dict[tuple[bytes, int], asyncio.TimerHandle] = {}
         self._pe_cache: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
+        self._hr_heads: dict[bytes, bytes] = {}  # pool handle -> its Pool Handle TLV (handle resolution)
         self._announcer: asyncio.Task[None] | None = None
         self._sender: tp.MulticastSender | None = None
         self._logged: set[tuple[str, str]] = set()
@@ -593,20 +655,29 @@ class Registrar:
         if not selected:
             conn.send(self._hr_error(handle, CauseCode.UNKNOWN_POOL_HANDLE))
             return
+        # Everything but the selection is cached bytes: the Pool Handle TLV per pool, the Pool
+        # Element and Pool Policy TLVs per entry (until it changes); one join builds the message.
+        heads = self._hr_heads
+        head = heads.get(handle)
+        if head is None:
+            if len(heads) >= 4096:  # only existing pools get here; bound it anyway as pools come and go
+                heads.clear()
+            head = heads[handle] = encode_tlv(0x0009, handle)
         cache = self._pe_cache
-        parts = [encode_tlv(0x0009, handle)]
-        first = True
+        parts = [b"", head]
+        size = 4 + len(head)
         for e in selected:
             key = (handle, e.identifier)
             c = cache.get(key)
             if c is None:
                 c = cache[key] = self._encode_entry(e)
-            if first:
+            if len(parts) == 2:  # the pool's policy is the first PE's (RSPLIB)
                 parts.append(c[1])
-                first = False
+                size += len(c[1])
             parts.append(c[0])
-        body = b"".join(parts)
-        conn.send(_HDR.pack(0x06, 0, 4 + len(body)) + body)
+            size += len(c[0])
+        parts[0] = _HDR.pack(0x06, 0, size)
+        conn.send(b"".join(parts))
 
     def _hr_error(self, handle: bytes, cause: int) -> bytes:
         body = encode_tlv(0x0009, handle) + operation_error(cause).encode()
@@ -723,6 +794,8 @@ class Registrar:
 
     async def _announce_loop(self) -> None:
         assert self._sender is not None
+        if self.enrp is not None:  # RSPLIB: no announces before the mentor hunt is over
+            await self.enrp.ready.wait()
         while True:
             self._sender.send(self.announce_message())
             self.stats["announce"] += 1

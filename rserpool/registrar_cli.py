@@ -112,7 +112,9 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]], event_loop: st
               help="Wait [s] for that answer before the peer is declared dead (takeover).")
 @click.option("--takeover-expiry", default=5.0, show_default=True,
               help="Wait [s] for Init Takeover Acks before taking over anyway.")
-@click.option("--mentor-hunt-timeout", default=5.0, show_default=True, help="RSPLIB mentor hunt timeout [s] (banner only).")
+@click.option("--mentor-hunt-timeout", default=5.0, show_default=True,
+              help="Wait [s] at start for a peer (mentor) to download the handlespace from before "
+                   "announcing; ends early when the download is complete.")
 @click.option("--max-elements-per-ht-request", default=128, show_default=True,
               help="PEs per Handle Table Response piece.")
 @click.option("--mirror-lifetime", type=float, default=None,
@@ -314,86 +316,3 @@ def pu_cmd(registrars: tuple[str, ...], pool: str, count: int | None, as_json: b
     except tp.TransportError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(rc)
-
-
-@click.command("hsdump")
-@click.option("--registrar", required=True,
-              help="Registrar's ENRP endpoint ADDR[:PORT] (port 9901 by default; see 'registrar --enrp-listen').")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--timeout", type=float, default=5.0, show_default=True)
-@_transport_option
-def hsdump_cmd(registrar: str, as_json: bool, timeout: float, transport: str | None) -> None:
-    """Print a registrar's handlespace (fetched over ENRP like RSPLIB's hsdump)."""
-    from rserpool.hsdump import fetch_handlespace
-
-    host, port = parse_endpoint(registrar, tp.ENRP_PORT, "127.0.0.1")
-    try:
-        dump = asyncio.run(fetch_handlespace(host, port, kind=transport, timeout=timeout))
-    except (TimeoutError, OSError) as exc:
-        raise click.ClickException(f"cannot dump {format_endpoint(host, port)}: {exc or 'timeout'}") from None
-    click.echo(json.dumps(dump.to_dict(), indent=2) if as_json else dump.format())
-
-
-async def fetch_peers(host: str, port: int = tp.ENRP_PORT, *, kind: str | None = None,
-                      timeout: float = 5.0) -> dict[str, object]:
-    """A registrar's peer list (ENRP List Request) and handlespace size (Handle Table Request)."""
-    import random
-
-    from rserpool.hsdump import _Collector, fetch_handlespace
-    from rserpool.wire import ListRequest, ListResponse
-
-    col = _Collector()
-    conn = await tp.connect(col, host, port, tp.Framing.ASAP, kind=kind, timeout=timeout)
-    try:
-        conn.send(ListRequest(sender_id=random.randint(1, 0xFFFFFFFF)).encode(), tp.PPID_ENRP)
-        while True:
-            msg = await asyncio.wait_for(col.queue.get(), timeout)
-            if isinstance(msg, BaseException):
-                raise ConnectionError(str(msg))
-            if isinstance(msg, ListResponse):
-                break
-    finally:
-        conn.close()
-    dump = await fetch_handlespace(host, port, kind=kind, timeout=timeout)
-    peers = []
-    for s in msg.servers:
-        t = s.transport
-        addr = format_endpoint(t.addresses[0], t.port) if t is not None and t.addresses else None
-        peers.append({"identifier": s.server_id, "identifier_hex": f"0x{s.server_id:08x}", "address": addr})
-    return {"registrar": format_endpoint(host, port), "identifier": msg.sender_id,
-            "identifier_hex": f"0x{msg.sender_id:08x}", "element_count": dump.element_count,
-            "pool_count": len(dump.pools), "peers": peers}
-
-
-@click.command("peers")
-@click.option("--registrar", "registrars", multiple=True, required=True,
-              help="Registrar's ENRP endpoint ADDR[:PORT] (port 9901 by default); repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per registrar, in a list).")
-@click.option("--timeout", type=float, default=5.0, show_default=True)
-@_transport_option
-def peers_cmd(registrars: tuple[str, ...], as_json: bool, timeout: float, transport: str | None) -> None:
-    """Print each registrar's ENRP peers and handlespace size."""
-    async def main() -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
-        for r in registrars:
-            host, port = parse_endpoint(r, tp.ENRP_PORT, "127.0.0.1")
-            try:
-                out.append(await fetch_peers(host, port, kind=transport, timeout=timeout))
-            except (TimeoutError, OSError) as exc:
-                out.append({"registrar": format_endpoint(host, port), "error": str(exc) or "timeout"})
-        return out
-
-    results = asyncio.run(main())
-    if as_json:
-        click.echo(json.dumps(results))
-        return
-    for res in results:
-        if "error" in res:
-            click.echo(f"{res['registrar']}: error: {res['error']}")
-            continue
-        peers = res["peers"]
-        assert isinstance(peers, list)
-        click.echo(f"Registrar ${res['identifier']:08x} at {res['registrar']}: {res['element_count']} PE(s) in "
-                   f"{res['pool_count']} pool(s), {len(peers)} peer(s)")
-        for p in peers:
-            click.echo(f"  peer ${p['identifier']:08x} {p['address'] or '?'}")

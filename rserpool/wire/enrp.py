@@ -5,6 +5,7 @@ Every ENRP message starts with the sender's and receiver's server IDs (receiver 
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -18,6 +19,7 @@ from rserpool.wire.params import (
     PoolElementChecksum,
     PoolHandle,
     ServerInformation,
+    UnknownParameter,
 )
 
 
@@ -267,3 +269,35 @@ def decode_enrp(data: bytes) -> EnrpMessage:
     return decode_with(ENRP_MESSAGES, "ENRP", data)  # type: ignore[arg-type,return-value]
 
 
+def peek_ids(data: bytes) -> tuple[int, int] | None:
+    """(sender ID, receiver ID) of raw ENRP bytes, without decoding the rest.
+
+    Every ENRP message starts its body with these two IDs, so they can be read even from a message
+    of an unknown type (to address the ENRP Error that reports it)."""
+    if len(data) < 4 + _IDS.size:
+        return None
+    return _IDS.unpack_from(data, 4)  # type: ignore[return-value]
+
+
+def unrecognized_parameters(msg: EnrpMessage) -> list[UnknownParameter]:
+    """Every parameter of `msg` the codec did not recognise, in message order.
+
+    Unknown parameters end up in the ``extra`` of the message or of a container parameter (Pool
+    Element, Server Information, transport parameters), at any depth; the receiver applies their
+    action bits (RFC 5354 section 2.1) to all of them, so they are collected from everywhere."""
+    out: list[UnknownParameter] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, UnknownParameter):
+            out.append(obj)
+        elif isinstance(obj, tuple):
+            for item in obj:
+                walk(item)
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                if isinstance(value, (tuple, Parameter, HandleTableEntry)):
+                    walk(value)
+
+    walk(msg)
+    return out

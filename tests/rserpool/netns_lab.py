@@ -1,5 +1,9 @@
 """A throwaway lab for root tests: network namespaces on one bridge, `rserpool` processes in them,
-all removed by ``close()`` whatever happened. Shared by the registrar/PE/PU and ENRP namespace tests."""
+all removed by ``close()`` whatever happened. Shared by the registrar/PE/PU and ENRP namespace tests.
+
+Faults: ``cut(ns)`` takes the bridge end of a namespace's veth down (packets into it vanish, as
+in a coverage loss: the namespace's own interface stays up, so nothing fails fast), ``heal(ns)``
+brings it back; a process is killed with its ``Popen`` (``send_signal(SIGKILL)``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRIPT = Path(sys.executable).parent / "rserpool"
@@ -37,6 +42,7 @@ class Lab:
         self.spawn_stdout = spawn_stdout
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[str]] = []
+        self._logs: list[IO[str]] = []
 
     def add_ns(self, name: str) -> str:
         ns = f"{self.tag}{name}"
@@ -50,8 +56,12 @@ class Lab:
         sh("ip", "-n", self.hub, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.hub, "link", "set", "br0", "up")
 
+    def _veth(self, ns: str) -> tuple[str, str]:
+        """(inner, outer) names of the veth pair that attaches ``ns`` to the bridge."""
+        return f"{ns[-self.name_chars:]}i", f"{ns[-self.name_chars:]}o"
+
     def attach(self, ns: str, host: int, multicast_route: bool = True) -> str:
-        inner, outer = f"{ns[-self.name_chars:]}i", f"{ns[-self.name_chars:]}o"
+        inner, outer = self._veth(ns)
         sh("ip", "link", "add", inner, "netns", ns, "type", "veth", "peer", "name", outer, "netns", self.hub)
         sh("ip", "-n", self.hub, "link", "set", outer, "master", "br0", "up")
         addr = f"{self.subnet}.{host}"
@@ -61,9 +71,23 @@ class Lab:
             sh("ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", inner)
         return addr
 
-    def spawn(self, ns: str, *args: str) -> subprocess.Popen[str]:
+    def cut(self, ns: str) -> None:
+        """Cut ``ns`` off the bridge: its veth's bridge end goes down."""
+        sh("ip", "-n", self.hub, "link", "set", self._veth(ns)[1], "down")
+
+    def heal(self, ns: str) -> None:
+        """Undo ``cut``."""
+        sh("ip", "-n", self.hub, "link", "set", self._veth(ns)[1], "up")
+
+    def spawn(self, ns: str, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+        """Start ``rserpool ARGS`` in ``ns``. Its stderr is a pipe, or with ``log`` that file (for
+        long-running chatty processes: a pipe nobody reads would fill up and block them)."""
+        stderr: int | IO[str] = subprocess.PIPE
+        if log is not None:
+            stderr = open(log, "w")  # closed in close()
+            self._logs.append(stderr)
         p = subprocess.Popen(["ip", "netns", "exec", ns, *RSERPOOL, *args], cwd=ROOT, text=True,
-                             stdout=self.spawn_stdout, stderr=subprocess.PIPE)
+                             stdout=self.spawn_stdout, stderr=stderr)
         self.procs.append(p)
         return p
 
@@ -81,6 +105,8 @@ class Lab:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
+        for f in self._logs:
+            f.close()
         for ns in reversed(self.namespaces):  # deleting a namespace deletes its veth ends
             sh("ip", "netns", "del", ns, check=False)
 
