@@ -7,7 +7,21 @@ persistent TCP connections, each connection keeping ``--depth`` requests in flig
 measured per request (send to response, FIFO per connection). The last line printed is one JSON
 object with ``resolutions_per_s``, ``p50_ms`` and ``p99_ms``.
 
-Usage: python benchmarks/registrar.py [--quick] [--clients N] [--connections C] [--depth D]
+Two modes:
+
+* closed loop (default): every connection keeps ``--depth`` requests in flight, so the registrar
+  runs flat out; ``resolutions_per_s`` is its capacity and the latencies are those of a saturated,
+  CPU-bound registrar.
+* ``--rate R``: open loop, R requests per second in all (spread over the connections, sent every
+  millisecond whatever the answers do), the way many independent PUs load a registrar; the
+  latencies are those at that load, e.g. at the goal's 10,000/s.
+
+The machine is shared: a registrar preempted by other work answers late whatever its code does.
+So the JSON also has ``registrar_cpu_us_per_resolution`` (the registrar process's user+system CPU
+time over the run, from /proc, divided by the resolutions answered; it includes the PE farm's
+keep-alive traffic, 200 messages/s for 1,000 PEs) and ``loadavg_1m`` at start and end.
+
+Usage: python benchmarks/registrar.py [--quick] [--clients N] [--connections C] [--depth D] [--rate R]
 """
 
 from __future__ import annotations
@@ -98,18 +112,29 @@ async def farm_main(port: int, n: int) -> None:
 
 
 class Client(asyncio.Protocol):
+    """One connection. Closed loop (``depth`` > 0): each answer triggers the next request.
+    Paced (``depth`` 0): requests go out only through ``send()``."""
+
     def __init__(self, depth: int, stats: dict[str, list[float]], req: bytes) -> None:
         self.depth, self.stats, self.req = depth, stats, req
         self.sent: collections.deque[float] = collections.deque()
         self.buf = bytearray()
         self.recording = False
+        self.answered = 0  # warm-up included: the registrar's CPU time is divided by all of them
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport
         now = time.perf_counter()
         for _ in range(self.depth):
             self.sent.append(now)
-        transport.write(self.req * self.depth)  # type: ignore[attr-defined]
+        if self.depth:
+            transport.write(self.req * self.depth)  # type: ignore[attr-defined]
+
+    def send(self, n: int) -> None:
+        now = time.perf_counter()
+        for _ in range(n):
+            self.sent.append(now)
+        self.t.write(self.req * n)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -127,23 +152,45 @@ class Client(asyncio.Protocol):
             del buf[:pos]
         now = time.perf_counter()
         lat = self.stats["lat"]
+        self.answered += done
         for _ in range(done):
             t0 = self.sent.popleft()
             if self.recording:
                 lat.append(now - t0)
-            self.sent.append(now)
-        if done:
+        if done and self.depth:
+            for _ in range(done):
+                self.sent.append(now)
             self.t.write(self.req * done)  # type: ignore[attr-defined]
 
 
-async def client_main(port: int, connections: int, depth: int, warmup: float, duration: float) -> None:
+async def pace(protos: list[Client], rate: float, stop: asyncio.Event) -> None:
+    """Open loop: ``rate`` requests per second over ``protos`` in turn, topped up every millisecond
+    (the event loop's timer resolution) to what is due by the clock, so a late wake-up sends more."""
+    t0 = time.perf_counter()
+    i = 0
+    while not stop.is_set():
+        due = int((time.perf_counter() - t0) * rate)
+        burst = [0] * len(protos)
+        while i < due:
+            burst[i % len(protos)] += 1
+            i += 1
+        for p, n in zip(protos, burst, strict=True):
+            if n:
+                p.send(n)
+        await asyncio.sleep(0.001)
+
+
+async def client_main(port: int, connections: int, depth: int, warmup: float, duration: float,
+                      rate: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     stats: dict[str, list[float]] = {"lat": []}
     req = HandleResolution(pool_handle=POOL).encode()
     protos = []
     for _ in range(connections):
-        _, p = await loop.create_connection(lambda: Client(depth, stats, req), "127.0.0.1", port)
+        _, p = await loop.create_connection(lambda: Client(0 if rate else depth, stats, req), "127.0.0.1", port)
         protos.append(p)
+    stop = asyncio.Event()
+    pacer = asyncio.ensure_future(pace(protos, rate, stop)) if rate else None
     await asyncio.sleep(warmup)
     for p in protos:
         p.recording = True
@@ -152,9 +199,23 @@ async def client_main(port: int, connections: int, depth: int, warmup: float, du
     for p in protos:
         p.recording = False
     elapsed = time.perf_counter() - t0
+    stop.set()
+    if pacer is not None:
+        await pacer
     lat = stats["lat"]
-    print(json.dumps({"count": len(lat), "elapsed": elapsed, "lat": sorted(lat)[:: max(1, len(lat) // 20000)]}),
-          flush=True)
+    print(json.dumps({"count": len(lat), "elapsed": elapsed, "answered": sum(p.answered for p in protos),
+                      "lat": sorted(lat)[:: max(1, len(lat) // 20000)]}), flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc/PID/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> float:
+    return os.getloadavg()[0]
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -173,7 +234,9 @@ def main() -> None:
     ap.add_argument("--pes", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=1, help="client processes")
     ap.add_argument("--connections", type=int, default=4, help="TCP connections per client")
-    ap.add_argument("--depth", type=int, default=2, help="requests in flight per connection")
+    ap.add_argument("--depth", type=int, default=2, help="requests in flight per connection (closed loop)")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="open loop: requests per second over all clients (0: closed loop)")
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                     help="registrar's event loop (auto: uvloop if installed)")
@@ -186,7 +249,7 @@ def main() -> None:
         asyncio.run(farm_main(args.port, args.pes))
         return
     if args.role == "client":
-        asyncio.run(client_main(args.port, args.connections, args.depth, 1.0, duration))
+        asyncio.run(client_main(args.port, args.connections, args.depth, 1.0, duration, args.rate))
         return
 
     port = free_port()
@@ -204,8 +267,9 @@ def main() -> None:
         procs.append(p)
         return p
 
+    load0 = loadavg()
     try:
-        spawn(reg_cmd, [reg_cpu])
+        registrar = spawn(reg_cmd, [reg_cpu])
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -220,18 +284,25 @@ def main() -> None:
         assert farm.stdout is not None
         if farm.stdout.readline().strip() != b"registered":
             raise SystemExit("PE farm failed")
+        load_desc = (f"open loop, {args.rate:g}/s in all" if args.rate
+                     else f"closed loop, depth {args.depth}")
         print(f"registrar on CPU {reg_cpu}, {args.pes} PEs registered; {args.clients} client process(es) x "
-              f"{args.connections} connection(s) x depth {args.depth}, {duration:g} s", flush=True)
+              f"{args.connections} connection(s), {load_desc}, {duration:g} s; load average {load0:.2f}",
+              flush=True)
+        cpu0 = cpu_seconds(registrar.pid)
         clients = [spawn(me + ["--role", "client", "--connections", str(args.connections), "--depth",
-                               str(args.depth), "--duration", str(duration)], client_cpus, subprocess.PIPE)
+                               str(args.depth), "--duration", str(duration), "--rate",
+                               str(args.rate / args.clients)], client_cpus, subprocess.PIPE)
                    for _ in range(args.clients)]
-        total, elapsed, lat = 0, 0.0, []
+        total, answered, elapsed, lat = 0, 0, 0.0, []
         for c in clients:
             out, _ = c.communicate(timeout=duration + 30)
             r = json.loads(out.decode().strip().splitlines()[-1])
             total += r["count"]
+            answered += r["answered"]
             elapsed = max(elapsed, r["elapsed"])
             lat += r["lat"]
+        cpu = cpu_seconds(registrar.pid) - cpu0
     finally:
         for p in procs:
             if p.poll() is None:
@@ -243,12 +314,17 @@ def main() -> None:
                 p.kill()
     rate = total / elapsed if elapsed else 0.0
     p50, p99 = pct(lat, 0.50) * 1000, pct(lat, 0.99) * 1000
+    cpu_us = cpu / answered * 1e6 if answered else float("nan")
+    load1 = loadavg()
     print(f"handle resolutions: {total} in {elapsed:.2f} s = {rate:,.0f}/s; latency p50 {p50:.3f} ms, "
-          f"p99 {p99:.3f} ms")
+          f"p99 {p99:.3f} ms; registrar CPU {cpu_us:.1f} us per resolution; load average {load0:.2f} -> "
+          f"{load1:.2f}")
     print(json.dumps({"resolutions_per_s": round(rate, 1), "p50_ms": round(p50, 4), "p99_ms": round(p99, 4),
+                      "registrar_cpu_us_per_resolution": round(cpu_us, 2),
+                      "mode": "open" if args.rate else "closed", "offered_per_s": args.rate or None,
                       "pes": args.pes, "clients": args.clients, "connections": args.connections,
                       "depth": args.depth, "duration_s": duration, "transport": "tcp",
-                      "event_loop": args.event_loop}))
+                      "event_loop": args.event_loop, "loadavg_1m": [round(load0, 2), round(load1, 2)]}))
 
 
 if __name__ == "__main__":

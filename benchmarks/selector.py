@@ -3,8 +3,8 @@
 The operation mix is what a registrar does under CalcApp load with the Least Used policy:
 select 3 PEs (the first gets a new sequence number), then the chosen PE re-registers with a new
 load (re-key); every 50th operation one PE deregisters and a new one registers. Pools of 10,
-1,000 and 100,000 PEs, for ``rserpool._selector`` (treap in C) and ``PySelector`` (bisect on a
-list). The last line is one JSON object (``speedup_100k`` etc.).
+1,000 and 100,000 PEs, for ``rserpool._selector`` (C: B+-tree with per-child value sums plus an
+item hash table) and ``PySelector`` (bisect on a list). The last line is one JSON object (``speedup_100k`` etc.).
 
 Usage: python benchmarks/selector.py [--quick]
 """

@@ -26,12 +26,14 @@ main.add_command(pe_cmd)
 from rserpool.registrar_cli import pu_cmd  # noqa: E402
 
 main.add_command(pu_cmd)
-from rserpool.registrar_cli import hsdump_cmd  # noqa: E402
+# hsdump and peers live with the ENRP client code; without --registrar they find registrars by
+# multicast announce, as pe/pu/calcapp-pu do
+from rserpool.hsdump import hsdump_cmd  # noqa: E402
 
 main.add_command(hsdump_cmd)
 from rserpool.services.calcapp_cli import calcapp_pu_cmd  # noqa: E402
 
 main.add_command(calcapp_pu_cmd)
-from rserpool.registrar_cli import peers_cmd  # noqa: E402
+from rserpool.hsdump import peers_cmd  # noqa: E402
 
 main.add_command(peers_cmd)

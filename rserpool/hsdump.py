@@ -5,22 +5,33 @@ the registrar's ENRP port (9901), introduce itself with an ENRP Presence, send a
 Handle Table Request, and collect Handle Table Responses until one comes without "more to send"
 (asking again for the next part each time). It works against this package's registrar (which runs
 an ENRP responder for exactly this) and, over SCTP, against RSPLIB's ``rspregistrar``.
+
+Without ``--registrar`` the commands ``hsdump`` and ``peers`` find registrars the way PEs and PUs
+do: by the ASAP Server Announces on 239.0.0.50:3863 (``session.RegistrarDiscovery``). An announce
+names the registrar's ASAP endpoint only, so the ENRP endpoint is taken to be the announcing host
+at ``--enrp-port`` (9901, RSPLIB's and ``rserpool registrar``'s default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import click
+
 from rserpool import transport as tp
-from rserpool.session import PEInfo
+from rserpool.registrar_cli import _announce_options, _transport_option
+from rserpool.session import ANNOUNCE_TIMEOUT, PEInfo, RegistrarDiscovery
+from rserpool.transport import format_endpoint, parse_endpoint
 from rserpool.wire import (
     CodecError,
     HandleTableRequest,
     HandleTableResponse,
     ListRequest,
+    ListResponse,
     Presence,
     SctpTransport,
     ServerInformation,
@@ -121,3 +132,160 @@ async def fetch_handlespace(host: str, port: int = tp.ENRP_PORT, *, kind: str | 
             conn.send(HandleTableRequest(sender_id=me, receiver_id=msg.sender_id).encode(), tp.PPID_ENRP)
     finally:
         conn.close()
+
+
+async def fetch_peers(host: str, port: int = tp.ENRP_PORT, *, kind: str | None = None,
+                      timeout: float = 5.0) -> dict[str, object]:
+    """A registrar's peer list (ENRP List Request) and handlespace size (Handle Table Request)."""
+    col = _Collector()
+    conn = await tp.connect(col, host, port, tp.Framing.ASAP, kind=kind, timeout=timeout)
+    try:
+        conn.send(ListRequest(sender_id=random.randint(1, 0xFFFFFFFF)).encode(), tp.PPID_ENRP)
+        while True:
+            msg = await asyncio.wait_for(col.queue.get(), timeout)
+            if isinstance(msg, BaseException):
+                raise ConnectionError(str(msg))
+            if isinstance(msg, ListResponse):
+                break
+    finally:
+        conn.close()
+    dump = await fetch_handlespace(host, port, kind=kind, timeout=timeout)
+    peers = []
+    for s in msg.servers:
+        t = s.transport
+        addr = format_endpoint(t.addresses[0], t.port) if t is not None and t.addresses else None
+        peers.append({"identifier": s.server_id, "identifier_hex": f"0x{s.server_id:08x}", "address": addr})
+    return {"registrar": format_endpoint(host, port), "identifier": msg.sender_id,
+            "identifier_hex": f"0x{msg.sender_id:08x}", "element_count": dump.element_count,
+            "pool_count": len(dump.pools), "peers": peers}
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding registrars without --registrar
+
+ANNOUNCE_SETTLE = 1.25  # after the first announce, listen this long for others (longest jittered cycle)
+
+
+@dataclass(frozen=True)
+class AnnouncedRegistrar:
+    """A registrar heard by its ASAP Server Announce."""
+
+    identifier: int
+    asap_endpoints: tuple[tuple[str, int], ...]
+
+    def enrp_endpoint(self, port: int = tp.ENRP_PORT) -> tuple[str, int]:
+        """Where its ENRP port (hsdump's) should be: the announced host, ``port``."""
+        return (self.asap_endpoints[0][0], port)
+
+
+async def discover_registrars(*, timeout: float = ANNOUNCE_TIMEOUT, settle: float = 0.0,
+                              group: str = tp.ASAP_ANNOUNCE_GROUP, port: int = tp.ASAP_PORT,
+                              interface: str | None = None, kind: str | None = None) -> list[AnnouncedRegistrar]:
+    """Registrars announcing themselves within ``timeout`` seconds (empty list if none).
+
+    Returns as soon as the first is heard, or ``settle`` seconds later to hear the others too.
+    Uses the PE/PU discovery (``RegistrarDiscovery``), so the same group, port and interface
+    rules apply (an announce older than 5 s no longer counts).
+    """
+    disc = RegistrarDiscovery(use_announce=True, group=group, port=port, interface=interface, kind=kind)
+    await disc.start()
+    try:
+        if await disc.wait_for_candidates(timeout) and settle > 0:
+            await asyncio.sleep(settle)  # the point is to keep listening: nothing to wait *for*
+        return [AnnouncedRegistrar(sid, tuple(eps)) for sid, eps in disc.announced().items()]
+    finally:
+        disc.close()
+
+
+def _discover_or_fail(timeout: float, settle: float, announce_address: str, announce_interface: str | None,
+                      transport: str | None) -> list[AnnouncedRegistrar]:
+    group, gport = tp.parse_endpoint(announce_address, tp.ASAP_PORT)
+    found = asyncio.run(discover_registrars(timeout=timeout, settle=settle, group=group, port=gport,
+                                            interface=announce_interface, kind=transport))
+    if not found:
+        raise click.ClickException(
+            f"no registrar announced itself on {tp.format_endpoint(group, gport)} within {timeout:g} s: "
+            "give --registrar (or --announce-interface where there is no multicast route)")
+    return found
+
+
+def _found_note(reg: AnnouncedRegistrar, endpoint: tuple[str, int]) -> None:
+    click.echo(f"registrar ${reg.identifier:08x} found by announce, ENRP endpoint "
+               f"{tp.format_endpoint(*endpoint)}", err=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands (registrars by --registrar, or found by their announces)
+
+
+@click.command("hsdump")
+@click.option("--registrar", default=None,
+              help="Registrar's ENRP endpoint ADDR[:PORT] (port 9901 by default; see 'registrar --enrp-listen'). "
+                   "Default: the first registrar heard by multicast announce, at --enrp-port.")
+@click.option("--enrp-port", type=int, default=tp.ENRP_PORT, show_default=True,
+              help="ENRP port of a registrar found by announce.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Seconds to wait for an announce and for each answer.")
+@_announce_options
+@_transport_option
+def hsdump_cmd(registrar: str | None, enrp_port: int, as_json: bool, timeout: float, announce_address: str,
+               announce_interface: str | None, transport: str | None) -> None:
+    """Print a registrar's handlespace (fetched over ENRP like RSPLIB's hsdump)."""
+    if not registrar:
+        found = _discover_or_fail(timeout, 0.0, announce_address, announce_interface, transport)[0]
+        endpoint = found.enrp_endpoint(enrp_port)
+        _found_note(found, endpoint)
+        registrar = tp.format_endpoint(*endpoint)
+    host, port = parse_endpoint(registrar, tp.ENRP_PORT, "127.0.0.1")
+    try:
+        dump = asyncio.run(fetch_handlespace(host, port, kind=transport, timeout=timeout))
+    except (TimeoutError, OSError) as exc:
+        raise click.ClickException(f"cannot dump {format_endpoint(host, port)}: {exc or 'timeout'}") from None
+    click.echo(json.dumps(dump.to_dict(), indent=2) if as_json else dump.format())
+
+
+@click.command("peers")
+@click.option("--registrar", "registrars", multiple=True,
+              help="Registrar's ENRP endpoint ADDR[:PORT] (port 9901 by default); repeatable. "
+                   "Default: every registrar heard by multicast announce, at --enrp-port.")
+@click.option("--enrp-port", type=int, default=tp.ENRP_PORT, show_default=True,
+              help="ENRP port of registrars found by announce.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per registrar, in a list).")
+@click.option("--timeout", type=float, default=5.0, show_default=True,
+              help="Seconds to wait for the first announce and for each answer.")
+@_announce_options
+@_transport_option
+def peers_cmd(registrars: tuple[str, ...], enrp_port: int, as_json: bool, timeout: float, announce_address: str,
+              announce_interface: str | None, transport: str | None) -> None:
+    """Print each registrar's ENRP peers and handlespace size."""
+    if not registrars:
+        found = _discover_or_fail(timeout, ANNOUNCE_SETTLE, announce_address, announce_interface, transport)
+        endpoints = [f.enrp_endpoint(enrp_port) for f in found]
+        for f, ep in zip(found, endpoints, strict=True):
+            _found_note(f, ep)
+        registrars = tuple(tp.format_endpoint(*ep) for ep in endpoints)
+    async def main() -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for r in registrars:
+            host, port = parse_endpoint(r, tp.ENRP_PORT, "127.0.0.1")
+            try:
+                out.append(await fetch_peers(host, port, kind=transport, timeout=timeout))
+            except (TimeoutError, OSError) as exc:
+                out.append({"registrar": format_endpoint(host, port), "error": str(exc) or "timeout"})
+        return out
+
+    results = asyncio.run(main())
+    if as_json:
+        click.echo(json.dumps(results))
+        return
+    for res in results:
+        if "error" in res:
+            click.echo(f"{res['registrar']}: error: {res['error']}")
+            continue
+        peers = res["peers"]
+        assert isinstance(peers, list)
+        click.echo(f"Registrar ${res['identifier']:08x} at {res['registrar']}: {res['element_count']} PE(s) in "
+                   f"{res['pool_count']} pool(s), {len(peers)} peer(s)")
+        for p in peers:
+            click.echo(f"  peer ${p['identifier']:08x} {p['address'] or '?'}")

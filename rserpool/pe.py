@@ -16,6 +16,16 @@ Services: ``echo`` answers every application message with itself on the PE's own
 SCTP, with the ASAP session layer alongside: a PU may Cookie-Echo, the PE sends Cookies).
 ``calcapp`` is ``rserpool.services.calcapp`` (RSPLIB's CalcApp server; it reports its own load).
 
+Business cards (RFC 5352 section 2.2.13): with ``business_card=True`` the PE sends every PU that
+connects an ASAP Business Card naming up to ``business_card_items`` other PEs of its pool for the
+PU to fail over to: the application's ``failover_candidates`` if it set them, else the registrar's
+handle resolution of the PE's own pool (so the pool policy orders them), reused for
+``business_card_refresh`` seconds. Off by default because RSPLIB 3.4.4 never sends cards (so
+fail-over targets are chosen by handle resolution, as in RSPLIB) and because each of those
+resolutions is a selection with the policy's side effects (round-robin position, LUD/PLU load
+increments) that a PU's resolution would otherwise have made. ``business_card()`` also serves a
+PU that is itself this PE (``PoolUser(own_pe=...)``) to introduce itself to the PEs it contacts.
+
 Load: with ``max_requests`` > 0 the PE reports load = active sessions / max_requests (RSPSIM's
 rule: active jobs / MaxJobs) in its policy information, which matters for the LU/PLU/LUD family.
 """
@@ -27,7 +37,8 @@ import contextlib
 import importlib
 import logging
 import random
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,11 +55,14 @@ from rserpool.session import (
 )
 from rserpool.wire import (
     AsapMessage,
+    BusinessCard,
     CodecError,
     Deregistration,
     DeregistrationResponse,
     EndpointKeepAlive,
     EndpointKeepAliveAck,
+    HandleResolution,
+    HandleResolutionResponse,
     Registration,
     RegistrationResponse,
     SctpTransport,
@@ -93,6 +107,9 @@ class PEConfig:
     capacity: float = 1_000_000.0  # for calcapp
     request_timeout: float = REQUEST_TIMEOUT
     retry_delay: float = 1.0  # pause before trying the registrars again when none answered
+    business_card: bool = False  # send each PU a Business Card of alternate PEs (RSPLIB never does)
+    business_card_items: int = 3  # alternates per card (RSPLIB's handle-resolution default)
+    business_card_refresh: float = 5.0  # reuse the registrar's alternates this long [s] (ASAP cache timeout)
 
 
 class PoolElement:
@@ -115,6 +132,12 @@ class PoolElement:
         self.sessions: set[SessionChannel] = set()
         self.on_data: Callable[[SessionChannel, bytes, int], None] | None = None
         self.on_cookie_echo: Callable[[SessionChannel, bytes], None] | None = None
+        self.on_business_card: Callable[[SessionChannel, BusinessCard], None] | None = None
+        # the application's own fail-over preference for business cards; None: ask the registrar
+        self.failover_candidates: list[WirePoolElement] | None = None
+        self._alternates: tuple[float, list[WirePoolElement]] | None = None  # (when fetched, PEs)
+        self._alternates_lock = asyncio.Lock()  # one registrar query however many PUs arrive at once
+        self._tasks: set[asyncio.Task[None]] = set()
         self._server: tp.MessageServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._rereg = asyncio.Event()
@@ -174,6 +197,8 @@ class PoolElement:
             self._server.close()
         for s in list(self.sessions):
             s.close()
+        for t in list(self._tasks):
+            t.cancel()
         self.discovery.close()
         if self._service is not None and hasattr(self._service, "close"):
             self._service.close()
@@ -324,6 +349,69 @@ class PoolElement:
         self.stats["keepalives"] += 1
         conn.send(EndpointKeepAliveAck(pool_handle=msg.pool_handle, identifier=ident).encode(), tp.PPID_ASAP)
 
+    # ---------------------------------------------------------------- business card
+
+    async def alternates(self) -> list[WirePoolElement]:
+        """Other PEs of our pool, most preferred first, for our Business Card (at most
+        ``business_card_items``): ``failover_candidates`` if the application set them, else the
+        PEs our registrar's handle resolution of our own pool returns (one item more is asked for,
+        since we may be among them). Without a registrar the last known list is used."""
+        cfg = self.config
+        n = max(0, cfg.business_card_items)
+        if self.failover_candidates is not None:
+            return [pe for pe in self.failover_candidates if pe.identifier != self.identifier][:n]
+        async with self._alternates_lock:
+            last = self._alternates
+            if last is not None and time.monotonic() - last[0] <= cfg.business_card_refresh:
+                return list(last[1])
+            ch = self.channel
+            if n == 0 or ch is None or not ch.is_open or not self.registered.is_set():
+                return list(last[1]) if last is not None else []
+            handle = cfg.pool_handle
+            try:
+                resp = await ch.request(
+                    HandleResolution(pool_handle=handle, items=n + 1).encode(),
+                    lambda m: isinstance(m, HandleResolutionResponse) and m.pool_handle == handle,
+                    cfg.request_timeout)
+            except (TimeoutError, OSError) as exc:
+                log.info("no alternates for the business card (%s)", exc or type(exc).__name__)
+                return list(last[1]) if last is not None else []
+            assert isinstance(resp, HandleResolutionResponse)
+            pes = [pe for pe in resp.pool_elements if pe.identifier != self.identifier][:n]
+            self._alternates = (time.monotonic(), pes)
+            return list(pes)
+
+    async def business_card(self) -> BusinessCard | None:
+        """Our Business Card: pool handle, our policy, ``alternates()``; None when there are no
+        alternates (RSPLIB never builds a card without a PE, and its parser refuses one)."""
+        alternates = await self.alternates()
+        if not alternates:
+            return None
+        return BusinessCard(pool_handle=self.config.pool_handle, policy=policy_to_wire(self.policy),
+                            pool_elements=tuple(alternates))
+
+    async def _send_business_card(self, ch: SessionChannel) -> None:
+        card = await self.business_card()
+        if card is None or not ch.is_open:
+            return
+        with contextlib.suppress(ConnectionError):
+            ch.send_business_card(card)
+            log.debug("business card with %d alternate(s) sent to %s", len(card.pool_elements),
+                      ch.conn.peer if ch.conn else "?")
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background; ``stop``/``kill`` cancel it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _business_card_received(self, ch: SessionChannel, card: BusinessCard) -> None:
+        # a PU that is itself a PE introducing its pool (RFC 5352); the application decides what to do
+        log.info("business card from %s: pool %r, %d alternate(s)", ch.conn.peer if ch.conn else "?",
+                 card.pool_handle, len(card.pool_elements))
+        if self.on_business_card is not None:
+            self.on_business_card(ch, card)
+
     # ---------------------------------------------------------------- service
 
     def _setup_service(self) -> None:
@@ -337,7 +425,7 @@ class PoolElement:
 
     def _new_session(self) -> SessionChannel:
         ch = SessionChannel(on_data=self._session_data, on_cookie_echo=self._cookie_echo,
-                            on_closed=self._session_closed)
+                            on_closed=self._session_closed, on_business_card=self._business_card_received)
         return _PESession(self, ch)  # type: ignore[return-value]
 
     def _session_data(self, ch: SessionChannel, data: bytes, ppid: int) -> None:
@@ -381,6 +469,8 @@ class _PESession:
         pe.sessions.add(self.ch)
         pe.stats["sessions"] += 1
         pe._update_load()
+        if pe.config.business_card:
+            pe.spawn(pe._send_business_card(self.ch))
 
     def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
         if ppid == tp.PPID_ASAP and data[:1] == b"\x07":

@@ -6,9 +6,17 @@
 * ``PoolUser.report_unreachable(handle, id)`` sends ASAP Endpoint Unreachable and drops the PE
   from the cache (the registrar removes it after MAX-BAD-PE-REPORT reports).
 * ``PoolUser.connect(handle)`` returns a ``PoolSession``: a data channel to one PE that fails over
-  to another PE when the current one breaks (report it, re-select from the cache or by a new
-  handle resolution, reconnect, Cookie Echo the last cookie the failed PE sent), so the application
-  keeps its state (the ASAP session layer RSPLIB calls "enhanced mode").
+  to another PE when the current one breaks (report it, re-select, reconnect, Cookie Echo the last
+  cookie the failed PE sent), so the application keeps its state (the ASAP session layer RSPLIB
+  calls "enhanced mode").
+
+Re-selection on fail-over: first the still-valid candidates of the last ASAP Business Card a PE of
+the session's pool sent (RFC 5352 section 2.2.13: the PE's own fail-over preference; see
+``session.business_card_candidates``), in the card's order; then, as RSPLIB's
+``rsp_forcefailover`` does, the pool's PEs from the cache or a new handle resolution. RSPLIB 3.4.4
+ignores received cards and its PEs send none, so with RSPLIB PEs (and with ours unless configured
+to send cards) fail-over is exactly RSPLIB's. A PU that is itself a PE
+(``PoolUser(own_pe=...)``) sends that PE's Business Card to each PE it connects to.
 """
 
 from __future__ import annotations
@@ -17,8 +25,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from rserpool import transport as tp
 from rserpool.session import (
@@ -28,12 +37,17 @@ from rserpool.session import (
     RegistrarChannel,
     RegistrarDiscovery,
     SessionChannel,
+    business_card_candidates,
 )
-from rserpool.wire import EndpointUnreachable, HandleResolution, HandleResolutionResponse
+from rserpool.wire import BusinessCard, EndpointUnreachable, HandleResolution, HandleResolutionResponse
+
+if TYPE_CHECKING:
+    from rserpool.pe import PoolElement
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STALE_CACHE = 5.0
+MORE_ITEMS = 3  # PEs asked for beyond those already tried when every one named so far failed
 
 
 class HandleResolutionError(LookupError):
@@ -64,10 +78,13 @@ class PUConfig:
 
 
 class PoolUser:
-    """ASAP client for pool users."""
+    """ASAP client for pool users. ``own_pe``: the PE this PU also is (its Business Card is sent to
+    every PE the PU connects to)."""
 
-    def __init__(self, config: PUConfig | None = None) -> None:
+    def __init__(self, config: PUConfig | None = None, *, own_pe: PoolElement | None = None) -> None:
         self.config = cfg = config or PUConfig()
+        self.own_pe = own_pe
+        self._tasks: set[asyncio.Task[None]] = set()
         self.kind = cfg.transport or tp.transport_kind()
         self.discovery = RegistrarDiscovery(cfg.registrars, use_announce=cfg.announce, group=cfg.announce_group,
                                             port=cfg.announce_port, interface=cfg.announce_interface,
@@ -86,6 +103,8 @@ class PoolUser:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        for t in list(self._tasks):
+            t.cancel()
         self.discovery.close()
         await asyncio.sleep(0)
 
@@ -163,6 +182,12 @@ class PoolUser:
         except (OSError, ConnectionError) as exc:
             log.warning("could not report PE $%08x unreachable: %s", identifier, exc)
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the background; ``close`` cancels it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # ---------------------------------------------------------------- sessions
 
     async def connect(self, pool_handle: bytes | str, *, on_data: Callable[[bytes, int], None] | None = None,
@@ -176,7 +201,11 @@ class PoolUser:
 
 
 class PoolSession:
-    """PU side of an ASAP session with fail-over and cookie echo."""
+    """PU side of an ASAP session with fail-over, cookie echo and business cards.
+
+    ``pe_source`` says where the current PE came from: "business_card" (a candidate of the last
+    card) or "handle_resolution" (the PU's cache or a new resolution).
+    """
 
     def __init__(self, pu: PoolUser, handle: bytes, *, on_data: Callable[[bytes, int], None] | None,
                  on_failover: Callable[[PoolSession], None] | None, max_attempts: int) -> None:
@@ -186,8 +215,11 @@ class PoolSession:
         self.on_failover = on_failover
         self.max_attempts = max_attempts
         self.pe: PEInfo | None = None
+        self.pe_source: str | None = None
         self.channel: SessionChannel | None = None
         self.cookie: bytes | None = None
+        self.business_card: BusinessCard | None = None
+        self.business_card_at = 0.0  # time.monotonic() when it arrived
         self.failovers = 0
         self._replies: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
 
@@ -197,39 +229,85 @@ class PoolSession:
         else:
             self._replies.put_nowait((data, ppid))
 
+    def _business_card(self, ch: SessionChannel, card: BusinessCard) -> None:
+        if card.pool_handle != self.handle:
+            # a card for another pool says nothing about where this session may fail over to
+            log.info("ignoring a business card for pool %r on a session to pool %r", card.pool_handle, self.handle)
+            return
+        # kept across fail-overs: a later PE that sends no card does not void the earlier advice
+        self.business_card, self.business_card_at = card, ch.business_card_at or time.monotonic()
+
+    def card_candidates(self, exclude: set[int] | None = None) -> list[PEInfo]:
+        """Still-valid fail-over candidates of the last Business Card, without ``exclude``."""
+        if self.business_card is None:
+            return []
+        return business_card_candidates(self.business_card, self.business_card_at, exclude=exclude or ())
+
     async def open(self, exclude: set[int] | None = None) -> None:
-        """Connect to a PE: cached/resolved candidates in policy order, reporting dead ones."""
+        """Connect to a PE: the business card's candidates first, then cached/resolved PEs in policy
+        order (at most ``max_attempts`` tries in all), reporting the ones that cannot be reached."""
         tried: set[int] = set(exclude or ())
-        for _ in range(self.max_attempts):
+        attempts = 0
+        for pe in self.card_candidates(tried):
+            if attempts >= self.max_attempts:
+                break
+            attempts += 1
+            tried.add(pe.identifier)
+            if await self._connect(pe, "business_card"):
+                return
+        while attempts < self.max_attempts:
+            attempts += 1
             try:
                 pes = await self.pu.resolve(self.handle)
             except HandleResolutionError:
                 pes = []
             pes = [p for p in pes if p.identifier not in tried] or [
                 p for p in await self._fresh() if p.identifier not in tried]
+            if not pes and tried:
+                # Every PE the registrar named has failed us (or said no): ask it for more of them by
+                # the Handle Resolution Option instead of giving up. A pool whose preferred PEs are all
+                # unreachable at once (a UE out of coverage) then reaches its last resort now, not
+                # after the registrar has dropped them one by one on MAX-BAD-PE-REPORT reports.
+                pes = [p for p in await self._fresh(items=len(tried) + MORE_ITEMS) if p.identifier not in tried]
             if not pes:
                 break
             pe = pes[0]
             tried.add(pe.identifier)
-            ch = SessionChannel(on_data=self._data)
-            try:
-                host, port = pe.endpoint
-                kind = "sctp" if pe.protocol == "sctp" else "tcp"
-                await tp.connect(ch, host, port, tp.Framing.TAGGED, kind=kind,
-                                 timeout=self.pu.config.connect_timeout)
-            except (TimeoutError, OSError) as exc:
-                log.info("PE $%08x at %s unreachable (%s)", pe.identifier, pe.endpoint, exc)
-                await self.pu.report_unreachable(self.handle, pe.identifier)
-                continue
-            self.pe, self.channel = pe, ch
-            if self.cookie is not None:
-                ch.send_cookie_echo(self.cookie)
-            return
+            if await self._connect(pe, "handle_resolution"):
+                return
         raise NoPoolElementError(f"no PE of pool {self.handle!r} reachable")
 
-    async def _fresh(self) -> list[PEInfo]:
+    async def _connect(self, pe: PEInfo, source: str) -> bool:
+        """Open the data channel to ``pe`` (Cookie Echo, our own card); False if it is unreachable."""
+        ch = SessionChannel(on_data=self._data, on_business_card=self._business_card)
         try:
-            return await self.pu.resolve(self.handle, use_cache=False)
+            host, port = pe.endpoint
+            kind = "sctp" if pe.protocol == "sctp" else "tcp"
+            await tp.connect(ch, host, port, tp.Framing.TAGGED, kind=kind, timeout=self.pu.config.connect_timeout)
+        except (TimeoutError, OSError) as exc:
+            log.info("PE $%08x at %s unreachable (%s)", pe.identifier, pe.endpoint, exc)
+            await self.pu.report_unreachable(self.handle, pe.identifier)
+            return False
+        self.pe, self.channel, self.pe_source = pe, ch, source
+        if source == "business_card":
+            log.info("session to pool %r now at PE $%08x, a candidate of the business card", self.handle,
+                     pe.identifier)
+        if self.cookie is not None:
+            ch.send_cookie_echo(self.cookie)
+        own = self.pu.own_pe
+        if own is not None:
+            self.pu.spawn(self._send_own_card(own, ch))
+        return True
+
+    async def _send_own_card(self, own: PoolElement, ch: SessionChannel) -> None:
+        card = await own.business_card()
+        if card is not None and ch.is_open:
+            with contextlib.suppress(ConnectionError):
+                ch.send_business_card(card)
+
+    async def _fresh(self, items: int | None = None) -> list[PEInfo]:
+        try:
+            return await self.pu.resolve(self.handle, items=items, use_cache=False)
         except HandleResolutionError:
             return []
 

@@ -4,9 +4,15 @@ A selector holds items (PE identifiers) ordered by ``(k0, k1, seq, item)`` and c
 non-negative ``value`` per item for the weighted/randomised policies. ``rserpool.policy``
 computes the keys and values; the selector only orders and sums them.
 
-``PySelector`` (bisect over a sorted list) and ``rserpool._selector.Selector`` (a treap in C)
-have the same methods and must make identical choices; ``make_selector()`` picks the C one
-unless told otherwise or unless the extension is missing.
+``PySelector`` (bisect over a sorted list) and ``rserpool._selector.Selector`` have the same
+methods and must make identical choices; ``make_selector()`` picks the C one unless told
+otherwise or unless the extension is missing.
+
+The C selector is a B+-tree of 32-entry nodes ordered by that key, whose inner nodes carry each
+child's value sum (so ``find_by_value`` descends by sums), plus an open-addressing hash table
+from item to key so that ``update``/``remove`` reach the entry without a search: O(log n) per
+insert, update, remove and value lookup; ``first(n)`` walks the leaf chain. RSPLIB keeps a
+red-black tree per pool instead; ``_selector.c`` explains why a B+-tree.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ class PySelector:
     __slots__ = ("_sorted", "_entries", "_total")
 
     def __init__(self, seed: int = 0) -> None:
-        # seed only matters for the C treap's shape; accepted here so the two are interchangeable
+        # seed is unused by both implementations (it shaped an earlier randomised C tree); still
+        # accepted so that the two classes, and old callers, stay interchangeable
         self._sorted: list[tuple[int, int, int, int]] = []
         self._entries: dict[int, tuple[tuple[int, int, int, int], int]] = {}
         self._total = 0

@@ -9,7 +9,16 @@
 * ``SessionChannel``: the PU<->PE data channel. ASAP control messages (Business Card, Cookie, Cookie
   Echo, PPID 11) share it with application data (any other PPID); over TCP each message is tagged
   with its PPID (``transport.Framing.TAGGED``), over SCTP the PPID is native.
-* ``PEInfo``: a pool element as the PU sees it (from a Handle Resolution Response or a cache).
+* ``PEInfo``: a pool element as the PU sees it (from a Handle Resolution Response, a cache or a
+  Business Card).
+* ``business_card_candidates``: the fail-over targets a received Business Card still offers.
+
+Business cards (RFC 5352 section 2.2.13): a PE may tell its PU which PEs of its pool the PU should
+fail over to, and a PU that is itself a PE tells the PE it contacts its own pool handle and
+alternates the same way. The PU side (``rserpool.pu.PoolSession``) tries a card's candidates before
+the ordinary cache/handle-resolution path. RSPLIB 3.4.4 only logs "Got business card" and never
+sends one (its send in ``rsp_forcefailover`` is ``#if 0``), so against RSPLIB peers fail-over is
+handle resolution exactly as there; ``rserpool.pe`` sends cards only when configured to.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,6 +263,15 @@ class PEInfo:
         return cls(handle, pe.identifier, tuple(t.addresses), t.port, proto, policy_from_wire(pe.policy),
                    pe.home_registrar, pe.registration_life, t)
 
+    def to_wire(self) -> PoolElement:
+        """Back to a Pool Element parameter (e.g. for a PE's ``failover_candidates``)."""
+        from rserpool.registrar import policy_to_wire
+
+        if self.transport is None:
+            raise ValueError(f"PE ${self.identifier:08x} has no wire transport to encode")
+        return PoolElement(self.identifier, self.home_pr, self.registration_life, self.transport,
+                           policy_to_wire(self.policy))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "pool_handle": self.pool_handle.decode("utf-8", "replace"),
@@ -269,6 +287,27 @@ class PEInfo:
         }
 
 
+def business_card_candidates(card: BusinessCard, received_at: float, *, now: float | None = None,
+                             exclude: Collection[int] = ()) -> list[PEInfo]:
+    """The PEs of ``card`` a PU may still fail over to, in the card's (the sender's preference) order.
+
+    A candidate stays valid for its registration life counted from ``received_at`` (the
+    ``time.monotonic()`` at which the card arrived): that is how long its registrar would keep it
+    without hearing from it, so after that the card's word is no better than a guess. Identifiers
+    in ``exclude`` (the failed PE, ones already tried) are left out.
+    """
+    age_ms = ((time.monotonic() if now is None else now) - received_at) * 1000.0
+    out = []
+    for pe in card.pool_elements:
+        if pe.identifier in exclude or pe.registration_life <= age_ms:
+            continue
+        try:
+            out.append(PEInfo.from_wire(card.pool_handle, pe))
+        except ValueError:  # a policy we cannot represent: the peer's card must not break fail-over
+            log.info("skipping business card candidate $%08x: unusable policy", pe.identifier)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # PU <-> PE session channel
 
@@ -277,18 +316,23 @@ class SessionChannel:
     """One PU<->PE connection: application data plus ASAP Cookie / Cookie Echo / Business Card.
 
     ``on_data(channel, data, ppid)`` gets application messages; ``on_cookie_echo`` (PE side) the
-    state a PU brings from a failed PE; the PU side keeps the last ``cookie`` it received.
+    state a PU brings from a failed PE; the PU side keeps the last ``cookie`` it received. Either
+    side keeps the last ``business_card`` the peer sent (and when: ``business_card_at``,
+    ``time.monotonic()``) and passes it to ``on_business_card``.
     """
 
     def __init__(self, on_data: Callable[[SessionChannel, bytes, int], None] | None = None,
                  on_cookie_echo: Callable[[SessionChannel, bytes], None] | None = None,
-                 on_closed: Callable[[SessionChannel], None] | None = None) -> None:
+                 on_closed: Callable[[SessionChannel], None] | None = None,
+                 on_business_card: Callable[[SessionChannel, BusinessCard], None] | None = None) -> None:
         self.on_data = on_data
         self.on_cookie_echo = on_cookie_echo
         self.on_closed = on_closed
+        self.on_business_card = on_business_card
         self.conn: tp.MessageConnection | None = None
         self.cookie: bytes | None = None
         self.business_card: BusinessCard | None = None
+        self.business_card_at: float | None = None
         self.closed = asyncio.Event()
         self.user_data: Any = None
 
@@ -308,7 +352,9 @@ class SessionChannel:
                 if self.on_cookie_echo is not None:
                     self.on_cookie_echo(self, msg.cookie)
             elif isinstance(msg, BusinessCard):
-                self.business_card = msg
+                self.business_card, self.business_card_at = msg, time.monotonic()
+                if self.on_business_card is not None:
+                    self.on_business_card(self, msg)
             return
         if self.on_data is not None:
             self.on_data(self, data, ppid)
@@ -331,6 +377,7 @@ class SessionChannel:
         self.send(CookieEcho(cookie=cookie).encode(), tp.PPID_ASAP)
 
     def send_business_card(self, card: BusinessCard) -> None:
+        """Tell the peer our pool handle and the PEs it should fail over to (RFC 5352 2.2.13)."""
         self.send(card.encode(), tp.PPID_ASAP)
 
     def close(self) -> None:

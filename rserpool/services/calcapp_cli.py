@@ -13,7 +13,15 @@ import sys
 
 import click
 
-from rserpool.registrar_cli import _endpoints, _log_option, _run_daemon, _setup_logging, _transport_option
+from rserpool import transport as tp
+from rserpool.registrar_cli import (
+    _announce_options,
+    _endpoints,
+    _log_option,
+    _run_daemon,
+    _setup_logging,
+    _transport_option,
+)
 from rserpool.services.calcapp_pu import DISTRIBUTIONS, RETRY_DELAY, PUParams, run_pus
 
 
@@ -38,19 +46,24 @@ from rserpool.services.calcapp_pu import DISTRIBUTIONS, RETRY_DELAY, PUParams, r
 @click.option("--name-prefix", default="pu", show_default=True, help="PU names are PREFIX0, PREFIX1, ...")
 @click.option("--output", "-o", default="-", show_default=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="Where to write the JSON lines.")
+@_announce_options
 @_transport_option
 @_log_option
 def calcapp_pu_cmd(registrars: tuple[str, ...], pool: str, count: int, duration: float, size_mean: float,
                    size_dist: str, interval_mean: float, interval_dist: str, retry_delay: float,
                    stale_cache: float, drain: float, seed: int, name_prefix: str, output: str, transport: str | None,
-                   log_level: str) -> None:
+                   log_level: str, announce_address: str = f"{tp.ASAP_ANNOUNCE_GROUP}:{tp.ASAP_PORT}",
+                   announce_interface: str | None = None) -> None:
     """Run COUNT CalcApp pool users (RSPLIB calcappclient semantics) for DURATION seconds."""
     from rserpool.pu import PUConfig
 
     _setup_logging(log_level)
     if count < 1 or duration <= 0 or drain < 0:
         raise click.BadParameter("--pus must be >= 1, --duration > 0 and --drain >= 0")
-    cfg = PUConfig(registrars=_endpoints(registrars), transport=transport, stale_cache=stale_cache)
+    # without --registrar every PU finds the registrars by announce (PUConfig.announce None: iff no list)
+    group, gport = tp.parse_endpoint(announce_address, tp.ASAP_PORT)
+    cfg = PUConfig(registrars=_endpoints(registrars), transport=transport, stale_cache=stale_cache,
+                   announce_group=group, announce_port=gport, announce_interface=announce_interface)
     params = PUParams(pool_handle=pool.encode(), size_mean=size_mean, size_dist=size_dist,
                       interval_mean=interval_mean, interval_dist=interval_dist, retry_delay=retry_delay)
     result: dict[str, object] = {}
@@ -65,7 +78,8 @@ def calcapp_pu_cmd(registrars: tuple[str, ...], pool: str, count: int, duration:
             run.cancel()
             return
         done = run.result()
-        result.update(records=done.records, counters=done.counters, t0_epoch=done.t0_epoch, elapsed=done.elapsed)
+        result.update(records=done.records, counters=done.counters, t0_epoch=done.t0_epoch, elapsed=done.elapsed,
+                      counters_by_pu=done.counters_by_pu)
 
     _run_daemon(main)
     records = result.get("records") or []
@@ -75,7 +89,8 @@ def calcapp_pu_cmd(registrars: tuple[str, ...], pool: str, count: int, duration:
             out.write(json.dumps(rec) + "\n")
         out.write(json.dumps({"summary": {"pus": count, "duration": duration, "drain": drain,
                                           "t0_epoch": result.get("t0_epoch"), "elapsed": result.get("elapsed"),
-                                          "counters": result.get("counters", {})}}) + "\n")
+                                          "counters": result.get("counters", {}),
+                                          "counters_by_pu": result.get("counters_by_pu", {})}}) + "\n")
     finally:
         if out is not sys.stdout:
             out.close()

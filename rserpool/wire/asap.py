@@ -235,7 +235,10 @@ class CookieEcho(AsapMessage):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BusinessCard(AsapMessage):
-    """PE ↔ PU: pool and fail-over candidates of the sender."""
+    """PE ↔ PU (RFC 5352 section 2.2.13): the sender's pool handle and the PEs it would have the
+    receiver fail over to, most preferred first. RSPLIB 3.4.4's creator always adds the Pool Policy
+    parameter and at least one PE (its parser refuses a card without one); it never sends a card
+    itself (the send in ``rsp_forcefailover`` is ``#if 0``) and ignores received ones."""
 
     TYPE = AsapType.BUSINESS_CARD
     NAME = "ASAP Business Card"

@@ -56,8 +56,14 @@ class TransportUse(IntEnum):
 
 
 class CauseCode(IntEnum):
-    """Operation Error cause codes (RFC 5354 section 3.10.1)."""
+    """Operation Error cause codes (RFC 5354 section 3.10.1).
 
+    0x0 "Unspecified Error" is in the RFC's table but neither RSPLIB 3.4.4 (where 0 means
+    RSPERR_OKAY) nor Wireshark's dissector name it; it is here so that a peer's cause 0 decodes
+    to a named value rather than a bare int.
+    """
+
+    UNSPECIFIED_ERROR = 0x0
     UNRECOGNIZED_PARAMETER = 0x1
     UNRECOGNIZED_MESSAGE = 0x2
     INVALID_VALUES = 0x3

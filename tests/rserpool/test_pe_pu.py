@@ -17,11 +17,14 @@ from typing import Any
 
 import pytest
 
+from rserpool.hsdump import AnnouncedRegistrar, discover_registrars, fetch_handlespace
 from rserpool.pe import PEConfig, PoolElement
 from rserpool.policy import PolicyInfo
 from rserpool.pu import HandleResolutionError, PoolUser, PUConfig
 from rserpool.registrar import Registrar, RegistrarConfig
-from rserpool.session import SessionChannel
+from rserpool.session import PEInfo, SessionChannel, business_card_candidates
+from rserpool.wire import BusinessCard, TcpTransport, decode_asap
+from rserpool.wire import PoolElement as WirePoolElement
 
 POOL = b"EchoPool"
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,6 +185,29 @@ def test_pu_unreachable_reports_remove_pe_after_three() -> None:
     scenario(body)
 
 
+def test_session_asks_for_more_pes_when_all_named_ones_fail() -> None:
+    """The registrar names 3 PEs (PLU order); when all of them and the next ones cannot be reached (a
+    UE cut off from everything but itself), the session asks for more at once and reaches the last
+    resort, instead of failing until the registrar has dropped the dead ones one report at a time."""
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        far = await start_pes(reg, pes, 4, policy="PriorityLeastUsed:0.1")
+        (near,) = await start_pes(reg, pes, 1, policy="PriorityLeastUsed:1.0")
+        for pe in far:  # registered, but nobody answers at their transport address any more
+            assert pe._server is not None
+            pe._server.close()
+        pu = await new_pu(reg, closers)
+        first = [p.identifier for p in await pu.resolve(POOL)]
+        assert len(first) == 3 and near.identifier not in first  # the policy puts it last
+        t0 = asyncio.get_running_loop().time()
+        session = await pu.connect(POOL)
+        assert session.pe is not None and session.pe.identifier == near.identifier
+        assert asyncio.get_running_loop().time() - t0 < 2.0  # refused connects, no timeouts, no retry pause
+        assert pu.stats["unreachable_reports"] == 4
+        assert all(reg.handlespace.get(POOL, pe.identifier) is not None for pe in far)  # 1 report < 3
+        session.close()
+    scenario(body)
+
+
 def test_pu_cache_serves_repeated_resolutions() -> None:
     async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
         await start_pes(reg, pes, 2)
@@ -229,6 +255,117 @@ def test_session_failover_carries_state_by_cookie_echo() -> None:
         assert await session.request(b"get") == b"42"
         assert session.pe is not None and session.pe.identifier != first.identifier
         assert session.failovers == 1 and echoed == {session.pe.identifier: b"state=42"}
+        session.close()
+    scenario(body)
+
+
+def test_session_fails_over_to_a_candidate_of_the_pes_business_card() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        started = await start_pes(reg, pes, 3, business_card=True)
+        pu = await new_pu(reg, closers)
+        session = await pu.connect(POOL)
+        first = session.pe
+        assert first is not None and session.pe_source == "handle_resolution"
+        await eventually(lambda: session.business_card is not None)
+        card = session.business_card
+        assert card is not None and card.pool_handle == POOL and card.policy is not None
+        named = [pe.identifier for pe in card.pool_elements]
+        # the PE's alternates: the other two PEs of its pool, never itself
+        assert sorted(named) == sorted(pe.identifier for pe in started if pe.identifier != first.identifier)
+        await next(pe for pe in started if pe.identifier == first.identifier).kill()
+        assert await session.request(b"after") == b"after"
+        assert session.pe is not None and session.pe.identifier == named[0]
+        assert session.pe_source == "business_card" and session.failovers == 1
+        session.close()
+    scenario(body)
+
+
+def test_business_card_preference_overrides_the_pools_order() -> None:
+    """The card, not the PU's cached handle resolution, decides where the session goes."""
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        a, b, c = await start_pes(reg, pes, 3, business_card=True)
+        pu = await new_pu(reg, closers, stale_cache=30.0)
+        cached = await pu.resolve(POOL)
+        assert [p.identifier for p in cached] == [a.identifier, b.identifier, c.identifier]  # round robin
+        a.failover_candidates = [next(p for p in cached if p.identifier == c.identifier).to_wire()]
+        session = await pu.connect(POOL)
+        assert session.pe is not None and session.pe.identifier == a.identifier
+        await eventually(lambda: session.business_card is not None)
+        await a.kill()
+        assert await session.request(b"x") == b"x"
+        # without the card the PU would have taken b, the next PE in its cache
+        assert session.pe is not None and session.pe.identifier == c.identifier
+        assert session.pe_source == "business_card"
+        session.close()
+    scenario(body)
+
+
+def test_unreachable_card_candidate_falls_back_to_handle_resolution() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        a, b, c = await start_pes(reg, pes, 3, business_card=True)
+        pu = await new_pu(reg, closers)
+        c_info = next(p for p in await pu.resolve(POOL, items=3) if p.identifier == c.identifier)
+        a.failover_candidates = [c_info.to_wire()]
+        session = await pu.connect(POOL)
+        assert session.pe is not None and session.pe.identifier == a.identifier
+        await eventually(lambda: session.business_card is not None)
+        await c.kill()
+        await a.kill()
+        assert await session.request(b"y") == b"y"
+        assert session.pe is not None and session.pe.identifier == b.identifier
+        assert session.pe_source == "handle_resolution"
+        assert pu.stats["unreachable_reports"] == 2  # a (the failed PE) and c (the dead candidate)
+        session.close()
+    scenario(body)
+
+
+def test_business_card_candidates_expire_with_their_registration_life() -> None:
+    policy = PolicyInfo.parse("RoundRobin")
+    info = PEInfo(POOL, 7, ("127.0.0.1",), 1, "tcp", policy, 0, 100, TcpTransport(1, ("127.0.0.1",)))
+    longer = WirePoolElement(8, 0, 10_000, TcpTransport(2, ("127.0.0.1",)), info.to_wire().policy)
+    card = BusinessCard(pool_handle=POOL, pool_elements=(info.to_wire(), longer))
+    assert decode_asap(card.encode()) == card
+    at = 1000.0
+    assert [p.identifier for p in business_card_candidates(card, at, now=at + 0.05)] == [7, 8]
+    assert [p.identifier for p in business_card_candidates(card, at, now=at + 0.2)] == [8]  # 100 ms life over
+    assert business_card_candidates(card, at, now=at + 0.05, exclude={7, 8}) == []
+    assert business_card_candidates(card, at, now=at + 0.05)[0] == info
+
+
+def test_pu_that_is_a_pe_introduces_its_pool_with_a_business_card() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        (server,) = await start_pes(reg, pes, 1)
+        received: list[BusinessCard] = []
+        server.on_business_card = lambda ch, card: received.append(card)
+        clients = []
+        for _ in range(2):
+            pe = PoolElement(PEConfig(b"ClientPool", PolicyInfo.parse("RoundRobin"), registrars=[("127.0.0.1", reg.port)],
+                                      listen=("127.0.0.1", 0), transport="tcp", request_timeout=1.0))
+            pes.append(pe)
+            await pe.start()
+            clients.append(pe)
+        pu = PoolUser(pu_config(reg), own_pe=clients[0])
+        closers.append(pu)
+        await pu.start()
+        session = await pu.connect(POOL)
+        await eventually(lambda: bool(received))
+        assert received[0].pool_handle == b"ClientPool"
+        assert [p.identifier for p in received[0].pool_elements] == [clients[1].identifier]
+        assert await session.request(b"z") == b"z"  # the card does not disturb the data channel
+        session.close()
+    scenario(body)
+
+
+def test_pe_without_alternates_sends_no_business_card() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        (pe,) = await start_pes(reg, pes, 1, business_card=True)
+        assert await pe.business_card() is None  # alone in its pool: nothing to offer
+        pu = await new_pu(reg, closers)
+        session = await pu.connect(POOL)
+        assert await session.request(b"q") == b"q"
+        await eventually(lambda: pe.stats["sessions"] == 1 and not pe._tasks)  # the PE's card task is over
+        assert session.business_card is None and session.channel is not None
+        assert session.channel.business_card is None
         session.close()
     scenario(body)
 
@@ -340,6 +477,83 @@ def test_cli_registrar_pe_pu_hsdump_end_to_end() -> None:
         assert pe_a.wait(10) == 0
         after = json.loads(cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}", "--json"]).stdout)
         assert [e["identifier"] for p in after["pools"] for e in p["elements"]] == [4098]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+
+
+def test_discover_registrars_by_announce_for_hsdump() -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    mc = dict(group="239.0.0.50", port=port, interface="127.0.0.1")
+
+    async def body(reg: Registrar, pes: list[PoolElement], closers: list[Any]) -> None:
+        await start_pes(reg, pes, 2)
+        found = await discover_registrars(timeout=10, **mc)
+        assert found == [AnnouncedRegistrar(reg.identifier, (("127.0.0.1", reg.port),))]
+        assert reg.enrp_port is not None
+        endpoint = found[0].enrp_endpoint(reg.enrp_port)
+        assert endpoint == ("127.0.0.1", reg.enrp_port)
+        dump = await fetch_handlespace(*endpoint, kind="tcp")
+        assert dump.registrar_id == reg.identifier and dump.element_count == 2
+        # nobody announcing on another port: an empty answer once the timeout is over
+        assert await discover_registrars(timeout=0.3, group="239.0.0.50", port=free_port(socket.SOCK_DGRAM),
+                                         interface="127.0.0.1") == []
+    scenario(body, reg_config(announce=True, announce_cycle=0.1, announce_port=port, announce_interface="127.0.0.1",
+                              enrp_listen=("127.0.0.1", 0), mentor_hunt_timeout=0.1))
+
+
+def test_cli_hsdump_peers_and_calcapp_pu_find_the_registrar_by_announce(tmp_path: Path) -> None:
+    asap, enrp, mcast = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+    env = dict(os.environ, EMULAB_RSERPOOL_TRANSPORT="tcp")
+    ann = ["--announce-interface", "127.0.0.1", "--announce-address", f"239.0.0.50:{mcast}"]
+    procs: list[subprocess.Popen[str]] = []
+
+    def spawn(args: list[str]) -> subprocess.Popen[str]:
+        p = subprocess.Popen(RSERPOOL + args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        procs.append(p)
+        return p
+
+    def cli(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(RSERPOOL + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    try:
+        spawn(["registrar", "--listen", f"127.0.0.1:{asap}", "--enrp-listen", f"127.0.0.1:{enrp}",
+               "--identifier", "0x5150", "--announce-cycle", "0.2", "--mentor-hunt-timeout", "0.2", *ann])
+        _wait_port(asap)
+        spawn(["pe", "--pool", "Processing Pool", "--policy", "LeastUsed", "--service", "calcapp",
+               "--listen", "127.0.0.1:0", "--identifier", "0x77", *ann])  # also found by announce
+        end = time.monotonic() + 20
+        while True:  # no --registrar: the registrar announcing on the group, at --enrp-port
+            dump = cli(["hsdump", "--enrp-port", str(enrp), "--json", "--timeout", "5", *ann])
+            if dump.returncode == 0 and json.loads(dump.stdout)["element_count"] == 1:
+                break
+            assert time.monotonic() < end, dump.stderr
+            time.sleep(0.2)
+        doc = json.loads(dump.stdout)
+        assert doc["registrar_id"] == 0x5150 and doc["pools"][0]["elements"][0]["identifier"] == 0x77
+        assert "registrar $00005150 found by announce" in dump.stderr
+        peers = cli(["peers", "--enrp-port", str(enrp), "--json", *ann])
+        assert peers.returncode == 0, peers.stderr
+        assert [(r["identifier"], r["element_count"]) for r in json.loads(peers.stdout)] == [(0x5150, 1)]
+        out = tmp_path / "pus.jsonl"
+        run = cli(["calcapp-pu", "--pus", "1", "--duration", "1.5", "--size-mean", "20000", "--interval-mean",
+                   "0.2", "--seed", "5", "-o", str(out), *ann])
+        assert run.returncode == 0, run.stderr
+        summary = json.loads(out.read_text().splitlines()[-1])["summary"]
+        assert summary["counters"]["completes"] > 0
+        # nothing announcing on this group: a clear error instead of a hang
+        silent = ["--announce-interface", "127.0.0.1", "--announce-address",
+                  f"239.0.0.50:{free_port(socket.SOCK_DGRAM)}"]
+        none = cli(["hsdump", "--timeout", "0.5", *silent])
+        assert none.returncode != 0 and "no registrar announced itself" in none.stderr
     finally:
         for p in procs:
             if p.poll() is None:

@@ -336,3 +336,32 @@ def test_announce_message_and_peer_warning(caplog: pytest.LogCaptureFixture) -> 
     with caplog.at_level(logging.WARNING):
         run(cfg(peers=[("10.9.9.9", 9901)], identifier=0x1234), body)
     assert not any("not implemented" in r.getMessage() for r in caplog.records)
+
+
+def test_pipelined_requests_are_answered_in_order_in_one_write() -> None:
+    """Answers to what one read delivered leave together (one send() instead of one per answer)."""
+    async def body(reg: Registrar) -> None:
+        pe = await Client.open(reg)
+        for i in (1, 2, 3):
+            assert not (await pe.register(i, port=7000 + i)).reject
+        pu = await Client.open(reg)
+        await pu.resolve()  # the registrar now knows this connection
+        (peer,) = [p for p in reg._peers if not p.entries]
+        raw = peer.conn.conn  # type: ignore[union-attr]  # the TCP protocol under the coalescing wrapper
+        writes: list[bytes] = []
+        send = raw.send
+        raw.send = lambda data, ppid=11: (writes.append(data), send(data, ppid))  # type: ignore[method-assign]
+        pu.send(HandleResolution(pool_handle=POOL).encode() + HandleResolution(pool_handle=b"Nope").encode()
+                + b"\x3f\x00\x00\x04" + HandleResolution(pool_handle=POOL, items=1).encode())
+        first = await pu.recv()
+        assert isinstance(first, HandleResolutionResponse) and len(first.pool_elements) == 3
+        unknown = await pu.recv()
+        assert isinstance(unknown, HandleResolutionResponse) and unknown.error is not None
+        assert unknown.error.causes[0].code == 0x9
+        assert isinstance(await pu.recv(), AsapError)  # unrecognized message type 0x3f
+        last = await pu.recv()
+        assert isinstance(last, HandleResolutionResponse) and len(last.pool_elements) == 1
+        assert len(writes) == 1
+        pe.close()
+        pu.close()
+    run(cfg(), body)

@@ -80,3 +80,24 @@ def test_message_length_rejects_short_headers() -> None:
             assert "header" in str(exc) or "length" in str(exc)
         else:
             raise AssertionError(f"message_length accepted {bad!r}")
+
+
+def test_unspecified_error_cause_roundtrip() -> None:
+    # RFC 5354 section 3.10.1: cause code 0x0 is "Unspecified Error". Encoded as cause header
+    # (code 0, length 4) inside an Operation Error parameter (type 0xc, length 8).
+    assert wire.CauseCode(0) is wire.CauseCode.UNSPECIFIED_ERROR
+    err = wire.OperationError((wire.ErrorCause(wire.CauseCode.UNSPECIFIED_ERROR),))
+    assert err.encode() == bytes.fromhex("000c0008" "00000004")
+    msg = wire.RegistrationResponse(pool_handle=b"pool", identifier=0x1234, reject=True, error=err)
+    data = msg.encode()
+    back = wire.decode_asap(data)
+    assert back == msg
+    assert back.encode() == data
+    assert isinstance(back, wire.RegistrationResponse)
+    assert back.error is not None
+    assert wire.CauseCode(back.error.causes[0].code) is wire.CauseCode.UNSPECIFIED_ERROR
+    # also next to other causes, with information, inside an ASAP Error
+    both = wire.AsapError(error=wire.OperationError((wire.ErrorCause(0, b"\x01\x02\x03"),
+                                                     wire.ErrorCause(wire.CauseCode.UNKNOWN_POOL_HANDLE))))
+    assert wire.decode_asap(both.encode()) == both
+    assert wire.decode_asap(both.encode()).encode() == both.encode()
