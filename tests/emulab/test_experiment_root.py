@@ -43,12 +43,12 @@ def _wait_for_free_testbed(timeout: float = 240.0) -> None:
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from emulab.experiment import run_paper
+    from emulab.experiment import PaperExperiment
 
     _wait_for_free_testbed()
     out = tmp_path_factory.mktemp("exp")
-    # run_paper tears the testbed down itself, also on failure
-    return run_paper(replace(SCENARIO, out=out), progress=False)
+    # the experiment tears the testbed down itself, also on failure; the drain lets every request finish
+    return PaperExperiment(replace(SCENARIO, out=out), progress=False, drain=60.0).run()
 
 
 def test_every_request_completes_exactly_once_and_mec_does_the_work(emulated: Path) -> None:
@@ -58,10 +58,7 @@ def test_every_request_completes_exactly_once_and_mec_does_the_work(emulated: Pa
     keys = [(r.pu, r.request_id) for r in reqs]
     assert len(keys) == len(set(keys)), "a request was recorded twice"
     assert {r.pu for r in reqs} == {f"pu{i}" for i in range(4)}
-    assert not [r for r in reqs if r.status == "lost"]
-    # everything queued well before the end (room for queueing behind a large request) completed
-    early = [r for r in reqs if r.queued_at < SCENARIO.duration - 20]
-    assert early and all(r.status == "completed" for r in early), [r for r in early if r.status != "completed"]
+    assert all(r.status == "completed" for r in reqs), [r for r in reqs if r.status != "completed"]
     usage = res.usage
     accepted_pe = sum(u.accepted for u in usage)
     accepted_pu = sum(1 for r in reqs if r.accepted_at is not None) + sum(r.failovers for r in reqs)
@@ -70,11 +67,27 @@ def test_every_request_completes_exactly_once_and_mec_does_the_work(emulated: Pa
     used = sum(u.used_calculations for u in usage)
     assert used >= done_size * 0.999  # every completed request's calculations were done by some PE
     s = json.loads((emulated / "summary.json").read_text())["settings"]["4"]
-    assert s["classes"]["mec"]["work_share"] >= 0.6, s["classes"]
-    assert s["classes"].get("ue", {}).get("work_share", 0.0) <= 0.1
+    # 4 PUs offer 6.7 % of the remote capacity: PLU keeps (almost) all of it on the MEC, none on the UE
+    assert s["classes"]["mec"]["work_share"] >= 0.8, s["classes"]
+    assert s["classes"].get("ue", {}).get("work_share", 0.0) == 0.0
     manifest = json.loads((emulated / "manifest.json").read_text())
     assert manifest["scenario"]["pus"] == [4] and manifest["seeds"] and manifest["capabilities"]
     assert (emulated / "sca" / "4pus-run1.sca").exists()
+
+
+def test_used_capacity_over_time_adds_up(emulated: Path) -> None:
+    from emulab.results import load_usage_samples
+
+    samples = load_usage_samples(emulated)
+    res = load_results(emulated, with_requests=False)
+    assert {s.element for s in samples} == {u.element for u in res.usage}
+    for u in res.usage:  # the last sample of each element is its total at stop
+        mine = sorted((s.t, s.used_calculations) for s in samples if s.element == u.element)
+        assert len(mine) >= SCENARIO.duration - 5  # one a second
+        assert all(b[1] >= a[1] for a, b in zip(mine, mine[1:], strict=False))  # cumulative
+        assert mine[-1][1] == pytest.approx(u.used_calculations, rel=1e-6, abs=1.0)
+    text = (emulated / "sca" / "4pus-run1.sca").read_text()
+    assert "CalcAppPU Total CalcAppKeepAlives" in text
 
 
 def test_pcaps_hold_calcapp_traffic(emulated: Path) -> None:
