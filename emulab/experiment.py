@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulab import paths
+from emulab import paths, results
 from emulab.errors import EmulabError, StartError
 from emulab.results import ElementUsage, EventRecord, RequestRecord, ResultsWriter, UsageSample
 from emulab.scenario import Scenario
@@ -126,35 +126,8 @@ def request_events(lines: list[dict[str, Any]], setting: int, run: int, addrs: d
 
 def coverage_metrics(events: list[EventRecord], lines: list[dict[str, Any]], lost_at: float | None,
                      restored_at: float | None) -> dict[str, Any]:
-    """One coverage-loss run: fail-over and recovery times, and whether every request finished once.
-
-    ``failover_s``: coverage lost → the first Accept by a UE element after it; ``recovery_s``:
-    coverage back → the first Accept by a MEC element after it (None when it never happened).
-    ``requests_lost`` counts every request issued that did not complete (after the drain), and
-    ``requests_duplicated`` every request recorded more than once (both must be 0).
-    """
-    def first_after(t0: float | None, cls: str) -> float | None:
-        if t0 is None:
-            return None
-        ts = [e.t for e in events if e.event == "accept" and e.element_class == cls and e.t >= t0]
-        return round(min(ts) - t0, 3) if ts else None
-
-    keys = [(d["pu"], int(d["request_id"])) for d in lines]
-    completed = sum(1 for d in lines if d.get("status") == "completed")
-    during = [e for e in events if e.event == "accept" and lost_at is not None and e.t >= lost_at
-              and (restored_at is None or e.t < restored_at)]
-    return {
-        "lost_at_s": None if lost_at is None else round(lost_at, 3),
-        "restored_at_s": None if restored_at is None else round(restored_at, 3),
-        "failover_s": first_after(lost_at, "ue"),
-        "recovery_s": first_after(restored_at, "mec"),
-        "requests_issued": len(set(keys)),
-        "requests_completed": completed,
-        "requests_lost": len(set(keys)) - completed,
-        "requests_duplicated": len(keys) - len(set(keys)),
-        "requests_failed_over": sum(1 for d in lines if d.get("failovers")),
-        "accepts_during_loss": {cls: sum(1 for e in during if e.element_class == cls) for cls in ("ue", "mec", "pmc")},
-    }
+    """``emulab.results.coverage_metrics`` (shared with `emulab simulate`) over the PUs' JSON lines."""
+    return results.coverage_metrics(events, to_records(lines, 0, 0, {}, {}), lost_at, restored_at)
 
 
 def read_pu_output(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -493,22 +466,9 @@ class PaperExperiment:
 
     def _coverage_summary(self) -> dict[str, Any] | None:
         """summary.json's coverage-loss keys: per run, and over all runs (worst times, summed counts)."""
-        runs = self.coverage_runs
         if self.coverage is None:
             return None
-
-        def worst(key: str) -> float | None:
-            vals = [r[key] for r in runs]
-            return None if not vals or any(v is None for v in vals) else max(vals)
-
-        return {
-            "failover_s": worst("failover_s"),
-            "recovery_s": worst("recovery_s"),
-            **{k: sum(r[k] for r in runs) for k in ("requests_issued", "requests_completed", "requests_lost",
-                                                     "requests_duplicated", "requests_failed_over")},
-            "coverage_runs": runs,
-            "timers": self._timers(),
-        }
+        return {**results.coverage_summary(self.coverage_runs), "timers": self._timers()}
 
     def _timers(self) -> dict[str, Any]:
         """The timers that bound fail-over and recovery, as this run used them."""
@@ -523,6 +483,7 @@ class PaperExperiment:
             "calcapp_keepalive_interval_s": KEEPALIVE_INTERVAL,
             "calcapp_keepalive_timeout_s": KEEPALIVE_TIMEOUT,
             "pu_connect_timeout_s": PUConfig().connect_timeout,
+            "pu_watch_routes": PUConfig().watch_routes,
             "registrar_max_bad_pe_reports": reg.max_bad_pe_reports,
             "enrp_peer_max_time_last_heard_s": reg.peer_max_time_last_heard,
         }

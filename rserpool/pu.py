@@ -17,14 +17,22 @@ the session's pool sent (RFC 5352 section 2.2.13: the PE's own fail-over prefere
 ignores received cards and its PEs send none, so with RSPLIB PEs (and with ours unless configured
 to send cards) fail-over is exactly RSPLIB's. A PU that is itself a PE
 (``PoolUser(own_pe=...)``) sends that PE's Business Card to each PE it connects to.
+
+Network changes (``PUConfig.watch_routes``, on by default): when this host's routes, addresses or
+links change (``transport.RouteWatcher``), connects under way and open sessions whose PE has no
+route any more fail at once (ENETUNREACH) instead of running into the connect timeout or the
+application's keep-alive timeout, as a mobile application reacts to a connectivity change. A UE
+that loses its bearer (radio link failure) thus fails over to its own PE as soon as it knows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -75,6 +83,7 @@ class PUConfig:
     request_timeout: float = REQUEST_TIMEOUT
     discovery_wait: float = ANNOUNCE_TIMEOUT
     connect_timeout: float = 3.0
+    watch_routes: bool = True
 
 
 class PoolUser:
@@ -94,10 +103,16 @@ class PoolUser:
         self._cache: dict[bytes, tuple[float, list[PEInfo]]] = {}
         self._failed_registrars: set[tuple[str, int]] = set()
         self.stats: dict[str, int] = {"resolutions": 0, "cache_hits": 0, "unreachable_reports": 0,
-                                      "failovers": 0}
+                                      "failovers": 0, "route_losses": 0}
+        self.routes = tp.RouteWatcher()
+        self._sessions: weakref.WeakSet[PoolSession] = weakref.WeakSet()
 
     async def start(self) -> None:
         await self.discovery.start()
+        if self.config.watch_routes:
+            self.routes.start()
+            if self.routes.active:
+                self.spawn(self._watch_routes())
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -105,8 +120,45 @@ class PoolUser:
             self._channel = None
         for t in list(self._tasks):
             t.cancel()
+        self.routes.close()
         self.discovery.close()
         await asyncio.sleep(0)
+
+    async def _watch_routes(self) -> None:
+        """Close every open session whose PE lost its route, so that it fails over now."""
+        while True:
+            await self.routes.changed()
+            for session in list(self._sessions):
+                ch, pe = session.channel, session.pe
+                if ch is not None and pe is not None and ch.is_open and not tp.routable(pe.endpoint[0]):
+                    log.info("no route to PE $%08x at %s any more: its session fails over", pe.identifier,
+                             pe.endpoint[0])
+                    self.stats["route_losses"] += 1
+                    ch.abort()
+
+    async def connect_routed(self, handler: SessionChannel, host: str, port: int, kind: str) -> None:
+        """``transport.connect`` to a PE, given up at once (ENETUNREACH) if the route to it goes away."""
+        attempt = asyncio.ensure_future(tp.connect(handler, host, port, tp.Framing.TAGGED, kind=kind,
+                                                   timeout=self.config.connect_timeout))
+        if not self.routes.active:
+            await attempt
+            return
+        try:
+            while True:
+                change = asyncio.ensure_future(self.routes.changed())
+                done, _ = await asyncio.wait({attempt, change}, return_when=asyncio.FIRST_COMPLETED)
+                change.cancel()
+                if attempt in done:
+                    attempt.result()
+                    return
+                if not tp.routable(host):
+                    self.stats["route_losses"] += 1
+                    raise OSError(errno.ENETUNREACH, f"route to {host} lost while connecting")
+        finally:
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await attempt
 
     async def __aenter__(self) -> PoolUser:
         await self.start()
@@ -283,12 +335,13 @@ class PoolSession:
         try:
             host, port = pe.endpoint
             kind = "sctp" if pe.protocol == "sctp" else "tcp"
-            await tp.connect(ch, host, port, tp.Framing.TAGGED, kind=kind, timeout=self.pu.config.connect_timeout)
+            await self.pu.connect_routed(ch, host, port, kind)
         except (TimeoutError, OSError) as exc:
             log.info("PE $%08x at %s unreachable (%s)", pe.identifier, pe.endpoint, exc)
             await self.pu.report_unreachable(self.handle, pe.identifier)
             return False
         self.pe, self.channel, self.pe_source = pe, ch, source
+        self.pu._sessions.add(self)
         if source == "business_card":
             log.info("session to pool %r now at PE $%08x, a candidate of the business card", self.handle,
                      pe.identifier)

@@ -20,6 +20,11 @@ Framing
 Multicast announces (ASAP_SERVER_ANNOUNCE, RSPLIB default group 239.0.0.50:3863) use plain UDP; see
 ``MulticastSender`` and ``MulticastListener``. A namespace without a multicast route gives ENODEV on
 join and ENETUNREACH on send: both are reported once and handled (``interface=`` pins the interface).
+
+Network changes: ``RouteWatcher`` wakes its waiters when this host's IPv4 routes, addresses or
+links change (rtnetlink multicast groups), and ``routable(host)`` asks the kernel whether a route to
+a host exists now, so a user of these connections can react when the host loses its network
+(e.g. a UE out of coverage), as mobile applications do on a connectivity change.
 """
 
 from __future__ import annotations
@@ -437,8 +442,14 @@ class MessageServer:
 
 async def start_server(handler_factory: Callable[[], MessageHandler], host: str, port: int,
                        framing: Framing = Framing.ASAP, kind: str | None = None,
-                       reuse_port: bool = False) -> MessageServer:
-    """Listen on ``host:port``; each accepted connection gets ``handler_factory()`` as its handler."""
+                       reuse_port: bool = False, share_port: bool = False) -> MessageServer:
+    """Listen on ``host:port``; each accepted connection gets ``handler_factory()`` as its handler.
+
+    ``share_port`` (SCTP only): after the listening socket is bound (so that a second listener on
+    the same endpoint still fails with EADDRINUSE), set SO_REUSEPORT on it, so that outgoing
+    associations of this process can start from the very same port (``connect(..., local=(host,
+    port), share_port=True)``), as RSPLIB's registrar does with its one-to-many ENRP socket: its
+    peers accept a Presence only over an association from the ENRP endpoint it names."""
     kind = kind or transport_kind()
     loop = asyncio.get_running_loop()
     if kind == "tcp":
@@ -450,6 +461,8 @@ async def start_server(handler_factory: Callable[[], MessageHandler], host: str,
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind((host, port))
     lsock.listen(128)
+    if share_port:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     lsock.setblocking(False)
 
     def on_accept() -> None:
@@ -469,8 +482,12 @@ async def start_server(handler_factory: Callable[[], MessageHandler], host: str,
 
 async def connect(handler: MessageHandler, host: str, port: int, framing: Framing = Framing.ASAP,
                   kind: str | None = None, timeout: float = 5.0,
-                  local: tuple[str, int] | None = None) -> MessageConnection:
-    """Connect to ``host:port`` and return the message connection (handler gets the events)."""
+                  local: tuple[str, int] | None = None, share_port: bool = False) -> MessageConnection:
+    """Connect to ``host:port`` and return the message connection (handler gets the events).
+
+    ``share_port`` (SCTP only): bind ``local`` with SO_REUSEPORT, i.e. start the association from
+    the port of a listener started with ``start_server(..., share_port=True)``. The kernel still
+    refuses (EADDRNOTAVAIL) a second association between the same two endpoints."""
     kind = kind or transport_kind()
     loop = asyncio.get_running_loop()
     if kind == "tcp":
@@ -483,12 +500,98 @@ async def connect(handler: MessageHandler, host: str, port: int, framing: Framin
     try:
         sock.setblocking(False)
         if local is not None:
+            if share_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(local)
         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
     except BaseException:
         sock.close()
         raise
     return SCTPMessageConnection(sock, handler, loop)
+
+
+# ---------------------------------------------------------------------------------------------
+# Network changes
+
+_RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
+
+
+def routable(host: str) -> bool:
+    """Whether the kernel has a route to ``host`` now (a UDP connect is a route lookup; nothing is sent)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return True  # a name: nothing to decide from the routing table
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, 9))
+        except OSError as exc:
+            return exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+    return True
+
+
+class RouteWatcher:
+    """Wakes ``changed()`` waiters whenever IPv4 routes, addresses or links of this host change.
+
+    One rtnetlink socket subscribed to the route, address and link groups; the messages are only
+    counted, not parsed: a waiter re-checks what it cares about (``routable``). Where rtnetlink is
+    unavailable (not Linux) the watcher stays silent and ``active`` is False.
+    """
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+        self.changes = 0
+
+    @property
+    def active(self) -> bool:
+        return self._sock is not None
+
+    def start(self) -> None:
+        if self._sock is not None:
+            return
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        except (OSError, AttributeError) as exc:
+            log.info("no rtnetlink (%s): network changes are noticed by timeouts only", exc)
+            return
+        try:
+            sock.bind((0, _RTMGRP_LINK | _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV4_ROUTE))
+            sock.setblocking(False)
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(sock.fileno(), self._readable)
+        except OSError as exc:
+            sock.close()
+            log.info("cannot watch rtnetlink (%s): network changes are noticed by timeouts only", exc)
+            return
+        self._sock = sock
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                if not self._sock.recv(65536):
+                    break
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ENOBUFS: events were dropped; a change happened all the same
+                break
+        self.changes += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def changed(self) -> None:
+        """Return at the next change of routes, addresses or links."""
+        await self._event.wait()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -215,7 +215,8 @@ def test_pu_cache_serves_repeated_resolutions() -> None:
         first = await pu.resolve(POOL)
         second = await pu.resolve(POOL)
         assert first == second
-        assert pu.stats == {"resolutions": 1, "cache_hits": 1, "unreachable_reports": 0, "failovers": 0}
+        assert pu.stats == {"resolutions": 1, "cache_hits": 1, "unreachable_reports": 0, "failovers": 0,
+                            "route_losses": 0}
         assert reg.stats["handle_resolution"] == 1
         nocache = await new_pu(reg, closers, stale_cache=0.0)
         await nocache.resolve(POOL)
