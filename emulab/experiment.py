@@ -124,12 +124,6 @@ def request_events(lines: list[dict[str, Any]], setting: int, run: int, addrs: d
     return out
 
 
-def coverage_metrics(events: list[EventRecord], lines: list[dict[str, Any]], lost_at: float | None,
-                     restored_at: float | None) -> dict[str, Any]:
-    """``emulab.results.coverage_metrics`` (shared with `emulab simulate`) over the PUs' JSON lines."""
-    return results.coverage_metrics(events, to_records(lines, 0, 0, {}, {}), lost_at, restored_at)
-
-
 def read_pu_output(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     records, summary = [], {}
     if path.exists():
@@ -440,7 +434,7 @@ class PaperExperiment:
             for what, at in (("coverage_lost", lost_at), ("coverage_restored", restored_at)):
                 if at is not None:
                     events.append(EventRecord(setting, run, at, what))
-            m = coverage_metrics(events, lines, lost_at, restored_at)
+            m = results.coverage_metrics(events, recs, lost_at, restored_at)
             self.coverage_runs.append({"setting": setting, "run": run, **m})
             self.log(f"{tag}: fail-over {m['failover_s']} s, recovery {m['recovery_s']} s, "
                      f"{m['requests_completed']}/{m['requests_issued']} requests completed")

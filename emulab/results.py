@@ -337,6 +337,65 @@ def summarize(
     return agg.summary(manifest)
 
 
+# --------------------------------------------------------------------------- coverage loss
+# Shared by `emulab experiment coverage-loss` and `emulab simulate --coverage-loss`, so that both
+# put the same numbers, computed the same way, under the same keys of summary.json.
+
+
+def coverage_metrics(events: Iterable[EventRecord], requests: Iterable[RequestRecord], lost_at: float | None,
+                     restored_at: float | None) -> dict[str, Any]:
+    """One coverage-loss run: fail-over and recovery times, and whether every request finished once.
+
+    ``failover_s``: coverage lost → the first Accept by a UE element after it; ``recovery_s``:
+    coverage back → the first Accept by a MEC element after it (None when it never happened).
+    ``requests_lost`` counts every request issued that did not complete (after the drain), and
+    ``requests_duplicated`` every request recorded more than once (both must be 0).
+    """
+    accepts = [e for e in events if e.event == "accept"]
+    reqs = list(requests)
+
+    def first_after(t0: float | None, cls: str) -> float | None:
+        if t0 is None:
+            return None
+        ts = [e.t for e in accepts if e.element_class == cls and e.t >= t0]
+        return round(min(ts) - t0, 3) if ts else None
+
+    keys = [(r.pu, r.request_id) for r in reqs]
+    issued = len(set(keys))
+    completed = sum(1 for r in reqs if r.status == "completed")
+    during = [e for e in accepts if lost_at is not None and e.t >= lost_at
+              and (restored_at is None or e.t < restored_at)]
+    return {
+        "lost_at_s": None if lost_at is None else round(lost_at, 3),
+        "restored_at_s": None if restored_at is None else round(restored_at, 3),
+        "failover_s": first_after(lost_at, "ue"),
+        "recovery_s": first_after(restored_at, "mec"),
+        "requests_issued": issued,
+        "requests_completed": completed,
+        "requests_lost": issued - completed,
+        "requests_duplicated": len(keys) - issued,
+        "requests_failed_over": sum(1 for r in reqs if r.failovers),
+        "accepts_during_loss": {cls: sum(1 for e in during if e.element_class == cls) for cls in CLASSES},
+    }
+
+
+def coverage_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's coverage-loss keys over ``coverage_metrics`` of every run: the worst fail-over
+    and recovery times (None if any run had none), the summed request counts, and the runs themselves."""
+
+    def worst(key: str) -> float | None:
+        vals = [r[key] for r in runs]
+        return None if not vals or any(v is None for v in vals) else max(vals)
+
+    return {
+        "failover_s": worst("failover_s"),
+        "recovery_s": worst("recovery_s"),
+        **{k: sum(r[k] for r in runs) for k in ("requests_issued", "requests_completed", "requests_lost",
+                                                 "requests_duplicated", "requests_failed_over")},
+        "coverage_runs": runs,
+    }
+
+
 # --------------------------------------------------------------------------- CSV rows
 
 

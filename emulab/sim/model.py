@@ -12,18 +12,25 @@ rates ignored: CalcApp messages are tiny):
 * accept / reject / complete = one way back;
 * load update delay = PE → its home registrar (ASAP re-registration) + home registrar → the PU's
   registrar (ENRP handle update); the PU's registrar is the one the PLU selection runs on.
+
+The UE's radio timers (``RadioTimers``: when a coverage loss becomes a radio link failure, how long
+the re-attach takes) come from ``radio.lte.LteConfig``, with the topology's ``radio.options`` applied
+as the emulated radio applies them, so a simulated coverage loss follows the emulated one's timeline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from emulab.errors import EmulabError
 from emulab.scenario import ELEMENT_CLASSES, Scenario
+from radio.lte import FRAME_S, LteConfig, LteModelError
 from rserpool.policy import PolicyInfo
 
 LARGE_ELEMENTS = 1000
+_LTE = LteConfig()  # radio.lte's defaults: the one source of the RRC timers below
 
 
 class ModelError(EmulabError):
@@ -48,6 +55,49 @@ class ElementModel:
 
 
 @dataclass(frozen=True, slots=True)
+class RadioTimers:
+    """The UE's RRC timers as ``radio.lte`` runs them (36.331 §5.3.11; OAI defaults).
+
+    A hard coverage loss at L is a radio link failure (RLF) at L + N310 frames + T310 (1.2 s): until
+    then packets are just lost; from then on the UE's routes are withdrawn (the emulated radio's
+    bearer), so connections to remote addresses fail at once. Coverage back at R: the UE re-attaches
+    one frame later plus ``attach_time_s`` (or ``reestablish_time_s``, if set and within T311 of the
+    RLF); a loss shorter than the RLF time never detaches the UE.
+    """
+
+    n310: int = _LTE.n310
+    t310_ms: float = _LTE.t310_ms
+    n311: int = _LTE.n311
+    t311_ms: float = _LTE.t311_ms
+    attach_time_s: float = _LTE.attach_time_s
+    reestablish_time_s: float | None = _LTE.reestablish_time_s
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> RadioTimers:
+        """The timers ``radio.lte.LteConfig`` gives for a topology's ``radio.options`` (defaults without)."""
+        try:
+            cfg = LteConfig.from_options(dict(options or {}))
+        except (LteModelError, TypeError, ValueError) as exc:
+            raise ModelError(f"radio.options: {exc}") from None
+        return cls(cfg.n310, cfg.t310_ms, cfg.n311, cfg.t311_ms, cfg.attach_time_s, cfg.reestablish_time_s)
+
+    @property
+    def rlf_s(self) -> float:
+        """Coverage lost → radio link failure (N310 × 10 ms + T310)."""
+        return self.n310 * FRAME_S + self.t310_ms / 1000.0
+
+    def reattach_s(self, detached_for: float) -> float:
+        """Coverage back → attached again, after ``detached_for`` seconds since the RLF."""
+        if self.reestablish_time_s is not None and detached_for <= self.t311_ms / 1000.0:
+            return FRAME_S + self.reestablish_time_s
+        return FRAME_S + self.attach_time_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n310": self.n310, "t310_ms": self.t310_ms, "n311": self.n311, "t311_ms": self.t311_ms,
+                "attach_time_s": self.attach_time_s, "reestablish_time_s": self.reestablish_time_s}
+
+
+@dataclass(frozen=True, slots=True)
 class PoolModel:
     """The pool and where its users are."""
 
@@ -58,6 +108,7 @@ class PoolModel:
     registrar: str | None = None
     handle_resolution_rtt_s: float = 0.0
     """PU <-> its registrar (0 when the registrar runs on the UE, as in the papers)."""
+    radio: RadioTimers = field(default_factory=RadioTimers)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -65,6 +116,7 @@ class PoolModel:
             "pu_node": self.pu_node,
             "registrar": self.registrar,
             "handle_resolution_rtt_s": self.handle_resolution_rtt_s,
+            "radio": self.radio.to_dict(),
             "elements": [
                 {
                     "name": e.name, "class": e.element_class, "capacity": e.capacity,
@@ -223,10 +275,11 @@ def topology_model(target: str, scenario: Scenario) -> PoolModel:
     return PoolModel(
         name=spec.name, elements=tuple(elements), policy_type=ptype, pu_node=pu_node,
         registrar=pu_registrar, handle_resolution_rtt_s=hr_rtt,
+        radio=RadioTimers.from_options(spec.radio.options if spec.radio is not None else None),
     )
 
 
 __all__ = [
-    "ElementModel", "ModelError", "PoolModel", "build_model", "element_class",
+    "ElementModel", "ModelError", "PoolModel", "RadioTimers", "build_model", "element_class",
     "synthetic_model", "topology_model",
 ]

@@ -3,6 +3,11 @@
 Each task seeds its own random streams from (seed, setting, run, PU), so the results do not depend
 on how many processes ran them or in which order. Results go through ``emulab.results``'s writer, so
 ``emulab plot`` draws a simulated sweep exactly like an emulated one.
+
+With a coverage loss the results are those of `emulab experiment coverage-loss`: the runs drain
+(``COVERAGE_DRAIN_S``, that command's default), events.csv has every Accept, completion and coverage
+change, and summary.json the same fail-over keys (``emulab.results.coverage_metrics`` /
+``coverage_summary``, shared with the experiment), with the simulator's timers under ``timers``.
 """
 
 from __future__ import annotations
@@ -16,10 +21,21 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from emulab.results import ElementUsage, RequestRecord, ResultsWriter
+from emulab.results import (
+    ElementUsage,
+    EventRecord,
+    RequestRecord,
+    ResultsWriter,
+    coverage_metrics,
+    coverage_summary,
+)
 from emulab.scenario import Scenario
 from emulab.sim.engine import STATUS_NAMES, CoverageLoss, Failure, RunParams, RunResult, simulate_run
 from emulab.sim.model import PoolModel, build_model
+
+COVERAGE_DRAIN_S = 60.0
+"""Drain of a run with a coverage loss: `emulab experiment coverage-loss --drain`'s default, so that
+both count lost requests the same way."""
 
 _MODEL: PoolModel | None = None
 
@@ -94,6 +110,56 @@ def request_records(model: PoolModel, res: RunResult) -> Iterator[RequestRecord]
         )
 
 
+def event_records(model: PoolModel, res: RunResult, losses: Iterable[CoverageLoss] = ()) -> list[EventRecord]:
+    """A run's events.csv rows: every Accept (first and after fail-overs), every completion and the
+    coverage changes, named as ``request_records`` names the PUs and requests."""
+    names = [e.name for e in model.elements]
+    classes = [e.element_class for e in model.elements]
+    st, rn = res.setting, res.run
+    out: list[EventRecord] = []
+    for r, (pu, _size, _q, _s, a, c, el, _rej, _fo, _status) in enumerate(res.requests):
+        pu_name, rid = f"pu{pu + 1}", r + 1
+        accepts = res.accepts.get(r)
+        if accepts is None:  # without faults: at most one Accept, at the request's element
+            accepts = [(a, el)] if a is not None else []
+        for t, e in accepts:
+            out.append(EventRecord(st, rn, t, "accept", pu_name, rid, names[e], classes[e]))
+        if c is not None:
+            out.append(EventRecord(st, rn, c, "complete", pu_name, rid, names[el], classes[el]))
+    for cl in losses:
+        out.append(EventRecord(st, rn, cl.at, "coverage_lost"))
+        out.append(EventRecord(st, rn, cl.at + cl.duration, "coverage_restored"))
+    return out
+
+
+def coverage_run(events: list[EventRecord], requests: list[RequestRecord], setting: int, run: int,
+                 losses: tuple[CoverageLoss, ...]) -> dict[str, Any]:
+    """One run's ``coverage_runs`` entry: the experiment's metrics for the (first) loss; with more
+    than one loss, each loss's fail-over and recovery times under ``losses``."""
+    per = [coverage_metrics(events, requests, c.at, c.at + c.duration) for c in losses]
+    entry: dict[str, Any] = {"setting": setting, "run": run, **per[0]}
+    if len(per) > 1:
+        entry["losses"] = [{k: m[k] for k in ("lost_at_s", "restored_at_s", "failover_s", "recovery_s")}
+                           for m in per]
+    return entry
+
+
+def sim_timers(p: RunParams, model: PoolModel) -> dict[str, Any]:
+    """The timers that bound a simulated fail-over and recovery (as the experiment's ``timers``)."""
+    return {
+        "radio": model.radio.to_dict(),
+        "rlf_s": model.radio.rlf_s,
+        "calcapp_keepalive_interval_s": p.keepalive_interval_s,
+        "calcapp_keepalive_timeout_s": p.keepalive_timeout_s,
+        "pu_connect_timeout_s": p.connect_timeout_s,
+        "pu_watch_routes": p.watch_routes,
+        "pu_retry_delay_s": p.reject_retry_s,
+        "registrar_max_bad_pe_reports": p.max_bad_reports,
+        "registrar_partition_detect_s": p.partition_detect_s,
+        "enrp_resync_max_s": p.resync_max_s,
+    }
+
+
 def usage_records(model: PoolModel, res: RunResult) -> list[ElementUsage]:
     return [
         ElementUsage(
@@ -113,11 +179,18 @@ def simulate(
     progress: bool = True,
     name: str | None = None,
     model_params: dict[str, Any] | None = None,
+    drain: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Simulate the sweep and write a results directory; returns its path and the timing figures."""
+    """Simulate the sweep and write a results directory; returns its path and the timing figures.
+
+    ``drain``: seconds after the run for queued requests to finish (None: ``COVERAGE_DRAIN_S`` with
+    a coverage loss, as `emulab experiment coverage-loss`, else none, as `emulab experiment paper`).
+    """
     model = build_model(scenario)
     fs, cs = tuple(failures), tuple(coverage_losses)
-    tasks = make_tasks(scenario, fs, cs, **(model_params or {}))
+    params = dict(model_params or {})
+    params.setdefault("drain_s", drain if drain is not None else (COVERAGE_DRAIN_S if cs else 0.0))
+    tasks = make_tasks(scenario, fs, cs, **params)
     t0 = time.perf_counter()
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -157,13 +230,27 @@ def simulate(
             "failures": [asdict(f) for f in fs],
             "coverage_losses": [asdict(c) for c in cs],
         },
+        "drain_s": tasks[0].drain_s,
     }
+    if cs:  # as the experiment's manifest (which has one loss)
+        manifest["coverage_loss"] = {"lose_at": cs[0].at, "restore_at": cs[0].at + cs[0].duration}
     writer = ResultsWriter(scenario.out, name or f"sim-{Path(scenario.target).stem}", manifest)
+    runs: list[dict[str, Any]] = []
     for res in results:
-        writer.add_requests(request_records(model, res))
+        if fs or cs:
+            requests = list(request_records(model, res))
+            events = event_records(model, res, cs)
+            writer.add_requests(requests)
+            writer.add_events(events)
+            if cs:
+                runs.append(coverage_run(events, requests, res.setting, res.run, cs))
+        else:
+            writer.add_requests(request_records(model, res))
         writer.add_usage(usage_records(model, res))
-    timing_public = {k: v for k, v in timing.items() if k != "cpu_s_per_run"}
-    path = writer.finish({"simulator": timing_public})
+    extra: dict[str, Any] = {"simulator": {k: v for k, v in timing.items() if k != "cpu_s_per_run"}}
+    if cs:
+        extra.update(coverage_summary(runs), timers=sim_timers(tasks[0], model))
+    path = writer.finish(extra)
     return path, timing
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from emulab.experiment import (
     address_map,
-    coverage_metrics,
     pool_elements,
     read_pu_output,
     request_events,
     to_records,
 )
+from emulab.results import coverage_metrics
 from emulab.scenario import Scenario
 from emulab.topology import load
 
@@ -77,12 +77,13 @@ def test_coverage_metrics_time_failover_and_recovery_from_accepts() -> None:
     events = request_events(lines, 8, 1, addrs, classes)
     assert sorted(e.event for e in events) == ["accept"] * 6 + ["complete"] * 4
     assert {e.element for e in events if e.event == "accept"} == {"mec-pe1", "ue", "pmc-gjovik"}
-    m = coverage_metrics(events, lines, lost_at=10.0, restored_at=30.0)
+    recs = to_records(lines, 8, 1, addrs, classes)
+    m = coverage_metrics(events, recs, lost_at=10.0, restored_at=30.0)
     assert m["failover_s"] == 3.0 and m["recovery_s"] == 3.5  # first UE Accept after 10, first MEC after 30
     assert m["accepts_during_loss"] == {"ue": 2, "mec": 0, "pmc": 0}
     assert (m["requests_issued"], m["requests_completed"], m["requests_lost"]) == (5, 4, 1)
     assert m["requests_duplicated"] == 0 and m["requests_failed_over"] == 2
-    none = coverage_metrics(events, lines + [lines[0]], lost_at=40.0, restored_at=None)
+    none = coverage_metrics(events, recs + [recs[0]], lost_at=40.0, restored_at=None)
     assert none["failover_s"] is None and none["recovery_s"] is None and none["requests_duplicated"] == 1
 
 

@@ -9,9 +9,12 @@ import pytest
 
 from emulab.results import (
     ElementUsage,
+    EventRecord,
     RequestRecord,
     ResultsError,
     ResultsWriter,
+    coverage_metrics,
+    coverage_summary,
     load_results,
     parse_sca,
     sca_text,
@@ -183,3 +186,29 @@ def test_add_file_and_errors(tmp_path: Path) -> None:
         load_results(tmp_path / "missing")
     with pytest.raises(ResultsError):
         load_results(tmp_path)  # a directory, but not a results directory
+
+
+def test_coverage_metrics_and_summary_from_records() -> None:
+    """The fail-over figures both `emulab experiment coverage-loss` and `emulab simulate
+    --coverage-loss` put in summary.json, from Accept events and request records."""
+    def req(pu: str, rid: int, status: str = "completed", failovers: int = 0) -> RequestRecord:
+        return RequestRecord(8, 1, pu, rid, 1.0, 0.0, 0.0, 0.5, 1.0 if status == "completed" else None,
+                             None, None, (), failovers, status)
+
+    def acc(t: float, cls: str) -> EventRecord:
+        return EventRecord(8, 1, t, "accept", "pu0", 1, cls + "-pe", cls)
+
+    events = [acc(5.0, "mec"), acc(12.5, "ue"), acc(14.0, "ue"), acc(31.0, "pmc"), acc(32.25, "mec"),
+              EventRecord(8, 1, 10.0, "coverage_lost")]
+    reqs = [req("pu0", 1, failovers=1), req("pu0", 2), req("pu1", 1, "unfinished"), req("pu1", 1)]
+    m = coverage_metrics(events, reqs, 10.0, 30.0)
+    assert (m["failover_s"], m["recovery_s"]) == (2.5, 2.25)
+    assert m["accepts_during_loss"] == {"ue": 2, "mec": 0, "pmc": 0}
+    assert (m["requests_issued"], m["requests_completed"], m["requests_lost"]) == (3, 3, 0)
+    assert (m["requests_duplicated"], m["requests_failed_over"]) == (1, 1)
+    late = coverage_metrics(events, reqs[:3], 40.0, None)
+    assert late["failover_s"] is None and late["recovery_s"] is None and late["requests_lost"] == 1
+    s = coverage_summary([{"setting": 8, "run": 1, **m}, {"setting": 8, "run": 2, **m, "failover_s": 4.0}])
+    assert (s["failover_s"], s["recovery_s"], s["requests_issued"]) == (4.0, 2.25, 6)
+    assert [r["run"] for r in s["coverage_runs"]] == [1, 2]
+    assert coverage_summary([{**m, "recovery_s": None}])["recovery_s"] is None  # one run never recovered

@@ -1,4 +1,5 @@
-"""The discrete-event twin: queueing theory, the papers' policy behaviour, determinism, faults, CLI."""
+"""The discrete-event twin: queueing theory, the papers' policy behaviour, determinism, faults, CLI,
+and that it runs on the emulated code's timers and selection rules (reject exclusion, coverage loss)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from emulab.cli import main
-from emulab.results import summarize
+from emulab.results import coverage_summary, load_events, summarize
 from emulab.scenario import Scenario
 from emulab.sim import (
     CoverageLoss,
@@ -24,7 +25,8 @@ from emulab.sim import (
     simulate,
     simulate_run,
 )
-from emulab.sim.sweep import request_records, usage_records
+from emulab.sim.model import RadioTimers
+from emulab.sim.sweep import COVERAGE_DRAIN_S, event_records, request_records, usage_records
 from rserpool.policy import PolicyInfo
 from rserpool.policytypes import PolicyType
 
@@ -80,17 +82,49 @@ def test_mm1_ps_mean_response_is_proportional_to_size() -> None:
     assert sum(large) / len(large) == pytest.approx(2e-6, rel=0.15)
 
 
-def test_rejection_when_full_and_retry_after_one_second() -> None:
+def test_rejection_when_full_and_retry_after_the_retry_delay() -> None:
+    """A one-element pool: after a reject the PU waits RETRY_DELAY and selects without the element
+    that said no; nothing else is left, so (PoolSession.open: NoPoolElementError) it waits once
+    more and then takes the element again: 2 x 1 s per reject, as calcapp_pu does."""
     model = _single_element(max_requests=1)
     res = simulate_run(model, RunParams(setting=20, run=1, duration=300.0, seed=1))
     rejected = [r for r in res.requests if r[7]]
     assert rejected, "a 1-job element must reject under 20 PUs"
     for (_pu, _s, _q, st, a, _c, _e, rej, _f, status) in rejected:
         if status == 0:
-            # every reject costs RSPLIB's 1 s back-off before the next try
-            assert a - st >= len(rej) * 1.0 - 1e-9
+            assert a - st >= len(rej) * 2.0 - 1e-9
     _used, acc, n_rej = res.usage[0]
     assert n_rej == sum(len(r[7]) for r in res.requests)
+
+
+def _two_elements(lud: float) -> PoolModel:
+    """"a" always first by PLU (increment 0 vs 0.9) and full after one job; "b" with room for many.
+    ``lud``: how late the registrar hears of a's load (late: the PUs keep being sent to a)."""
+    def el(name: str, inc: float, max_requests: int) -> ElementModel:
+        return ElementModel(
+            name=name, element_class="mec", capacity=1e6, max_requests=max_requests,
+            policy=PolicyInfo.make(PolicyType.PRIORITY_LEAST_USED, load_degradation=inc),
+            one_way_s=0.005, rtt_s=0.01, load_update_delay_s=lud, on_ue=False,
+        )
+    return PoolModel(name="ab", elements=(el("a", 0.0, 1), el("b", 0.9, 100)),
+                     policy_type=int(PolicyType.PRIORITY_LEAST_USED))
+
+
+def test_reject_excludes_the_rejecting_element_on_the_next_selection() -> None:
+    """calcapp_pu: after a reject the next selection skips the element that rejected. The registrar
+    still ranks "a" first (its load reaches it 30 s late), so without the exclusion a rejected
+    request would be sent to "a" again and again; with it, the retry goes to "b"."""
+    model = _two_elements(lud=30.0)
+    res = simulate_run(model, RunParams(setting=10, run=1, duration=200.0, seed=3, size_mean=3e6))
+    recs = list(request_records(model, res))
+    rejected = [r for r in recs if r.rejected_by]
+    assert len(rejected) > 20
+    for r in rejected:
+        assert r.rejected_by == ("a",), r  # one reject, never a second one by the same element
+        if r.status == "completed":
+            assert r.element == "b"
+            # reject, RETRY_DELAY, then select (without "a") and send
+            assert r.startup_time is not None and r.startup_time >= 1.0
 
 
 # ---------------------------------------------------------------- the papers' behaviour
@@ -172,17 +206,78 @@ def test_c_and_python_selectors_give_identical_runs() -> None:
 # ---------------------------------------------------------------- faults
 
 
-def test_element_failure_fails_over_and_resumes() -> None:
+def _busy_moment(model: PoolModel, sc: Scenario, element: str) -> tuple[float, list]:
+    """A time at which ``element`` runs jobs accepted at least a second earlier (a fault-free run
+    is the same as the faulty one up to the fault), and those jobs."""
+    recs = list(request_records(model, run_tasks(model, make_tasks(sc))[0]))
+    on = [r for r in recs if r.element == element and r.completed_at and r.completed_at - r.accepted_at > 4.0]
+    assert on, f"no long job on {element}"
+    t = on[len(on) // 2].accepted_at + 1.0
+    return t, [r for r in on if r.accepted_at < t < r.completed_at]
+
+
+def test_element_failure_fails_over_by_keepalive_and_resumes() -> None:
     sc = Scenario(pus=(16,), runs=1, duration=300.0, seed=2)
     model = build_model(sc)
-    res = run_tasks(model, make_tasks(sc, failures=[Failure("mec-pe1", 100.0, 50.0)]))[0]
-    recs = list(request_records(model, res))
-    failed_over = [r for r in recs if r.failovers]
-    assert failed_over, "jobs on the crashed MEC PE must fail over"
-    assert all(r.status == "completed" for r in failed_over if r.queued_at < 250)
-    # nothing completes on the crashed element while it is down (+ the keep-alive detection)
-    done_on_pe1 = [r.completed_at for r in recs if r.element == "mec-pe1" and r.completed_at is not None]
-    assert not any(100.0 + 0.01 < t < 150.0 for t in done_on_pe1)
+    t_crash, running = _busy_moment(model, sc, "mec-pe1")
+    res = run_tasks(model, make_tasks(sc, failures=[Failure("mec-pe1", t_crash, 50.0)]))[0]
+    recs = {(r.pu, r.request_id): r for r in request_records(model, res)}
+    accepts = {(e.pu, e.request_id): [] for e in event_records(model, res)}
+    for e in event_records(model, res):
+        if e.event == "accept":
+            accepts[(e.pu, e.request_id)].append((e.t, e.element))
+    rtt = {e.name: e.rtt_s for e in model.elements}
+    p = make_tasks(sc)[0]
+    checked = 0
+    for old in running:
+        r = recs[(old.pu, old.request_id)]
+        assert r.failovers == 1 and r.status == "completed" and r.element != "mec-pe1"
+        (t1, e1), (t2, e2) = accepts[(r.pu, r.request_id)][:2]
+        assert e1 == "mec-pe1" and e2 != "mec-pe1" and r.accepted_at == t1  # accepted_at: the first
+        # keep-alive: messages every interval + RTT from the Accept; after the last one before the
+        # crash a quiet interval, a keep-alive and its timeout (2.5 s + 2.5 s), then the fail-over:
+        # a new association to the next element, Cookie Echo, Accept (2 RTTs)
+        period = p.keepalive_interval_s + rtt["mec-pe1"]
+        last = t1 + ((t_crash - t1) // period) * period
+        detect = last + p.keepalive_interval_s + p.keepalive_timeout_s
+        assert t2 >= detect
+        if not r.rejected_by:  # (a reject of the Cookie Echo adds RETRY_DELAY)
+            assert t2 == pytest.approx(detect + 2 * rtt[e2], abs=1e-6)
+            checked += 1
+    assert checked
+    # nothing completes on the crashed element while it is down
+    done_on_pe1 = [r.completed_at for r in recs.values() if r.element == "mec-pe1" and r.completed_at is not None]
+    assert not any(t_crash + 0.01 < t < t_crash + 50.0 for t in done_on_pe1)
+
+
+def test_timers_are_the_emulated_codes() -> None:
+    """One source of truth: the simulator's defaults are the constants the emulated PE, PU, session
+    layer, registrar and radio use."""
+    from emulab.experiment import run_coverage_loss
+    from radio.lte import FRAME_S, LteConfig
+    from rserpool.pu import PUConfig
+    from rserpool.registrar import RegistrarConfig
+    from rserpool.services import calcapp, calcapp_pu
+
+    p = RunParams(setting=1, run=1, duration=1.0, seed=1)
+    reg = RegistrarConfig()
+    assert (p.keepalive_interval_s, p.keepalive_timeout_s) == (calcapp.KEEPALIVE_INTERVAL, calcapp.KEEPALIVE_TIMEOUT)
+    assert (p.keepalive_interval_s, p.keepalive_timeout_s) == (calcapp_pu.PUParams().keepalive_interval,
+                                                               calcapp_pu.PUParams().keepalive_timeout)
+    assert (p.cookie_interval_s, p.cookie_calculations) == (calcapp.COOKIE_MAX_TIME, calcapp.COOKIE_MAX_CALCULATIONS)
+    assert p.reject_retry_s == calcapp_pu.RETRY_DELAY
+    assert p.max_failovers == calcapp_pu.PUParams().max_failovers
+    assert (p.connect_timeout_s, p.watch_routes) == (PUConfig().connect_timeout, PUConfig().watch_routes)
+    assert p.max_bad_reports == reg.max_bad_pe_reports and p.handle_resolution_items == reg.max_hr_items
+    assert p.registrar_detect_s == reg.keepalive_interval / 2 + reg.keepalive_timeout
+    assert p.partition_detect_s == reg.peer_max_time_last_heard + reg.peer_max_time_no_response + reg.keepalive_timeout
+    assert COVERAGE_DRAIN_S == run_coverage_loss.__kwdefaults__["drain"]
+    lte = LteConfig()
+    radio = build_model(Scenario()).radio
+    assert radio.rlf_s == pytest.approx(lte.n310 * FRAME_S + lte.t310_ms / 1000) == pytest.approx(1.2)
+    assert radio.reattach_s(30.0) == pytest.approx(FRAME_S + lte.attach_time_s)
+    # a topology's radio options change them as they change the emulated radio
+    assert RadioTimers.from_options({"n310": 10, "t310_ms": 500}).rlf_s == pytest.approx(0.6)
 
 
 def test_coverage_loss_leaves_only_the_ue() -> None:
@@ -196,6 +291,108 @@ def test_coverage_loss_leaves_only_the_ue() -> None:
     assert any(r.failovers for r in recs)
     # after the cut the MEC is used again
     assert any(r.element_class == "mec" and r.accepted_at and r.accepted_at > 125.0 for r in recs)
+
+
+@pytest.mark.parametrize("watch_routes", [False, True])
+def test_coverage_loss_follows_the_emulated_timeline(watch_routes: bool) -> None:
+    """radio.emulated + calcapp_pu: packets lost from L, routes withdrawn at the RLF (L + 1.2 s), jobs
+    in flight failed over to the UE — found by keep-alive, or at the RLF by the PU's route watcher
+    (``PUConfig.watch_routes``) —; remote elements back only after the re-attach (R + 1.01 s) and
+    the UE's registrar has heard of them again (within one ENRP heartbeat cycle)."""
+    L, R = 60.0, 100.0
+    sc = Scenario(pus=(16,), runs=3, duration=160.0, seed=8)
+    model = build_model(sc)
+    tasks = make_tasks(sc, coverage_losses=[CoverageLoss(L, R - L)], drain_s=COVERAGE_DRAIN_S,
+                       watch_routes=watch_routes)
+    p = tasks[0]
+    rlf = L + model.radio.rlf_s
+    reach = R + model.radio.reattach_s(R - rlf)
+    max_rtt = max(e.rtt_s for e in model.elements)
+    silence = p.keepalive_interval_s + p.keepalive_timeout_s
+    for res in run_tasks(model, tasks):
+        recs = list(request_records(model, res))
+        events = event_records(model, res, p.coverage_losses)
+        remote = [e for e in events if e.event == "accept" and e.element_class != "ue"]
+        # nothing reaches a remote element from the loss until the UE is attached again
+        assert not any(L <= e.t < reach for e in remote)
+        first_back = min(e.t for e in remote if e.t >= R)
+        assert reach <= first_back <= reach + p.resync_max_s + 0.5
+        # jobs running remotely at L: failed over to the UE and resumed there
+        in_flight = [r for r in recs if r.accepted_at is not None and r.accepted_at < L
+                     and (r.completed_at is None or r.completed_at > L) and r.failovers]
+        assert in_flight
+        for r in in_flight:
+            accepts = [e for e in events if e.event == "accept" and (e.pu, e.request_id) == (r.pu, r.request_id)]
+            after = next(e for e in accepts if e.t > L)
+            if watch_routes:  # the route goes at the RLF, and the session with it
+                earliest, latest = rlf, rlf + 0.01
+            else:  # the last message before L, a quiet interval, a keep-alive and its timeout
+                earliest, latest = L + silence - p.keepalive_interval_s - max_rtt, L + silence
+            assert after.t >= earliest
+            if not r.rejected_by:  # (the UE's element may be full: reject, RETRY_DELAY, again)
+                assert after.element == "ue" and after.t <= latest
+        # every request issued completes once after the drain, which the run's length includes
+        assert all(r.status == "completed" for r in recs)
+        assert res.duration > sc.duration
+
+
+def test_simulated_coverage_loss_has_the_experiments_summary_and_events(tmp_path: Path) -> None:
+    """`emulab simulate --coverage-loss` writes what `emulab experiment coverage-loss` writes: the
+    same summary keys (computed by the same emulab.results functions) and events.csv, so `emulab
+    plot` draws the coverage timeline."""
+    sc = Scenario(pus=(16,), runs=2, duration=90.0, seed=3, out=tmp_path, jobs=1)
+    path, _timing = simulate(sc, coverage_losses=[CoverageLoss(30.0, 30.0)], progress=False)
+    summary = json.loads((path / "summary.json").read_text())
+    expected = set(coverage_summary([])) | {"timers"}  # the experiment: coverage_summary + its timers
+    assert expected <= set(summary)
+    assert summary["requests_lost"] == 0 and summary["requests_duplicated"] == 0  # drained, as the experiment
+    assert summary["requests_completed"] == summary["requests_issued"] > 0
+    assert 0.0 < summary["failover_s"] < 6.0 and 1.0 < summary["recovery_s"] < 5.0
+    assert [(r["setting"], r["run"]) for r in summary["coverage_runs"]] == [(16, 1), (16, 2)]
+    assert summary["requests_failed_over"] > 0
+    assert summary["timers"]["calcapp_keepalive_interval_s"] == 2.5
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["coverage_loss"] == {"lose_at": 30.0, "restore_at": 60.0}
+    assert manifest["drain_s"] == COVERAGE_DRAIN_S
+    events = load_events(path)
+    kinds = {e.event for e in events}
+    assert kinds == {"accept", "complete", "coverage_lost", "coverage_restored"}
+    assert [e.t for e in events if e.event == "coverage_lost"] == [30.0, 30.0]
+    completes = [e for e in events if e.event == "complete"]
+    assert len(completes) == summary["requests_completed"]
+    assert len({(e.setting, e.run, e.pu, e.request_id) for e in completes}) == len(completes)
+    # the failed-over requests have two Accepts or more: the first remote, a later one on the UE
+    multi = {}
+    for e in events:
+        if e.event == "accept":
+            multi.setdefault((e.run, e.pu, e.request_id), []).append(e.element_class)
+    assert any(len(v) > 1 and v[0] != "ue" and "ue" in v[1:] for v in multi.values())
+    from emulab.plots import fig_coverage_timelines
+
+    (tmp_path / "plots").mkdir()
+    pngs = fig_coverage_timelines(path, tmp_path / "plots")
+    assert [p.name for p in pngs] == ["coverage-16pus-run1.png", "coverage-16pus-run2.png"]
+    assert all(p.stat().st_size > 10_000 for p in pngs)
+
+
+def test_faulty_runs_are_deterministic_at_any_process_count(tmp_path: Path) -> None:
+    sc = Scenario(pus=(4, 16), runs=2, duration=120.0, seed=6, jobs=1)
+    model = build_model(sc)
+    kw = {"failures": [Failure("mec-pe2", 50.0, 20.0)], "coverage_losses": [CoverageLoss(70.0, 25.0)],
+          "drain_s": 30.0}
+    a = run_tasks(model, make_tasks(sc, **kw), jobs=1)
+    b = run_tasks(model, make_tasks(sc, **kw), jobs=2)
+    assert [(x.requests, x.usage, x.accepts, x.duration) for x in a] == \
+        [(x.requests, x.usage, x.accepts, x.duration) for x in b]
+    c = run_tasks(model, make_tasks(replace(sc, seed=7), **kw), jobs=1)
+    assert [x.requests for x in c] != [x.requests for x in a]
+    # and the written summaries (coverage keys included) agree too
+    p1, _ = simulate(replace(sc, out=tmp_path / "a"), kw["failures"], kw["coverage_losses"], progress=False)
+    p2, _ = simulate(replace(sc, out=tmp_path / "b", jobs=2), kw["failures"], kw["coverage_losses"], progress=False)
+    s1, s2 = (json.loads((p / "summary.json").read_text()) for p in (p1, p2))
+    for s in (s1, s2):
+        del s["simulator"]  # wall-clock figures
+    assert s1 == s2 and s1["coverage_runs"]
 
 
 # ---------------------------------------------------------------- simulate() and the CLI
