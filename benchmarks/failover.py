@@ -9,10 +9,10 @@ times and prints, per run and summarised,
 
 with the timers that bound them (from the run's summary.json). What bounds fail-over: the UE only
 learns it is offline at radio link failure, N310 × 10 ms + T310 = 1.2 s after the loss (its bearer
-and routes go then). A request started after that fails over at once; one whose connect began
-while T310 ran waits the PU's connect timeout (3 s); a job in flight is noticed by the CalcApp
-keep-alive (2.5 s + 2.5 s). Recovery: re-attach (1 s), then ENRP reconnects the UE's registrar to
-its peers and downloads their handle tables.
+and routes go then); the PUs' route watcher then ends every session and connect beyond the radio
+at once. Without it (PUConfig.watch_routes off) a connect begun while T310 ran would wait the PU's
+connect timeout (3 s) and a job in flight the CalcApp keep-alive (2.5 s + 2.5 s). Recovery:
+re-attach (1 s), then ENRP reconnects the UE's registrar to its peers and downloads their tables.
 
     .venv/bin/python benchmarks/failover.py [--quick] [--runs N] [--pus N]
 
