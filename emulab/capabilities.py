@@ -179,7 +179,9 @@ def _probe_b210() -> tuple[bool, str]:
         return False, "uhd_find_devices did not answer"
     text = out.stdout + out.stderr
     if "B210" in text or "B200" in text:
-        return True, "USRP B2xx found by uhd_find_devices"
+        return True, ("USRP B2xx found by uhd_find_devices: --radio b210 runs OAI's eNodeB on it, with a real "
+                      "UE instead of the UE softmodem and coverage by attenuator or shield box (no `coverage` "
+                      "commands)")
     return False, "no USRP B210 attached (uhd_find_devices found none)"
 
 
@@ -195,7 +197,8 @@ PROBES: dict[str, tuple[Callable[[], tuple[bool, str]], bool, str | None]] = {
     "sctp": (_probe_sctp, False, "RSerPool over TCP, framed by message length"),
     "tshark": (_probe_binary("tshark", "text2pcap"), False, "conformance tests skipped"),
     "uhd": (_probe_binary("uhd_find_devices"), False, "--radio b210 unavailable"),
-    "usrp_b210": (_probe_b210, False, "--radio b210 unavailable; use emulated"),
+    "usrp_b210": (_probe_b210, False, "--radio b210 unavailable (OAI's eNodeB on a B210 with a real UE); "
+                                      "use emulated"),
     "oai": (_probe_binary("lte-softmodem", "lte-uesoftmodem"), False, "--radio oai unavailable; use emulated"),
 }
 

@@ -261,6 +261,21 @@ class Testbed:
     def set_link_params(self, name: str, params: LinkParams) -> None:
         self.links[name].set_params(params)
 
+    def replace_route(self, node: str, dest: str, via: str | None = None, dev: str | None = None,
+                      src: str | None = None) -> None:
+        """``ip route replace DEST [via VIA] [dev DEV] [src SRC]`` inside ``node`` (radio backends)."""
+        from pyroute2 import NetNS
+
+        with NetNS(self.netns[node]) as ns:
+            kw: dict[str, Any] = {"dst": dest}
+            if via is not None:
+                kw["gateway"] = via
+            if dev is not None:
+                kw["oif"] = ns.link_lookup(ifname=dev)[0]
+            if src is not None:
+                kw["prefsrc"] = src
+            ns.route("replace", **kw)
+
     def set_routes(self, node: str, present: bool, dev: str | None = None) -> None:
         """Install or withdraw the static routes the topology gives ``node`` (those out of ``dev`` only,
         if given); directly connected subnets stay.

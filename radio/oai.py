@@ -25,16 +25,30 @@ coverage control (``coverage lose`` is refused: use an attenuator or RF shield b
 must be a real interface (not emulated) and ``uhd_find_devices`` must list a B2xx. The sample rate
 follows N_RB_DL (7.68 Msps for 25 PRB, 15.36 for 50, 30.72 for 100).
 
+User plane (``oai``, ``--noS1``): once OAI's tunnel devices are up (``oaitun_ue1`` in the UE
+node, ``oaitun_enb1`` in the eNB node, with the addresses OAI gives them), the backend reroutes the
+user plane through them (``user_plane_routes``): the UE sends everything it used to send over the
+radio interface into ``oaitun_ue1`` from its tunnel address, the eNB hands that tunnel subnet to
+``oaitun_enb1``, and every other node routes the tunnel subnet the way it routes the radio subnet.
+So the UE's own traffic (its pool users' requests, its registrar's and PE's outgoing connections)
+and the answers to it cross OAI's PHY/MAC/RLC/PDCP both ways, and a coverage loss in OAI's channel
+cuts it. Connections made *to* the UE's radio-link address still take the plain link, which also
+carries the IQ samples (a limit of running without an EPC that assigns the UE one address).
+
 OAI is not packaged by any registry reachable here; where lte-softmodem / lte-uesoftmodem are missing
-the backend refuses to start with a message saying so. Generated files are unit-tested; starting
-the softmodems is exercised only where OAI is installed.
+the backend refuses to start with a message saying so. Generated files and the user-plane route
+plan are unit-tested; starting the softmodems is exercised only where OAI is installed.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import shlex
 import shutil
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +56,11 @@ from typing import Any
 from radio.base import RadioBackend, RadioError
 from radio.lte import LteConfig, LteModelError
 
+log = logging.getLogger(__name__)
+
 OAI_BINARIES = ("lte-softmodem", "lte-uesoftmodem")
+UE_TUN, ENB_TUN = "oaitun_ue1", "oaitun_enb1"  # the tunnel devices OAI 4G creates with --noS1
+TUN_WAIT_S = 90.0  # UE attach over rfsim (cell search, RRC, noS1 bearer) before the user plane is rerouted
 RFSIM_PORT = 4043
 ENB_TELNET_PORT = 9090
 UE_TELNET_PORT = 9091
@@ -109,6 +127,52 @@ class OaiPlan:
             enb_telnet_port=int(options.get("telnet_port", ENB_TELNET_PORT)),
             ue_telnet_port=int(options.get("ue_telnet_port", UE_TELNET_PORT)),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# the user plane through OAI's tunnels
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    """``ip route replace DEST [via VIA] [dev DEV] [src SRC]`` in NODE."""
+
+    node: str
+    dest: str
+    via: str | None = None
+    dev: str | None = None
+    src: str | None = None
+
+
+def user_plane_routes(spec: Any, plan: OaiPlan, ue_tun: ipaddress.IPv4Interface) -> list[RouteChange]:
+    """The routes that put the UE's user plane through OAI once its tunnel has address ``ue_tun``.
+
+    The UE: every topology route out of its radio interface goes into ``oaitun_ue1`` from its tunnel
+    address. The eNB: the tunnel subnet into ``oaitun_enb1``. Every other node: the tunnel subnet
+    the way it reaches the radio subnet (nothing to add where a default route covers both).
+    """
+    ue_end = next(e for lk in spec.links for e in (lk.a, lk.b)
+                  if e.node == plan.ue_node and e.address is not None and str(e.address.ip) == plan.ue_addr)
+    radio_net = ue_end.address.network
+    tun_net = ue_tun.network
+    clash = [a for n in spec.nodes for a in spec.addresses(n) if a.network.overlaps(tun_net)]
+    if clash:
+        raise RadioError(f"OAI's tunnel subnet {tun_net} overlaps the topology's {clash[0].network}: "
+                         "renumber the topology")
+    routes = spec.routes()
+    changes = [RouteChange(plan.ue_node, str(r.dest), dev=UE_TUN, src=str(ue_tun.ip))
+               for r in routes.get(plan.ue_node, ()) if r.dev == ue_end.intf]
+    changes.append(RouteChange(plan.enb_node, str(tun_net), dev=ENB_TUN))
+    for node in spec.nodes:
+        if node in (plan.ue_node, plan.enb_node):
+            continue
+        covering = [r for r in routes.get(node, ()) if radio_net.subnet_of(r.dest)]
+        if not covering:
+            continue
+        best = max(covering, key=lambda r: r.dest.prefixlen)
+        if best.dest.prefixlen > 0:  # a default route already covers the tunnel subnet
+            changes.append(RouteChange(node, str(tun_net), via=str(best.via)))
+    return changes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +404,9 @@ class OaiRfsimRadio(RadioBackend):
         self.procs: dict[str, Any] = {}
         self.coverage_lost = False
         self.conf_dir: Path | None = None
+        self.user_plane = "radio link"  # or "waiting for oaitun_ue1 …", "OAI tunnel <addr>", an error
+        self._stop = threading.Event()
+        self._rerouter: threading.Thread | None = None
 
     def _check_installed(self) -> None:
         missing = [b for b in OAI_BINARIES if not shutil.which(b)]
@@ -380,8 +447,52 @@ class OaiRfsimRadio(RadioBackend):
             self.procs["ue"] = self.testbed.host(self.plan.ue_node).popen(
                 ue_command(self.plan, self.conf_dir), cwd=str(self.conf_dir),
                 stdout=open(logs / "oai-ue.log", "w"), stderr=subprocess.STDOUT)
+            if self.plan.no_s1:
+                self.user_plane = f"waiting for {UE_TUN} (UE attach)"
+                self._stop.clear()
+                self._rerouter = threading.Thread(target=self._reroute, name="emulab-oai-user-plane", daemon=True)
+                self._rerouter.start()
+
+    def _tunnel_address(self, node: str, dev: str) -> ipaddress.IPv4Interface | None:
+        from pyroute2 import NetNS
+
+        with NetNS(self.testbed.netns[node]) as ns:
+            idx = ns.link_lookup(ifname=dev)
+            if not idx:
+                return None
+            for a in ns.get_addr(index=idx[0], family=2):
+                return ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        return None
+
+    def _reroute(self) -> None:
+        """Wait for both tunnel devices to have addresses, then move the user plane into them."""
+        assert self.plan is not None
+        deadline = time.monotonic() + TUN_WAIT_S
+        while not self._stop.wait(0.5):
+            try:
+                ue_tun = self._tunnel_address(self.plan.ue_node, UE_TUN)
+                enb_up = self._tunnel_address(self.plan.enb_node, ENB_TUN) is not None
+                if ue_tun is not None and enb_up:
+                    for c in user_plane_routes(self.testbed.spec, self.plan, ue_tun):
+                        self.testbed.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
+                    self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
+                    log.info("user plane rerouted through OAI: %s", self.user_plane)
+                    return
+            except Exception as exc:  # keep the radio up; status shows why the user plane did not move
+                self.user_plane = f"not rerouted: {type(exc).__name__}: {exc}"
+                log.warning("OAI user plane: %s", self.user_plane)
+                return
+            if time.monotonic() > deadline:
+                self.user_plane = (f"not rerouted: no {UE_TUN}/{ENB_TUN} address after {TUN_WAIT_S:g} s "
+                                   "(did the UE attach? see oai-ue.log)")
+                log.warning("OAI user plane: %s", self.user_plane)
+                return
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._rerouter is not None:
+            self._rerouter.join(timeout=5)
+            self._rerouter = None
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -419,6 +530,7 @@ class OaiRfsimRadio(RadioBackend):
             "attached": bool(alive) and all(alive.values()) and not self.coverage_lost,
             "attach": "unknown (see oai-ue.log)",
             "coverage": "lost" if self.coverage_lost else "ok",
+            "user_plane": self.user_plane,
             "processes": alive,
             "conf_dir": str(self.conf_dir) if self.conf_dir else None,
         }

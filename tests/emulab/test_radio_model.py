@@ -364,3 +364,27 @@ def test_backend_wakes_for_timers_not_just_ticks():
         assert tb.applied[-1].loss_pct == 0.0
     finally:
         r.stop()
+
+
+def test_user_plane_routes_put_the_ue_behind_oais_tunnel(plan):
+    import ipaddress
+
+    from radio.oai import ENB_TUN, UE_TUN, RouteChange, user_plane_routes
+
+    spec = load("paper-topology")
+    changes = user_plane_routes(spec, plan, ipaddress.IPv4Interface("10.0.1.2/24"))
+    by_node = {c.node: c for c in changes}
+    # the UE: its default route (one interface) now into the tunnel, from its tunnel address
+    assert by_node["ue"] == RouteChange("ue", "0.0.0.0/0", dev=UE_TUN, src="10.0.1.2")
+    assert by_node["enb"] == RouteChange("enb", "10.0.1.0/24", dev=ENB_TUN)
+    # every other node routes the tunnel subnet as it routes the radio subnet 10.0.0.0/30 ...
+    routes = spec.routes()
+    for node, c in by_node.items():
+        if node in ("ue", "enb"):
+            continue
+        radio = next(r for r in routes[node] if str(r.dest) == "10.0.0.0/30")
+        assert c == RouteChange(node, "10.0.1.0/24", via=str(radio.via))
+    # ... unless a default route already takes both the same way (MEC, PMC, HSS hosts)
+    assert {"mme", "spgwc", "spgwu", "nornet-oslo"} == set(by_node) - {"ue", "enb"}
+    with pytest.raises(RadioError, match="overlaps"):
+        user_plane_routes(spec, plan, ipaddress.IPv4Interface("10.2.0.77/24"))  # the SGi LAN
