@@ -46,7 +46,7 @@ from typing import Any
 from emulab import paths, results
 from emulab.errors import EmulabError, StartError
 from emulab.results import ElementUsage, EventRecord, RequestRecord, ResultsWriter, UsageSample
-from emulab.scenario import Scenario
+from emulab.scenario import Scenario, run_seed
 from emulab.sim.engine import CoverageLoss
 
 ASAP_PORT = 3863
@@ -362,7 +362,7 @@ class PaperExperiment:
             with _progress(self.show_progress, len(tasks) * sc.duration) as bar:
                 for i, (setting, run) in enumerate(tasks, 1):
                     tag = f"{setting}pus-run{run}"
-                    seed = sc.seed * 100_000 + setting * 100 + run
+                    seed = run_seed(sc.seed, setting, run)
                     seeds[tag] = seed
                     bar.describe(f"run {i}/{len(tasks)}: {setting} PUs, run {run}")
                     self._prepare_run(tag)

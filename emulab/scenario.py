@@ -40,6 +40,12 @@ QUICK_RUNS = 1
 QUICK_DURATION = 60.0
 
 
+def run_seed(seed: int, setting: int, run: int) -> int:
+    """The seed of one run (PU setting, run number) of a sweep with base seed ``seed``: what
+    `emulab experiment` hands its pool users and what `emulab simulate` draws the same PUs from."""
+    return seed * 100_000 + setting * 100 + run
+
+
 class ScenarioError(EmulabError):
     """A sweep option has a bad value (one line, shown by the CLI with exit code 2)."""
 

@@ -71,6 +71,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from emulab.scenario import run_seed
 from emulab.sim.model import PoolModel
 from rserpool.policy import PolicyElement, SelectionPool
 from rserpool.pu import MORE_ITEMS, PUConfig
@@ -81,7 +82,7 @@ from rserpool.services.calcapp import (
     KEEPALIVE_INTERVAL,
     KEEPALIVE_TIMEOUT,
 )
-from rserpool.services.calcapp_pu import RETRY_DELAY, PUParams
+from rserpool.services.calcapp_pu import RETRY_DELAY, PUParams, pu_rng, sampler
 
 # event kinds, ordered roughly by frequency
 (_ARRIVE, _AT_PE, _PE_DONE, _COMPLETE, _LOAD, _REJECT, _RETRY, _ACCEPT, _TIMEOUT, _CONNFAIL,
@@ -187,17 +188,6 @@ class RunResult:
     wall_s: float = 0.0
 
 
-def _sampler(dist: str, mean: float, rng: random.Random):
-    if dist == "exp":
-        lam = 1.0 / mean
-        ex = rng.expovariate
-        return lambda: ex(lam)
-    if dist == "uniform":
-        un = rng.random
-        return lambda: un() * 2.0 * mean
-    return lambda: mean
-
-
 def _orphan_work(capacity: float, rem: list[float], drops: list[float], t0: float, t_end: float) -> float:
     """Calculations a cut-off PE still spends on ``rem`` from ``t0`` (processor sharing, nobody else)
     until each job completes or its keep-alive drop time in ``drops`` comes, at most until ``t_end``."""
@@ -290,9 +280,10 @@ def simulate_run(model: PoolModel, p: RunParams) -> RunResult:  # noqa: C901 - o
 
     pu_cur = [-1] * n_pu
     pu_q: list[deque[int]] = [deque() for _ in range(n_pu)]
-    pu_rngs = [random.Random(f"{tag}:{i}") for i in range(n_pu)]
-    next_iv = [_sampler(p.interval_dist, p.interval_mean, g) for g in pu_rngs]
-    next_sz = [_sampler(p.size_dist, p.size_mean, g) for g in pu_rngs]
+    # the emulated PUs' own streams (calcapp_pu.pu_rng / sampler): same seed, same requests
+    pu_rngs = [pu_rng(run_seed(p.seed, p.setting, p.run), i) for i in range(n_pu)]
+    next_iv = [sampler(p.interval_dist, p.interval_mean, g) for g in pu_rngs]
+    next_sz = [sampler(p.size_dist, p.size_mean, g) for g in pu_rngs]
 
     heap: list[tuple] = []
     push = heapq.heappush
@@ -586,7 +577,7 @@ def simulate_run(model: PoolModel, p: RunParams) -> RunResult:  # noqa: C901 - o
             i = ev[3]
             r = len(r_pu)
             r_pu.append(i)
-            sz = float(round(next_sz[i]()))
+            sz = float(max(1, round(next_sz[i]())))  # as calcapp_pu: at least one calculation
             r_size.append(sz if sz >= 1.0 else 1.0)
             r_q.append(now)
             r_s.append(None)

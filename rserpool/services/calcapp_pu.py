@@ -45,6 +45,13 @@ RETRY_DELAY = 1.0  # calcappclient: pause after a reject / an unreachable pool b
 DISTRIBUTIONS = ("exp", "const", "uniform")
 
 
+def pu_rng(seed: int, index: int) -> random.Random:
+    """The random stream of PU number ``index`` of a run seeded ``seed`` (sizes and intervals, drawn
+    interval first, then size, request after request). `emulab simulate` draws from the very same
+    streams, so a simulated run and an emulated one with the same seed see the same requests."""
+    return random.Random(seed * 100_003 + index)
+
+
 def sampler(dist: str, mean: float, rng: random.Random) -> Callable[[], float]:
     """A draw function for ``dist`` with the given mean."""
     if dist == "exp":
@@ -329,7 +336,7 @@ async def run_pus(n: int, duration: float, config: PUConfig, params: PUParams, s
     def clock() -> float:
         return time.monotonic() - t0
 
-    pus = [CalcAppPU(f"{prefix}{i}", config, params, random.Random(seed * 100_003 + i), clock) for i in range(n)]
+    pus = [CalcAppPU(f"{prefix}{i}", config, params, pu_rng(seed, i), clock) for i in range(n)]
     tasks = [asyncio.create_task(p.run(), name=p.name) for p in pus]
     await asyncio.sleep(max(0.0, duration - clock()))
     if drain > 0:

@@ -1,16 +1,16 @@
 """`emulab experiment paper` end to end in the emulated testbed (root), and its agreement with `emulab simulate`.
 
-One short emulated sweep (4 PUs, one run of 40 s) is shared by the tests of this module.
+One short emulated sweep (4 and 16 PUs, one run of 40 s each, then a drain) is shared by the tests.
 
-Agreement tolerance: at 4 PUs the offered load is 4 x 1e6 / 10 s = 0.4e6 calculations/s, 6.7 % of
-the six remote elements. PLU (UE +100 %, MEC +10 %, PMC +50 %) sends a request to a PMC element
-only when both MEC elements already hold two requests (0.5 + 0.1 > 0 + 0.5), which at this load
-happens rarely in both the simulator and the testbed; so both must put most of the work on the MEC.
-The two do not draw the same random sizes and intervals (independent streams), and ~16 requests
-of exponential size make the per-class share noisy: one 3e6-calculation request on a PMC element
-moves the share by up to ~20 %. We therefore require |share_emulated - share_simulated| <= 0.25
-per class (and both MEC shares >= 0.6): tight enough to catch a wrong policy, increment or
-element class (those move the MEC share to ~1/3 or below), loose enough for sampling noise.
+Agreement: `emulab simulate` draws every PU's sizes and intervals from the same random streams as
+the emulated PUs (``calcapp_pu.pu_rng``, ``scenario.run_seed``), so the simulated twin of a run sees
+the very same requests; what differs is time (the emulated links, processes and scheduling against
+the model's delays), which can change some selections. Measured on 2026-11-30 for this scenario:
+4 PUs: identical shares (all MEC); 16 PUs: MEC 0.711 emulated vs 0.713 simulated, PMC 0.289 vs
+0.287. We require |share_emulated - share_simulated| <= 0.08 per class and setting: room for a few
+requests chosen differently, while a wrong policy, increment or element class moves the shares far
+more (round robin: MEC 1/3; PMC increment 0.1 instead of 0.5: PMC about half the work at 16 PUs;
+the UE treated as MEC: a third on the UE).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from emulab.scenario import Scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
 
-SCENARIO = Scenario(pus=(4,), runs=1, duration=40.0, seed=7)
+SCENARIO = Scenario(pus=(4, 16), runs=1, duration=40.0, seed=7)
 
 
 def _wait_for_free_testbed(timeout: float = 240.0) -> None:
@@ -55,9 +55,10 @@ def test_every_request_completes_exactly_once_and_mec_does_the_work(emulated: Pa
     res = load_results(emulated)
     reqs = list(res.requests)
     assert reqs, "no requests recorded"
-    keys = [(r.pu, r.request_id) for r in reqs]
+    keys = [(r.setting, r.pu, r.request_id) for r in reqs]
     assert len(keys) == len(set(keys)), "a request was recorded twice"
-    assert {r.pu for r in reqs} == {f"pu{i}" for i in range(4)}
+    assert {r.pu for r in reqs if r.setting == 4} == {f"pu{i}" for i in range(4)}
+    assert {r.pu for r in reqs if r.setting == 16} == {f"pu{i}" for i in range(16)}
     assert all(r.status == "completed" for r in reqs), [r for r in reqs if r.status != "completed"]
     usage = res.usage
     accepted_pe = sum(u.accepted for u in usage)
@@ -71,7 +72,7 @@ def test_every_request_completes_exactly_once_and_mec_does_the_work(emulated: Pa
     assert s["classes"]["mec"]["work_share"] >= 0.8, s["classes"]
     assert s["classes"].get("ue", {}).get("work_share", 0.0) == 0.0
     manifest = json.loads((emulated / "manifest.json").read_text())
-    assert manifest["scenario"]["pus"] == [4] and manifest["seeds"] and manifest["capabilities"]
+    assert manifest["scenario"]["pus"] == [4, 16] and manifest["seeds"] and manifest["capabilities"]
     assert (emulated / "sca" / "4pus-run1.sca").exists()
 
 
@@ -82,7 +83,7 @@ def test_used_capacity_over_time_adds_up(emulated: Path) -> None:
     res = load_results(emulated, with_requests=False)
     assert {s.element for s in samples} == {u.element for u in res.usage}
     for u in res.usage:  # the last sample of each element is its total at stop
-        mine = sorted((s.t, s.used_calculations) for s in samples if s.element == u.element)
+        mine = sorted((s.t, s.used_calculations) for s in samples if (s.element, s.setting) == (u.element, u.setting))
         assert len(mine) >= SCENARIO.duration - 5  # one a second
         assert all(b[1] >= a[1] for a, b in zip(mine, mine[1:], strict=False))  # cumulative
         assert mine[-1][1] == pytest.approx(u.used_calculations, rel=1e-6, abs=1.0)
@@ -102,17 +103,21 @@ def test_pcaps_hold_calcapp_traffic(emulated: Path) -> None:
     assert out.returncode == 0 and "Number of packets" in out.stdout
 
 
-def test_simulated_and_emulated_class_shares_agree(emulated: Path, tmp_path: Path) -> None:
+def test_simulated_twin_agrees_with_the_emulated_run(emulated: Path, tmp_path: Path) -> None:
     from emulab.sim import simulate
 
-    sim_path, _ = simulate(replace(SCENARIO, out=tmp_path, runs=3, jobs=1), progress=False)
-    emu = json.loads((emulated / "summary.json").read_text())["settings"]["4"]["classes"]
-    sim = json.loads((sim_path / "summary.json").read_text())["settings"]["4"]["classes"]
-    for cls in ("ue", "mec", "pmc"):
-        a = emu.get(cls, {}).get("work_share", 0.0)
-        b = sim.get(cls, {}).get("work_share", 0.0)
-        assert abs(a - b) <= 0.25, f"{cls}: emulated {a:.2f} vs simulated {b:.2f}"
-    assert emu["mec"]["work_share"] >= 0.6 and sim["mec"]["work_share"] >= 0.6
+    sim_path, _ = simulate(replace(SCENARIO, out=tmp_path, jobs=1), progress=False)
+    emu_res = json.loads((emulated / "summary.json").read_text())["settings"]
+    sim_res = json.loads((sim_path / "summary.json").read_text())["settings"]
+    for pus in ("4", "16"):
+        # the same requests on both sides (shared random streams) ...
+        assert emu_res[pus]["counts"]["issued"] == sim_res[pus]["counts"]["issued"], pus
+        # ... and the same share of the work per element class
+        for cls in ("ue", "mec", "pmc"):
+            a = emu_res[pus]["classes"].get(cls, {}).get("work_share", 0.0)
+            b = sim_res[pus]["classes"].get(cls, {}).get("work_share", 0.0)
+            assert abs(a - b) <= 0.08, f"{pus} PUs, {cls}: emulated {a:.3f} vs simulated {b:.3f}"
+    assert emu_res["4"]["classes"]["mec"]["work_share"] >= 0.8
 
 
 if os.environ.get("EMULAB_KEEP_EXPERIMENT"):  # pragma: no cover - debugging aid

@@ -281,14 +281,20 @@ def test_timers_are_the_emulated_codes() -> None:
 
 
 def test_coverage_loss_leaves_only_the_ue() -> None:
-    sc = Scenario(pus=(8,), runs=1, duration=200.0, seed=4)
+    # constant load, so that jobs are certainly running on remote elements when coverage goes: every
+    # PU sends 2e6 calculations (2 s alone on a MEC PE) every 2.5 s, the cut starts mid-job
+    sc = Scenario(pus=(4,), runs=1, duration=200.0, seed=4, size_dist="const", size_mean=2e6,
+                  interval_dist="const", interval_mean=2.5)
     model = build_model(sc)
-    res = run_tasks(model, make_tasks(sc, coverage_losses=[CoverageLoss(60.0, 60.0)]))[0]
+    res = run_tasks(model, make_tasks(sc, coverage_losses=[CoverageLoss(61.0, 60.0)]))[0]
     recs = list(request_records(model, res))
     # requests accepted during the cut ran on the UE's own PE
-    during = [r for r in recs if r.accepted_at is not None and 61.0 < r.accepted_at < 119.0]
+    during = [r for r in recs if r.accepted_at is not None and 62.0 < r.accepted_at < 120.0]
     assert during and all(r.element in (None, "ue") for r in during)
-    assert any(r.failovers for r in recs)
+    # every job running beyond the UE when coverage went failed over and finished on the UE
+    in_flight = [r for r in recs if r.accepted_at is not None and r.accepted_at < 61.0
+                 and (r.completed_at is None or r.completed_at > 61.0)]
+    assert in_flight and all(r.failovers >= 1 and r.element == "ue" for r in in_flight), in_flight
     # after the cut the MEC is used again
     assert any(r.element_class == "mec" and r.accepted_at and r.accepted_at > 125.0 for r in recs)
 

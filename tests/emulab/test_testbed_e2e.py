@@ -146,6 +146,9 @@ def test_paper_topology_detached_status(testbed_guard):
     rtts = [float(x.split("=")[1]) for x in out.stdout.split() if x.startswith("time=")]
     assert min(rtts[1:]) > 300, rtts
     assert elapsed < 60  # the ≤ 10 s goal is measured by benchmarks/startup.py, not here
+    # `stop` alone removes everything of the paper topology (the guard's `clean` must find nothing)
+    assert "stopped" in emulab("stop", check=True, timeout=60).stdout
+    assert find_leftovers() == []
 
 
 def test_clean_after_sigkill(testbed_guard):
