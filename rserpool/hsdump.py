@@ -82,7 +82,10 @@ class HandlespaceDump:
         return "\n".join(lines)
 
 
-class _Collector:
+class EnrpCollector:
+    """An ENRP client connection's handler: every message that arrives (or the error it caused) in
+    ``queue``, in order."""
+
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.conn: tp.MessageConnection | None = None
@@ -103,7 +106,7 @@ class _Collector:
 async def fetch_handlespace(host: str, port: int = tp.ENRP_PORT, *, kind: str | None = None,
                             timeout: float = 5.0) -> HandlespaceDump:
     """Fetch the whole handle table of the registrar whose ENRP endpoint is ``host:port``."""
-    col = _Collector()
+    col = EnrpCollector()
     conn = await tp.connect(col, host, port, tp.Framing.ASAP, kind=kind, timeout=timeout)
     me = random.randint(1, 0xFFFFFFFF)
     dump = HandlespaceDump()
@@ -137,7 +140,7 @@ async def fetch_handlespace(host: str, port: int = tp.ENRP_PORT, *, kind: str | 
 async def fetch_peers(host: str, port: int = tp.ENRP_PORT, *, kind: str | None = None,
                       timeout: float = 5.0) -> dict[str, object]:
     """A registrar's peer list (ENRP List Request) and handlespace size (Handle Table Request)."""
-    col = _Collector()
+    col = EnrpCollector()
     conn = await tp.connect(col, host, port, tp.Framing.ASAP, kind=kind, timeout=timeout)
     try:
         conn.send(ListRequest(sender_id=random.randint(1, 0xFFFFFFFF)).encode(), tp.PPID_ENRP)

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rserpool import transport as tp
+from rserpool.hsdump import EnrpCollector
 from rserpool.pe import PEConfig, PoolElement
 from rserpool.policy import PolicyInfo
 from rserpool.pu import PoolUser, PUConfig
 from rserpool.registrar import Registrar, RegistrarConfig
 from rserpool.wire import (
-    CodecError,
     EnrpError,
     HandleTableEntry,
     HandleTableRequest,
@@ -36,7 +36,6 @@ from rserpool.wire import (
     ServerInformation,
     TcpTransport,
     UnknownParameter,
-    decode_enrp,
 )
 from rserpool.wire import PoolElement as WirePE
 from rserpool.wire.enrp import EnrpMessage, UpdateAction
@@ -129,31 +128,15 @@ def hard_crash(r: Registrar) -> None:
             peer.conn.abort()
 
 
-class RawEnrp:
+class RawEnrp(EnrpCollector):
     """A bare ENRP connection to a registrar: the test sends exactly the bytes it wants and reads
     every message that comes back, in order (a peer or a client played by hand)."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[EnrpMessage | BaseException] = asyncio.Queue()
-        self.conn: tp.MessageConnection | None = None
 
     @classmethod
     async def open(cls, addr: tuple[str, int]) -> RawEnrp:
         raw = cls()
         await tp.connect(raw, addr[0], addr[1], tp.Framing.ASAP, kind="tcp", timeout=2.0)
         return raw
-
-    def connection_made(self, conn: tp.MessageConnection) -> None:
-        self.conn = conn
-
-    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
-        try:
-            self.queue.put_nowait(decode_enrp(data))
-        except CodecError as exc:
-            self.queue.put_nowait(exc)
-
-    def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
-        self.queue.put_nowait(ConnectionError("registrar closed the connection"))
 
     def send(self, msg: EnrpMessage | bytes) -> None:
         assert self.conn is not None

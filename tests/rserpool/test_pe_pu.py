@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -432,62 +432,77 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def test_cli_registrar_pe_pu_hsdump_end_to_end() -> None:
-    asap, enrp, mcast = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-    env = dict(os.environ, EMULAB_RSERPOOL_TRANSPORT="tcp")
-    ann = ["--announce-interface", "127.0.0.1", "--announce-address", f"239.0.0.50:{mcast}"]
-    procs: list[subprocess.Popen[str]] = []
+class CliLab:
+    """``rserpool`` commands as processes on loopback (TCP), with their own announce group."""
 
-    def spawn(args: list[str]) -> subprocess.Popen[str]:
-        p = subprocess.Popen(RSERPOOL + args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+    def __init__(self) -> None:
+        self.asap, self.enrp, mcast = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
+        self.env = dict(os.environ, EMULAB_RSERPOOL_TRANSPORT="tcp")
+        self.ann = ["--announce-interface", "127.0.0.1", "--announce-address", f"239.0.0.50:{mcast}"]
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def spawn(self, args: list[str]) -> subprocess.Popen[str]:
+        p = subprocess.Popen(RSERPOOL + args, env=self.env, cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-        procs.append(p)
+        self.procs.append(p)
         return p
 
-    def cli(args: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(RSERPOOL + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    def cli(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(RSERPOOL + args, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
-    try:
-        spawn(["registrar", "--listen", f"127.0.0.1:{asap}", "--enrp-listen", f"127.0.0.1:{enrp}",
-               "--announce-cycle", "0.2", *ann])
-        _wait_port(asap)
-        pe_a = spawn(["pe", "--pool", "CliPool", "--policy", "LeastUsed", "--load", "0.2",
-                      "--listen", "127.0.0.1:0", "--identifier", "0x1001", *ann])  # found by announce
-        spawn(["pe", "--pool", "CliPool", "--policy", "LeastUsed", "--load", "0.7",
-               "--listen", "127.0.0.1:0", "--identifier", "4098", "--registrar", f"127.0.0.1:{asap}"])
-        end = time.monotonic() + 15
-        while True:
-            dump = cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}", "--json"])
-            if dump.returncode == 0 and json.loads(dump.stdout)["element_count"] == 2:
-                break
-            assert time.monotonic() < end, dump.stderr
-            time.sleep(0.2)
-        out = cli(["pu", "--pool", "CliPool", "--registrar", f"127.0.0.1:{asap}"])
-        assert out.returncode == 0, out.stderr
-        lines = out.stdout.splitlines()
-        assert [line.split()[0] for line in lines] == ["0x00001001", "0x00001002"]  # least used first
-        js = cli(["pu", "--pool", "CliPool", "--json", "--count", "1", "--echo", "ping", *ann])
-        assert js.returncode == 0, js.stderr
-        doc = json.loads(js.stdout)
-        assert [e["identifier"] for e in doc["elements"]] == [0x1001] and doc["echo"] == "ping"
-        text = cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}"])
-        assert "Pool 'CliPool' (LeastUsed), 2 PE(s)" in text.stdout
-        missing = cli(["pu", "--pool", "NoPool", "--registrar", f"127.0.0.1:{asap}"])
-        assert missing.returncode == 2 and "cause 0x9" in missing.stderr
-        pe_a.send_signal(signal.SIGTERM)  # clean shutdown deregisters
-        assert pe_a.wait(10) == 0
-        after = json.loads(cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}", "--json"]).stdout)
-        assert [e["identifier"] for p in after["pools"] for e in p["elements"]] == [4098]
-    finally:
-        for p in procs:
+    def close(self) -> None:
+        for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in procs:
+        for p in self.procs:
             try:
                 p.communicate(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.communicate()
+
+
+@pytest.fixture
+def cli_lab() -> Iterator[CliLab]:
+    lab = CliLab()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def test_cli_registrar_pe_pu_hsdump_end_to_end(cli_lab: CliLab) -> None:
+    asap, enrp, ann, spawn, cli = cli_lab.asap, cli_lab.enrp, cli_lab.ann, cli_lab.spawn, cli_lab.cli
+    spawn(["registrar", "--listen", f"127.0.0.1:{asap}", "--enrp-listen", f"127.0.0.1:{enrp}",
+           "--announce-cycle", "0.2", *ann])
+    _wait_port(asap)
+    pe_a = spawn(["pe", "--pool", "CliPool", "--policy", "LeastUsed", "--load", "0.2",
+                  "--listen", "127.0.0.1:0", "--identifier", "0x1001", *ann])  # found by announce
+    spawn(["pe", "--pool", "CliPool", "--policy", "LeastUsed", "--load", "0.7",
+           "--listen", "127.0.0.1:0", "--identifier", "4098", "--registrar", f"127.0.0.1:{asap}"])
+    end = time.monotonic() + 15
+    while True:
+        dump = cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}", "--json"])
+        if dump.returncode == 0 and json.loads(dump.stdout)["element_count"] == 2:
+            break
+        assert time.monotonic() < end, dump.stderr
+        time.sleep(0.2)
+    out = cli(["pu", "--pool", "CliPool", "--registrar", f"127.0.0.1:{asap}"])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["0x00001001", "0x00001002"]  # least used first
+    js = cli(["pu", "--pool", "CliPool", "--json", "--count", "1", "--echo", "ping", *ann])
+    assert js.returncode == 0, js.stderr
+    doc = json.loads(js.stdout)
+    assert [e["identifier"] for e in doc["elements"]] == [0x1001] and doc["echo"] == "ping"
+    text = cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}"])
+    assert "Pool 'CliPool' (LeastUsed), 2 PE(s)" in text.stdout
+    missing = cli(["pu", "--pool", "NoPool", "--registrar", f"127.0.0.1:{asap}"])
+    assert missing.returncode == 2 and "cause 0x9" in missing.stderr
+    pe_a.send_signal(signal.SIGTERM)  # clean shutdown deregisters
+    assert pe_a.wait(10) == 0
+    after = json.loads(cli(["hsdump", "--registrar", f"127.0.0.1:{enrp}", "--json"]).stdout)
+    assert [e["identifier"] for p in after["pools"] for e in p["elements"]] == [4098]
 
 
 def test_discover_registrars_by_announce_for_hsdump() -> None:
@@ -510,58 +525,34 @@ def test_discover_registrars_by_announce_for_hsdump() -> None:
                               enrp_listen=("127.0.0.1", 0), mentor_hunt_timeout=0.1))
 
 
-def test_cli_hsdump_peers_and_calcapp_pu_find_the_registrar_by_announce(tmp_path: Path) -> None:
-    asap, enrp, mcast = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-    env = dict(os.environ, EMULAB_RSERPOOL_TRANSPORT="tcp")
-    ann = ["--announce-interface", "127.0.0.1", "--announce-address", f"239.0.0.50:{mcast}"]
-    procs: list[subprocess.Popen[str]] = []
-
-    def spawn(args: list[str]) -> subprocess.Popen[str]:
-        p = subprocess.Popen(RSERPOOL + args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        procs.append(p)
-        return p
-
-    def cli(args: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(RSERPOOL + args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
-
-    try:
-        spawn(["registrar", "--listen", f"127.0.0.1:{asap}", "--enrp-listen", f"127.0.0.1:{enrp}",
-               "--identifier", "0x5150", "--announce-cycle", "0.2", "--mentor-hunt-timeout", "0.2", *ann])
-        _wait_port(asap)
-        spawn(["pe", "--pool", "Processing Pool", "--policy", "LeastUsed", "--service", "calcapp",
-               "--listen", "127.0.0.1:0", "--identifier", "0x77", *ann])  # also found by announce
-        end = time.monotonic() + 20
-        while True:  # no --registrar: the registrar announcing on the group, at --enrp-port
-            dump = cli(["hsdump", "--enrp-port", str(enrp), "--json", "--timeout", "5", *ann])
-            if dump.returncode == 0 and json.loads(dump.stdout)["element_count"] == 1:
-                break
-            assert time.monotonic() < end, dump.stderr
-            time.sleep(0.2)
-        doc = json.loads(dump.stdout)
-        assert doc["registrar_id"] == 0x5150 and doc["pools"][0]["elements"][0]["identifier"] == 0x77
-        assert "registrar $00005150 found by announce" in dump.stderr
-        peers = cli(["peers", "--enrp-port", str(enrp), "--json", *ann])
-        assert peers.returncode == 0, peers.stderr
-        assert [(r["identifier"], r["element_count"]) for r in json.loads(peers.stdout)] == [(0x5150, 1)]
-        out = tmp_path / "pus.jsonl"
-        run = cli(["calcapp-pu", "--pus", "1", "--duration", "1.5", "--size-mean", "20000", "--interval-mean",
-                   "0.2", "--seed", "5", "-o", str(out), *ann])
-        assert run.returncode == 0, run.stderr
-        summary = json.loads(out.read_text().splitlines()[-1])["summary"]
-        assert summary["counters"]["completes"] > 0
-        # nothing announcing on this group: a clear error instead of a hang
-        silent = ["--announce-interface", "127.0.0.1", "--announce-address",
-                  f"239.0.0.50:{free_port(socket.SOCK_DGRAM)}"]
-        none = cli(["hsdump", "--timeout", "0.5", *silent])
-        assert none.returncode != 0 and "no registrar announced itself" in none.stderr
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+def test_cli_hsdump_peers_and_calcapp_pu_find_the_registrar_by_announce(cli_lab: CliLab, tmp_path: Path) -> None:
+    asap, enrp, ann, spawn, cli = cli_lab.asap, cli_lab.enrp, cli_lab.ann, cli_lab.spawn, cli_lab.cli
+    spawn(["registrar", "--listen", f"127.0.0.1:{asap}", "--enrp-listen", f"127.0.0.1:{enrp}",
+           "--identifier", "0x5150", "--announce-cycle", "0.2", "--mentor-hunt-timeout", "0.2", *ann])
+    _wait_port(asap)
+    spawn(["pe", "--pool", "Processing Pool", "--policy", "LeastUsed", "--service", "calcapp",
+           "--listen", "127.0.0.1:0", "--identifier", "0x77", *ann])  # also found by announce
+    end = time.monotonic() + 20
+    while True:  # no --registrar: the registrar announcing on the group, at --enrp-port
+        dump = cli(["hsdump", "--enrp-port", str(enrp), "--json", "--timeout", "5", *ann])
+        if dump.returncode == 0 and json.loads(dump.stdout)["element_count"] == 1:
+            break
+        assert time.monotonic() < end, dump.stderr
+        time.sleep(0.2)
+    doc = json.loads(dump.stdout)
+    assert doc["registrar_id"] == 0x5150 and doc["pools"][0]["elements"][0]["identifier"] == 0x77
+    assert "registrar $00005150 found by announce" in dump.stderr
+    peers = cli(["peers", "--enrp-port", str(enrp), "--json", *ann])
+    assert peers.returncode == 0, peers.stderr
+    assert [(r["identifier"], r["element_count"]) for r in json.loads(peers.stdout)] == [(0x5150, 1)]
+    out = tmp_path / "pus.jsonl"
+    run = cli(["calcapp-pu", "--pus", "1", "--duration", "1.5", "--size-mean", "20000", "--interval-mean",
+               "0.2", "--seed", "5", "-o", str(out), *ann])
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(out.read_text().splitlines()[-1])["summary"]
+    assert summary["counters"]["completes"] > 0
+    # nothing announcing on this group: a clear error instead of a hang
+    silent = ["--announce-interface", "127.0.0.1", "--announce-address",
+              f"239.0.0.50:{free_port(socket.SOCK_DGRAM)}"]
+    none = cli(["hsdump", "--timeout", "0.5", *silent])
+    assert none.returncode != 0 and "no registrar announced itself" in none.stderr
