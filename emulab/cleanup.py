@@ -31,16 +31,19 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def marked_processes() -> list[tuple[int, str]]:
-    """(pid, command name) of every live process that carries emulab's run marker."""
+def marked_processes(run_id: str | None = None) -> list[tuple[int, str]]:
+    """(pid, command name) of every live process that carries emulab's run marker (that of run
+    ``run_id`` only, if given), except this process and its ancestors."""
     marker = paths.RUN_ENV.encode() + b"="
+    exact = None if run_id is None else marker + run_id.encode()
     spare = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in spare:
             continue
         try:
-            if marker not in (entry / "environ").read_bytes():
+            environ = (entry / "environ").read_bytes()
+            if marker not in environ or (exact is not None and exact not in environ.split(b"\0")):
                 continue
             comm = (entry / "comm").read_text().strip()
         except OSError:
@@ -48,6 +51,16 @@ def marked_processes() -> list[tuple[int, str]]:
         if comm not in _SPARE:
             found.append((int(entry.name), comm))
     return found
+
+
+def reap_run(run_id: str, timeout: float = 5.0) -> None:
+    """Wait until no process of run ``run_id`` is left (processes the teardown killed may still be
+    exiting), finishing off whatever has not gone within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := marked_processes(run_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        kill_processes([p for p, _ in left])
 
 
 def kill_processes(pids: list[int]) -> None:

@@ -128,15 +128,8 @@ def stop(timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    from emulab import cleanup
-
     if pid_alive(pid):
+        from emulab import cleanup
+
         cleanup.clean()
         raise EmulabError(f"the runner did not stop within {timeout:.0f} s; it was killed and cleaned up")
-    # The runner is gone, but host shells it killed may still be on their way out: `stop` returns
-    # when nothing of the run is left, finishing off what has not gone within a few seconds.
-    deadline = time.monotonic() + 5.0
-    while (left := cleanup.marked_processes()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if left:
-        cleanup.kill_processes([p for p, _ in left])

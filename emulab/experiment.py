@@ -171,7 +171,7 @@ class PaperExperiment:
         self.pcaps: list[Path] = []
 
     # ------------------------------------------------------------------ testbed
-    def _start_testbed(self) -> None:
+    def _start_testbed(self, run_id: str) -> None:
         from emulab import control
         from emulab.capabilities import probe
         from emulab.network import Testbed
@@ -186,7 +186,7 @@ class PaperExperiment:
         self.caps = probe()
         self.testbed = Testbed(self.spec, self.caps, services=False, progress=self.log)
         self.testbed.start()
-        control.write_state({"phase": "ready", "runner_pid": os.getpid(), "run_id": os.environ[paths.RUN_ENV],
+        control.write_state({"phase": "ready", "runner_pid": os.getpid(), "run_id": run_id,
                              "options": {"topology": self.scenario.target, "services": False}} | self.testbed.state())
         self._state_written = True
         from emulab.services import ServiceManager
@@ -326,10 +326,12 @@ class PaperExperiment:
                 yield setting, run
 
     def run(self) -> Path:
-        with _run_marked(f"experiment-{os.getpid()}"), _sigterm_raises():
-            return self._run()
+        from emulab.network import marked
 
-    def _run(self) -> Path:
+        with marked(f"experiment-{os.getpid()}") as run_id, _sigterm_raises():
+            return self._run(run_id)
+
+    def _run(self, run_id: str) -> Path:
         sc = self.scenario
         from emulab.capabilities import probe
 
@@ -337,7 +339,7 @@ class PaperExperiment:
         seeds: dict[str, int] = {}
         writer: ResultsWriter | None = None
         try:
-            self._start_testbed()
+            self._start_testbed(run_id)
             addrs = address_map(self.spec)
             classes = {e.node: e.element_class for e in self.elements}
             manifest = {
@@ -449,13 +451,15 @@ class PaperExperiment:
         c = self.coverage
         if c is None:
             return
+        # the time is taken before the radio acts (its link update takes a moment): the loss and
+        # the restore count from the request, so fail-over and recovery are not measured short
         if "lost" not in cut and elapsed >= c.at:
-            self.testbed.radio.detach()
             cut["lost"] = time.time()
+            self.testbed.radio.detach()
             self.log(f"coverage lost at {elapsed:.1f} s")
         elif "lost" in cut and "restored" not in cut and elapsed >= c.at + c.duration:
-            self.testbed.radio.attach()
             cut["restored"] = time.time()
+            self.testbed.radio.attach()
             self.log(f"coverage restored at {elapsed:.1f} s")
 
     def _coverage_summary(self) -> dict[str, Any] | None:
@@ -497,19 +501,6 @@ class PaperExperiment:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _run_marked(run_id: str) -> Iterator[None]:
-    """Every process the experiment starts carries emulab's run marker, so that `emulab clean`
-    finds them should this process die; the marker is taken off again afterwards."""
-    before = os.environ.get(paths.RUN_ENV)
-    os.environ[paths.RUN_ENV] = before or run_id
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(paths.RUN_ENV, None)
-
-
 class _Terminated(ExperimentError):
     """SIGTERM arrived: the experiment stops, tearing its testbed down on the way out."""
 
@@ -528,6 +519,7 @@ def _sigterm_raises() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the teardown short
         raise _Terminated(f"stopped by signal {signum}; the testbed was torn down")
 
     previous = signal.signal(signal.SIGTERM, handler)

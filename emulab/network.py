@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +220,11 @@ class Testbed:
             except Exception as exc:  # teardown goes on; `emulab clean` catches the rest
                 self.progress(f"warning: stopping {what}: {exc}")
         self.services = self.radio = self.net = self.shaper = self.controller = None
+        run_id = os.environ.get(paths.RUN_ENV)
+        if run_id:  # host shells Mininet killed may still be exiting: stop returns when none is left
+            from emulab.cleanup import reap_run
+
+            reap_run(run_id)
 
     def _stop_net(self) -> None:
         if self.net is not None:
@@ -402,3 +407,17 @@ def netns_path(name: str) -> Path:
 def environment_marker(run_id: str) -> None:
     """Mark this process (and so every process the testbed starts) for `emulab clean`."""
     os.environ[paths.RUN_ENV] = run_id
+
+
+@contextlib.contextmanager
+def marked(run_id: str) -> Iterator[str]:
+    """``environment_marker`` for a ``with`` block (a testbed inside a longer-lived process, such as
+    an experiment run from a test): a mark already there is kept, none is left behind. Yields the
+    run id in force."""
+    before = os.environ.get(paths.RUN_ENV)
+    environment_marker(before or run_id)
+    try:
+        yield os.environ[paths.RUN_ENV]
+    finally:
+        if before is None:
+            os.environ.pop(paths.RUN_ENV, None)

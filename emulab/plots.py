@@ -244,6 +244,7 @@ def plot_results(results_dir: Path, compare: Path | None = None, out: Path | Non
         _distinct_labels(res[0], res[1])
     out = Path(out) if out is not None else Path(results_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
+    events = load_events(results_dir)
     return [
         fig_used_capacity(res, out),
         fig_class_shares(res, out),
@@ -259,17 +260,15 @@ def plot_results(results_dir: Path, compare: Path | None = None, out: Path | Non
         _box_plot(res, "handling_speed", "handling speed per request [1,000 calculations/s]",
                   "Handling speed per request", out / "fig8b-handling-speed-per-request.png", scale=1e-3,
                   reference=(UE_CAPACITY / 1e3, "UE's own PE: 200,000 calc/s")),
-        *fig_coverage_timelines(results_dir, out),
-        *fig_utilisation_timelines(results_dir, out),
+        *fig_coverage_timelines(res[0], events, out),
+        *fig_utilisation_timelines(res[0], load_usage_samples(results_dir), events, out),
     ]
 
 
-def fig_coverage_timelines(results_dir: Path, out: Path) -> list[Path]:
+def fig_coverage_timelines(res: Results, events: list[EventRecord], out: Path) -> list[Path]:
     """One timeline per run that lost coverage (none when the results have no coverage events)."""
-    events = load_events(results_dir)
     runs = sorted({(e.setting, e.run) for e in events if e.event == "coverage_lost"})
-    summary = load_results(results_dir, with_requests=False).summary
-    per_run = {(r["setting"], r["run"]): r for r in summary.get("coverage_runs", [])}
+    per_run = {(r["setting"], r["run"]): r for r in res.summary.get("coverage_runs", [])}
     return [_coverage_timeline([e for e in events if (e.setting, e.run) == key], per_run.get(key, {}),
                                out / f"coverage-{key[0]}pus-run{key[1]}.png") for key in runs]
 
@@ -330,14 +329,12 @@ def _coverage_timeline(events: list[EventRecord], metrics: dict[str, Any], path:
     return _save(fig, path)
 
 
-def fig_utilisation_timelines(results_dir: Path, out: Path) -> list[Path]:
+def fig_utilisation_timelines(res: Results, samples: list[UsageSample], events: list[EventRecord],
+                              out: Path) -> list[Path]:
     """Per setting, the first run's per-element utilisation over time (none without samples)."""
-    samples = load_usage_samples(results_dir)
     if not samples:
         return []
-    usage = load_results(results_dir, with_requests=False).usage
-    capacity = {u.element: u.capacity for u in usage}
-    events = load_events(results_dir)
+    capacity = {u.element: u.capacity for u in res.usage}
     paths = []
     for setting in sorted({s.setting for s in samples}):
         run = min(s.run for s in samples if s.setting == setting)

@@ -362,7 +362,8 @@ def coverage_metrics(events: Iterable[EventRecord], requests: Iterable[RequestRe
 
     keys = [(r.pu, r.request_id) for r in reqs]
     issued = len(set(keys))
-    completed = sum(1 for r in reqs if r.status == "completed")
+    # distinct requests: a request recorded twice as completed must not hide one that never was
+    completed = len({(r.pu, r.request_id) for r in reqs if r.status == "completed"})
     during = [e for e in accepts if lost_at is not None and e.t >= lost_at
               and (restored_at is None or e.t < restored_at)]
     return {
@@ -433,6 +434,8 @@ def _event_row(e: EventRecord) -> list[Any]:
 
 
 def _event_from_row(row: dict[str, str]) -> EventRecord:
+    if row["event"] not in EVENTS:
+        raise ResultsError(f"events.csv: unknown event {row['event']!r} (one of {', '.join(EVENTS)})")
     return EventRecord(setting=int(row["setting"]), run=int(row["run"]), t=float(row["t"]), event=row["event"],
                        pu=row["pu"] or None, request_id=int(row["request_id"]) if row["request_id"] else None,
                        element=row["element"] or None, element_class=row["element_class"] or None)
@@ -675,19 +678,18 @@ class ResultsWriter:
             return self.path
         self._finished = True
         self._req_fh.close()
-        with open(self.path / "elements.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(USAGE_FIELDS)
-            for u in self._usage:
-                w.writerow(_usage_row(u))
-        for name, fields, rows, row_of in (("events.csv", EVENT_FIELDS, self._events, _event_row),
-                                           ("elements_timeline.csv", SAMPLE_FIELDS, self._samples, _sample_row)):
-            if rows:
+        # elements.csv always (in arrival order); the optional files only when there is something
+        for name, fields, rows, row_of in (
+            ("elements.csv", USAGE_FIELDS, self._usage, _usage_row),
+            ("events.csv", EVENT_FIELDS, sorted(self._events, key=lambda r: (r.setting, r.run, r.t)), _event_row),
+            ("elements_timeline.csv", SAMPLE_FIELDS, sorted(self._samples, key=lambda r: (r.setting, r.run, r.t)),
+             _sample_row),
+        ):
+            if rows or name == "elements.csv":
                 with open(self.path / name, "w", newline="") as fh:
                     w = csv.writer(fh)
                     w.writerow(fields)
-                    for r in sorted(rows, key=lambda r: (r.setting, r.run, r.t)):
-                        w.writerow(row_of(r))
+                    w.writerows(row_of(r) for r in rows)
         self.manifest.setdefault("format", FORMAT_VERSION)
         self.manifest.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         _write_json(self.path / "manifest.json", self.manifest)

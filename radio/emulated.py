@@ -29,7 +29,7 @@ from typing import Any
 
 from emulab.linkparams import LinkParams
 from radio.base import RadioBackend, RadioError
-from radio.lte import ATTACHED, RLF_PENDING, LteConfig, LteModel, LteModelError, RadioState
+from radio.lte import LteConfig, LteModel, LteModelError, RadioState
 
 log = logging.getLogger(__name__)
 DEFAULT_TICK_S = 0.1
@@ -50,8 +50,8 @@ def parse_holes(value: Any) -> list[tuple[float, float]]:
 BACKEND_OPTIONS = ("distance_m", "trajectory", "snr_profile", "coverage_holes", "tick_s")
 
 
-def validate_options(options: dict[str, Any], base: LinkParams | None = None) -> None:
-    """Raise RadioError naming the first bad option (unknown key, bad value) of ``options``."""
+def validate_options(options: dict[str, Any], base: LinkParams | None = None) -> LteModel:
+    """The model ``options`` describe; RadioError naming the first bad option (unknown key, bad value)."""
     known = set(BACKEND_OPTIONS) | {f.name for f in fields(LteConfig)}
     unknown = sorted(k for k in options if k not in known)
     if unknown:
@@ -62,7 +62,7 @@ def validate_options(options: dict[str, Any], base: LinkParams | None = None) ->
         raise RadioError(f"radio.options.tick_s: expected seconds, got {options['tick_s']!r}") from None
     if tick <= 0:
         raise RadioError(f"radio.options.tick_s must be positive, got {tick:g}")
-    build_model(options, base)
+    return build_model(options, base)
 
 
 def build_model(options: dict[str, Any], base: LinkParams | None = None) -> LteModel:
@@ -85,7 +85,7 @@ class EmulatedRadio(RadioBackend):
     def __init__(self, testbed: Any) -> None:
         super().__init__(testbed)
         self.model: LteModel | None = None
-        self.tick_s = float(self.options.get("tick_s", DEFAULT_TICK_S))
+        self.tick_s = DEFAULT_TICK_S  # the option's value once start() has checked the options
         self._t0 = 0.0  # monotonic clock at model time 0
         self._wall0 = 0.0  # wall clock at model time 0 (for "since")
         self._lock = threading.RLock()  # model + apply: from the tick thread and the control socket
@@ -104,13 +104,11 @@ class EmulatedRadio(RadioBackend):
         if self.link_name is None:
             return  # a topology without a radio link: nothing to drive
         try:
-            base = self.testbed.link_spec(self.link_name).params
+            link = self.testbed.link_spec(self.link_name)
         except StopIteration:
             raise RadioError(f"radio link {self.link_name!r} is not in the topology") from None
-        if self.tick_s <= 0:
-            raise RadioError(f"radio.options.tick_s must be positive, got {self.tick_s}")
-        self.model = build_model(self.options, base)
-        link = self.testbed.link_spec(self.link_name)
+        self.model = validate_options(self.options, link.params)
+        self.tick_s = float(self.options.get("tick_s", DEFAULT_TICK_S))
         self._ue_end = next(((e.node, e.intf) for e in (link.a, link.b)
                              if self.testbed.spec.nodes[e.node].role == "ue"), None)
         self._t0, self._wall0 = time.monotonic(), time.time()
@@ -166,7 +164,7 @@ class EmulatedRadio(RadioBackend):
                 self.testbed.set_link_params(self.link_name, st.params)
                 self._applied = st.params
                 self._updates += 1
-            bearer = st.attach in (ATTACHED, RLF_PENDING)
+            bearer = st.bearer
             if bearer != self._bearer and self._ue_end is not None:
                 node, intf = self._ue_end
                 self.testbed.set_routes(node, bearer, dev=intf)
@@ -208,7 +206,7 @@ class EmulatedRadio(RadioBackend):
             st = self.model.state
             lost = self.model.coverage_lost
         return out | {
-            "attached": st.attach in ("attached", "rlf-pending"),  # RRC view: T310 running = still attached
+            "attached": st.bearer,  # RRC view: T310 running = still attached
             "attach": st.attach,
             "bearer": "up" if self._bearer else "down",
             "since": self._wall0 + st.since,

@@ -217,6 +217,11 @@ class RadioState:
         """True while packets can cross (attached, or still waiting for T310)."""
         return self.params.loss_pct < 100.0
 
+    @property
+    def bearer(self) -> bool:
+        """True while the UE holds its bearer: attached, or T310 running (the RRC view)."""
+        return self.attach in (ATTACHED, RLF_PENDING)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "t": round(self.t, 3), "snr_db": round(self.snr_db, 2), "cqi": self.cqi,

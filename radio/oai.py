@@ -77,6 +77,8 @@ class OaiPlan:
     enb_node: str
     ue_addr: str
     enb_addr: str  # on the radio link: the rfsim server address the UE connects to
+    ue_intf: str = "eth0"  # the UE's radio-link interface
+    radio_subnet: str = "10.0.0.0/30"
     enb_s1_addr: str = "127.0.0.1"
     mme_addr: str = "127.0.0.1"
     s1_intf: str = "lo"
@@ -117,6 +119,7 @@ class OaiPlan:
                       "mme": str(roles["mme"].address.ip)}
         return cls(
             ue_node=ue.node, enb_node=enb.node, ue_addr=str(ue.address.ip), enb_addr=str(enb.address.ip),
+            ue_intf=ue.intf, radio_subnet=str(ue.address.network),
             enb_s1_addr=s1["addr"], mme_addr=s1["mme"], s1_intf=s1["intf"], n_rb=cfg.n_prb,
             dl_hz=int(options.get("downlink_hz", BAND7_DL_HZ)),
             t310_ms=int(options.get("t310_ms", 1000)), n310=int(options.get("n310", 20)),
@@ -151,9 +154,7 @@ def user_plane_routes(spec: Any, plan: OaiPlan, ue_tun: ipaddress.IPv4Interface)
     address. The eNB: the tunnel subnet into ``oaitun_enb1``. Every other node: the tunnel subnet
     the way it reaches the radio subnet (nothing to add where a default route covers both).
     """
-    ue_end = next(e for lk in spec.links for e in (lk.a, lk.b)
-                  if e.node == plan.ue_node and e.address is not None and str(e.address.ip) == plan.ue_addr)
-    radio_net = ue_end.address.network
+    radio_net = ipaddress.IPv4Network(plan.radio_subnet)
     tun_net = ue_tun.network
     clash = [a for n in spec.nodes for a in spec.addresses(n) if a.network.overlaps(tun_net)]
     if clash:
@@ -161,7 +162,7 @@ def user_plane_routes(spec: Any, plan: OaiPlan, ue_tun: ipaddress.IPv4Interface)
                          "renumber the topology")
     routes = spec.routes()
     changes = [RouteChange(plan.ue_node, str(r.dest), dev=UE_TUN, src=str(ue_tun.ip))
-               for r in routes.get(plan.ue_node, ()) if r.dev == ue_end.intf]
+               for r in routes.get(plan.ue_node, ()) if r.dev == plan.ue_intf]
     changes.append(RouteChange(plan.enb_node, str(tun_net), dev=ENB_TUN))
     for node in spec.nodes:
         if node in (plan.ue_node, plan.enb_node):
@@ -453,40 +454,45 @@ class OaiRfsimRadio(RadioBackend):
                 self._rerouter = threading.Thread(target=self._reroute, name="emulab-oai-user-plane", daemon=True)
                 self._rerouter.start()
 
-    def _tunnel_address(self, node: str, dev: str) -> ipaddress.IPv4Interface | None:
-        from pyroute2 import NetNS
-
-        with NetNS(self.testbed.netns[node]) as ns:
-            idx = ns.link_lookup(ifname=dev)
-            if not idx:
-                return None
-            for a in ns.get_addr(index=idx[0], family=2):
-                return ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+    @staticmethod
+    def _tunnel_address(ns: Any, dev: str) -> ipaddress.IPv4Interface | None:
+        """The IPv4 address of ``dev`` in the open pyroute2 namespace ``ns`` (None: no such device/address)."""
+        idx = ns.link_lookup(ifname=dev)
+        if not idx:
+            return None
+        for a in ns.get_addr(index=idx[0], family=2):
+            return ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
         return None
 
     def _reroute(self) -> None:
         """Wait for both tunnel devices to have addresses, then move the user plane into them."""
+        from pyroute2 import NetNS
+
         assert self.plan is not None
         deadline = time.monotonic() + TUN_WAIT_S
-        while not self._stop.wait(0.5):
-            try:
-                ue_tun = self._tunnel_address(self.plan.ue_node, UE_TUN)
-                enb_up = self._tunnel_address(self.plan.enb_node, ENB_TUN) is not None
-                if ue_tun is not None and enb_up:
-                    for c in user_plane_routes(self.testbed.spec, self.plan, ue_tun):
-                        self.testbed.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
-                    self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
-                    log.info("user plane rerouted through OAI: %s", self.user_plane)
-                    return
-            except Exception as exc:  # keep the radio up; status shows why the user plane did not move
-                self.user_plane = f"not rerouted: {type(exc).__name__}: {exc}"
-                log.warning("OAI user plane: %s", self.user_plane)
-                return
-            if time.monotonic() > deadline:
-                self.user_plane = (f"not rerouted: no {UE_TUN}/{ENB_TUN} address after {TUN_WAIT_S:g} s "
-                                   "(did the UE attach? see oai-ue.log)")
-                log.warning("OAI user plane: %s", self.user_plane)
-                return
+        done = 0
+        try:
+            with NetNS(self.testbed.netns[self.plan.ue_node]) as ue_ns, \
+                    NetNS(self.testbed.netns[self.plan.enb_node]) as enb_ns:
+                while not self._stop.wait(0.5):
+                    ue_tun = self._tunnel_address(ue_ns, UE_TUN)
+                    if ue_tun is not None and self._tunnel_address(enb_ns, ENB_TUN) is not None:
+                        changes = user_plane_routes(self.testbed.spec, self.plan, ue_tun)
+                        for c in changes:
+                            self.testbed.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
+                            done += 1
+                        self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
+                        log.info("user plane rerouted through OAI: %s", self.user_plane)
+                        return
+                    if time.monotonic() > deadline:
+                        self.user_plane = (f"not rerouted: no {UE_TUN}/{ENB_TUN} address after {TUN_WAIT_S:g} s "
+                                           "(did the UE attach? see oai-ue.log)")
+                        log.warning("OAI user plane: %s", self.user_plane)
+                        return
+        except Exception as exc:  # keep the radio up; status shows how far the user plane moved
+            how = f"partially rerouted ({done} route(s) changed)" if done else "not rerouted"
+            self.user_plane = f"{how}: {type(exc).__name__}: {exc}"
+            log.warning("OAI user plane: %s", self.user_plane)
 
     def stop(self) -> None:
         self._stop.set()

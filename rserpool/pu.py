@@ -104,13 +104,13 @@ class PoolUser:
         self._failed_registrars: set[tuple[str, int]] = set()
         self.stats: dict[str, int] = {"resolutions": 0, "cache_hits": 0, "unreachable_reports": 0,
                                       "failovers": 0, "route_losses": 0}
-        self.routes = tp.RouteWatcher()
+        self.routes: tp.RouteWatcher | None = None  # the event loop's shared watcher, once started
         self._sessions: weakref.WeakSet[PoolSession] = weakref.WeakSet()
 
     async def start(self) -> None:
         await self.discovery.start()
-        if self.config.watch_routes:
-            self.routes.start()
+        if self.config.watch_routes and self.routes is None:
+            self.routes = tp.RouteWatcher.shared()
             if self.routes.active:
                 self.spawn(self._watch_routes())
 
@@ -118,14 +118,18 @@ class PoolUser:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        self.routes.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.routes is not None:
+            self.routes.release()
+            self.routes = None
         self.discovery.close()
-        await asyncio.sleep(0)
 
     async def _watch_routes(self) -> None:
         """Close every open session whose PE lost its route, so that it fails over now."""
+        assert self.routes is not None
         while True:
             await self.routes.changed()
             for session in list(self._sessions):
@@ -140,12 +144,13 @@ class PoolUser:
         """``transport.connect`` to a PE, given up at once (ENETUNREACH) if the route to it goes away."""
         attempt = asyncio.ensure_future(tp.connect(handler, host, port, tp.Framing.TAGGED, kind=kind,
                                                    timeout=self.config.connect_timeout))
-        if not self.routes.active:
+        routes = self.routes
+        if routes is None or not routes.active:
             await attempt
             return
         try:
             while True:
-                change = asyncio.ensure_future(self.routes.changed())
+                change = asyncio.ensure_future(routes.changed())
                 done, _ = await asyncio.wait({attempt, change}, return_when=asyncio.FIRST_COMPLETED)
                 change.cancel()
                 if attempt in done:
@@ -313,14 +318,15 @@ class PoolSession:
                 pes = await self.pu.resolve(self.handle)
             except HandleResolutionError:
                 pes = []
-            pes = [p for p in pes if p.identifier not in tried] or [
-                p for p in await self._fresh() if p.identifier not in tried]
-            if not pes and tried:
-                # Every PE the registrar named has failed us (or said no): ask it for more of them by
-                # the Handle Resolution Option instead of giving up. A pool whose preferred PEs are all
-                # unreachable at once (a UE out of coverage) then reaches its last resort now, not
-                # after the registrar has dropped them one by one on MAX-BAD-PE-REPORT reports.
-                pes = [p for p in await self._fresh(items=len(tried) + MORE_ITEMS) if p.identifier not in tried]
+            pes = [p for p in pes if p.identifier not in tried]
+            if not pes:
+                # Nothing untried in the cache (or the answer just got): resolve afresh, and once PEs
+                # have failed us (or said no) ask for more than we have tried (Handle Resolution
+                # Option) instead of giving up. A pool whose preferred PEs are all unreachable at once
+                # (a UE out of coverage) then reaches its last resort now, not after the registrar
+                # has dropped them one by one on MAX-BAD-PE-REPORT reports.
+                more = len(tried) + MORE_ITEMS if tried else None
+                pes = [p for p in await self._fresh(items=more) if p.identifier not in tried]
             if not pes:
                 break
             pe = pes[0]

@@ -228,11 +228,6 @@ class RegistrarChannel:
         if self.conn is not None:
             self.conn.close()
 
-    def abort(self) -> None:
-        """Drop the connection at once (the peer is gone): ``closed`` is set, nothing more is sent."""
-        if self.conn is not None:
-            self.conn.abort()
-
     @property
     def is_open(self) -> bool:
         return self.conn is not None and not self.conn.is_closing() and not self.closed.is_set()

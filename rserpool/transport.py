@@ -534,16 +534,43 @@ def routable(host: str) -> bool:
 class RouteWatcher:
     """Wakes ``changed()`` waiters whenever IPv4 routes, addresses or links of this host change.
 
-    One rtnetlink socket subscribed to the route, address and link groups; the messages are only
-    counted, not parsed: a waiter re-checks what it cares about (``routable``). Where rtnetlink is
-    unavailable (not Linux) the watcher stays silent and ``active`` is False.
+    One rtnetlink socket subscribed to the IPv4 route, address and link groups (IPv6 changes are
+    not watched: the testbed's networks are IPv4); the messages are only counted, not parsed: a
+    waiter re-checks what it cares about (``routable``). Where rtnetlink is unavailable (not Linux)
+    the watcher stays silent and ``active`` is False. ``shared()`` / ``release()`` give every user
+    in one event loop the same watcher, so N pool users in a process share one socket.
     """
+
+    _shared: dict[asyncio.AbstractEventLoop, tuple[RouteWatcher, int]] = {}
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event = asyncio.Event()
         self.changes = 0
+
+    @classmethod
+    def shared(cls) -> RouteWatcher:
+        """This event loop's watcher, started on first use; hand it back with ``release()``."""
+        loop = asyncio.get_running_loop()
+        watcher, users = cls._shared.get(loop, (None, 0))
+        if watcher is None:
+            watcher = cls()
+            watcher.start()
+        cls._shared[loop] = (watcher, users + 1)
+        return watcher
+
+    def release(self) -> None:
+        """One user of a ``shared()`` watcher is done; the last one closes it."""
+        for loop, (watcher, users) in list(self._shared.items()):
+            if watcher is self:
+                if users > 1:
+                    self._shared[loop] = (watcher, users - 1)
+                else:
+                    del self._shared[loop]
+                    self.close()
+                return
+        self.close()
 
     @property
     def active(self) -> bool:

@@ -385,17 +385,9 @@ def simulate_run(model: PoolModel, p: RunParams) -> RunResult:  # noqa: C901 - o
 
     def pick(tried: tuple[int, ...] | set[int]) -> int:
         """``PoolSession.open``'s choice: the first element of a handle resolution not in ``tried``;
-        if all are, a fresh resolution, then one asking for ``len(tried) + MORE_ITEMS`` (-1: none)."""
-        for pe in select(hr_items):
-            e = pe.identifier - 1
-            if e not in tried:
-                return e
-        for pe in select(hr_items):
-            e = pe.identifier - 1
-            if e not in tried:
-                return e
-        if tried:
-            for pe in select(len(tried) + MORE_ITEMS):
+        if all are, one resolution asking for ``len(tried) + MORE_ITEMS`` (-1: none)."""
+        for items in (hr_items, len(tried) + MORE_ITEMS) if tried else (hr_items,):
+            for pe in select(items):
                 e = pe.identifier - 1
                 if e not in tried:
                     return e

@@ -108,12 +108,15 @@ class CalcAppServer:
             with contextlib.suppress(RuntimeError):
                 self._sample()
 
+    def _record_sample(self) -> None:
+        self._update(time.monotonic())
+        self.series.append((time.time(), self.used_calculations, len(self.jobs)))
+
     def _sample(self) -> None:
         """One sample of the used capacity now, and the next one in SAMPLE_INTERVAL."""
         if self._closed:
             return
-        self._update(time.monotonic())
-        self.series.append((time.time(), self.used_calculations, len(self.jobs)))
+        self._record_sample()
         self._sampler = asyncio.get_running_loop().call_later(SAMPLE_INTERVAL, self._sample)
 
     # ------------------------------------------------------------------ load
@@ -305,8 +308,7 @@ class CalcAppServer:
         if self._closed:
             return
         if self.stats_path:
-            self._update(time.monotonic())
-            self.series.append((time.time(), self.used_calculations, len(self.jobs)))  # the end, exactly
+            self._record_sample()  # the end, exactly
             with contextlib.suppress(OSError):
                 self.write_stats()
         self._closed = True

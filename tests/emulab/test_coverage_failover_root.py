@@ -67,6 +67,8 @@ def test_work_moves_to_the_ue_during_the_loss_and_back_to_the_mec(coverage_run: 
     # once back, the MEC takes the work again and the UE is the last resort as before
     assert summary["recovery_s"] is not None and summary["recovery_s"] <= RECOVERY_BOUND_S, summary["recovery_s"]
     events = load_events(coverage_run)
+    # statistical (a seeded run, but its timing is the machine's): at 8 PUs PLU keeps most work on
+    # the MEC and needs the UE only when coverage is gone; the thresholds leave room for noise
     settled = [e for e in events if e.event == "accept" and e.t >= restored + RECOVERY_BOUND_S]
     assert settled, "no request accepted after coverage came back"
     mec_share = sum(e.element_class == "mec" for e in settled) / len(settled)

@@ -6,6 +6,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from emulab.experiment import (
     address_map,
     pool_elements,
@@ -85,10 +87,12 @@ def test_coverage_metrics_time_failover_and_recovery_from_accepts() -> None:
     assert m["requests_duplicated"] == 0 and m["requests_failed_over"] == 2
     none = coverage_metrics(events, recs + [recs[0]], lost_at=40.0, restored_at=None)
     assert none["failover_s"] is None and none["recovery_s"] is None and none["requests_duplicated"] == 1
+    # a request completed twice does not make up for one that never completed
+    assert none["requests_completed"] == 4 and none["requests_lost"] == 1
 
 
 def test_events_round_trip_through_the_results_directory(tmp_path: Path) -> None:
-    from emulab.results import EventRecord, ResultsWriter, load_events
+    from emulab.results import EventRecord, ResultsError, ResultsWriter, load_events
 
     w = ResultsWriter(tmp_path, "ev", {"scenario": {}})
     evs = [EventRecord(8, 1, 12.5, "coverage_lost"), EventRecord(8, 1, 3.25, "accept", "pu0", 4, "mec-pe1", "mec")]
@@ -96,3 +100,7 @@ def test_events_round_trip_through_the_results_directory(tmp_path: Path) -> None
     path = w.finish()
     assert load_events(path) == sorted(evs, key=lambda e: e.t)
     assert load_events(ResultsWriter(tmp_path, "none", {}).finish()) == []  # no faults, no events.csv
+    bad = path / "events.csv"
+    bad.write_text(bad.read_text().replace("coverage_lost", "coverage_gone"))
+    with pytest.raises(ResultsError, match="unknown event 'coverage_gone'"):
+        load_events(path)

@@ -40,7 +40,7 @@ def test_rerouting_moves_the_user_plane_into_oais_tunnels() -> None:
         radio = OaiRfsimRadio(testbed)  # not started: no OAI binaries; its rerouting step is what runs
         radio.plan = OaiPlan.from_testbed(spec, "ue--enb", {"bandwidth_mhz": 10})
         ue_ns, enb_ns = testbed.netns["ue"], testbed.netns["enb"]
-        assert radio._tunnel_address("ue", UE_TUN) is None
+        assert radio.user_plane == "radio link"
         for ns, dev, addr in ((ue_ns, UE_TUN, "10.0.1.2/24"), (enb_ns, ENB_TUN, "10.0.1.1/24")):
             ip(ns, "tuntap", "add", "dev", dev, "mode", "tun")
             ip(ns, "addr", "add", addr, "dev", dev)

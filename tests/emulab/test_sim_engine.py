@@ -373,10 +373,9 @@ def test_simulated_coverage_loss_has_the_experiments_summary_and_events(tmp_path
         if e.event == "accept":
             multi.setdefault((e.run, e.pu, e.request_id), []).append(e.element_class)
     assert any(len(v) > 1 and v[0] != "ue" and "ue" in v[1:] for v in multi.values())
-    from emulab.plots import fig_coverage_timelines
+    from emulab.plots import plot_results
 
-    (tmp_path / "plots").mkdir()
-    pngs = fig_coverage_timelines(path, tmp_path / "plots")
+    pngs = [p for p in plot_results(path, out=tmp_path / "plots") if p.name.startswith("coverage-")]
     assert [p.name for p in pngs] == ["coverage-16pus-run1.png", "coverage-16pus-run2.png"]
     assert all(p.stat().st_size > 10_000 for p in pngs)
 

@@ -208,3 +208,18 @@ def test_sctp_message_connection_carries_ppid() -> None:
         finally:
             srv.close()
     asyncio.run(main())
+
+
+def test_route_watcher_is_shared_per_event_loop_and_closed_by_its_last_user() -> None:
+    async def main() -> None:
+        a, b = tp.RouteWatcher.shared(), tp.RouteWatcher.shared()
+        assert a is b and a.active  # Linux: one rtnetlink socket for every user in this loop
+        a.release()
+        assert b.active  # still one user
+        b.release()
+        assert not b.active
+        c = tp.RouteWatcher.shared()  # closed: the next user gets a new one
+        assert c is not a and c.active
+        c.release()
+
+    asyncio.run(main())
