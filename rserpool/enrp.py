@@ -6,9 +6,19 @@ registrars of the operation scope in step:
 * **Finding peers.** Static addresses (``RegistrarConfig.peers``, CLI ``--peer``) are connected to
   and greeted with a Presence (reply required); Presences multicast to 239.0.0.51:9901 (if enabled)
   introduce the rest (multicast is off by default, CLI ``--enrp-multicast``, so that test
-  registrars sharing a host do not peer by accident). A Presence whose Server Information names the
-  very endpoint the connection comes from is a client such as ``hsdump`` (it advertises its
-  ephemeral port), not a registrar.
+  registrars sharing a host do not peer by accident). A client such as ``hsdump`` introduces
+  itself with one Presence naming the ephemeral endpoint its connection comes from and asks for no
+  reply; it does not become a peer (``_is_client``). Such a Presence is answered with one that
+  requires a reply: a registrar greeting us that way (RSPLIB's, for a static peer) answers it and
+  so becomes a peer at once; a client ignores it.
+* **RSPLIB interoperability (SCTP).** RSPLIB's registrar sends and receives ENRP on one
+  one-to-many socket bound to its ENRP endpoint, and ignores a Presence ("contains no usable ENRP
+  endpoint addresses") unless the ENRP address *and port* in its Server Information are among the
+  association's peer addresses. So over SCTP our associations to peers also start from our ENRP
+  port (the listener shares it by SO_REUSEPORT; ``transport.connect(share_port=True)``), and the
+  Server Information names a concrete address (the connection's local one when we listen on the
+  wildcard). Two registrars doing so share one association per pair: where the peer's association
+  to us is up we use it instead of opening our own (the kernel would refuse a second one).
 * **Peer lists** (RFC 5353 List Request / List Response, as RSPLIB's ``rspregistrar-enrp.c``): the
   first Presence heard from a peer over a connection makes us ask it for its peer list; every
   registrar in the answer we do not know yet is added with the ENRP transport address given there,
@@ -49,8 +59,9 @@ registrars of the operation scope in step:
   lower ID (RSPLIB ``rspregistrar-takeover.c``: the lower ID wins; the target itself answers with
   Presences to stop it). With every ack in, or when ``takeover_expiry`` (5 s) runs out (peers that
   do not answer are presumed gone too), the initiator sends Takeover Server, becomes the entries'
-  home registrar, sends each PE an Endpoint Keep-Alive with the Home flag (over a new connection to
-  the PE's own user transport) and monitors it; no ack within the keep-alive timeout removes the PE
+  home registrar, sends each PE an Endpoint Keep-Alive with the Home flag over a new connection
+  (to the PE's ASAP endpoint, where RSPLIB's PEs listen, else to its user transport, where ours
+  answer: ``Registrar.takeover_targets``) and monitors it; no ack within the keep-alive timeout removes the PE
   (and a Handle Update DEL_PE tells the others). A registrar that acked but sees no Takeover Server
   within takeover expiry + no-response time starts its own takeover.
 
@@ -73,6 +84,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import time
@@ -168,6 +180,7 @@ class _Conn:
         self.cursor_pos = 0
         self.cursor_own = False
         self.cursor_time = 0.0
+        self.presences = 0  # Presences received over this connection
 
     def connection_made(self, conn: tp.MessageConnection) -> None:
         self.conn = conn
@@ -214,6 +227,7 @@ class EnrpNode:
         self._mc_listener: tp.MulticastListener | None = None
         self._conns: set[_Conn] = set()
         self._running = False
+        self._share_port = True  # SCTP: start associations from our ENRP port (cleared if the kernel refuses)
 
     # ---------------------------------------------------------------- life cycle
 
@@ -221,7 +235,9 @@ class EnrpNode:
         cfg = self.cfg
         assert cfg.enrp_listen is not None
         host, port = cfg.enrp_listen
-        self._server = await tp.start_server(self._accept, host, port, tp.Framing.ASAP, kind=self.reg.kind)
+        # SCTP: our associations to peers start from this very port (see _connect)
+        self._server = await tp.start_server(self._accept, host, port, tp.Framing.ASAP, kind=self.reg.kind,
+                                             share_port=self.reg.kind == "sctp")
         self._running = True
         self.started_at = time.monotonic()
         self.reg.listeners.append(self._on_hs_event)
@@ -311,16 +327,25 @@ class EnrpNode:
 
     # ---------------------------------------------------------------- sending
 
-    def server_info(self) -> ServerInformation:
+    def server_info(self, conn: tp.MessageConnection | None = None) -> ServerInformation:
+        """Our Server Information: registrar ID and ENRP endpoint.
+
+        RSPLIB's registrar accepts a Presence only if the ENRP address in it is one of the
+        association's peer addresses *with the same port* (``transportAddressBlockFilter``, port
+        filtering on); so the address is a concrete one even when we listen on the wildcard: the
+        local address of ``conn``, the connection the Presence goes out on."""
         assert self.cfg.enrp_listen is not None
         host = self.cfg.enrp_listen[0]
         cls = SctpTransport if self.reg.kind == "sctp" else TcpTransport
+        if host in ("", "0.0.0.0", "::") and conn is not None and conn.local is not None:
+            host = conn.local[0]
         addrs = () if host in ("", "0.0.0.0", "::") else (host,)
         return ServerInformation(self.id, cls(self.port or tp.ENRP_PORT, addrs))
 
-    def presence(self, receiver: int = 0, reply_required: bool = False) -> Presence:
+    def presence(self, receiver: int = 0, reply_required: bool = False,
+                 conn: tp.MessageConnection | None = None) -> Presence:
         return Presence(sender_id=self.id, receiver_id=receiver, checksum=self.reg.handlespace.ownership_checksum(),
-                        server_info=self.server_info(), reply_required=reply_required)
+                        server_info=self.server_info(conn), reply_required=reply_required)
 
     def _send(self, peer: PeerState, data: bytes) -> bool:
         if peer.identifier in self.blocked_ids:
@@ -331,6 +356,21 @@ class EnrpNode:
         conn.send(data, tp.PPID_ENRP)
         self.reg.stats["enrp_sent"] += 1
         return True
+
+    def _send_presence(self, peer: PeerState, reply_required: bool = False) -> bool:
+        """A Presence to ``peer`` over its connection (the Server Information names that one's address)."""
+        if peer.identifier in self.blocked_ids:
+            return False
+        conn = peer.conn()
+        if conn is None:
+            return False
+        conn.send(self.presence(peer.identifier, reply_required, conn).encode(), tp.PPID_ENRP)
+        self.reg.stats["enrp_sent"] += 1
+        return True
+
+    def _reply_presence(self, c: _Conn, receiver: int) -> None:
+        if c.conn is not None:
+            self._reply(c, self.presence(receiver, conn=c.conn).encode())
 
     def _reply(self, c: _Conn, data: bytes) -> None:
         if c.conn is not None and not c.conn.is_closing() and c.peer_id not in self.blocked_ids:
@@ -358,12 +398,12 @@ class EnrpNode:
             now = time.monotonic()
             refresh = LIST_REFRESH_CYCLES * self.cfg.peer_heartbeat_cycle
             for p in self._live_peers():
-                self._send(p, self.presence(p.identifier).encode())
+                self._send_presence(p)
                 if p.heard and p.list_asked is not None and now - p.list_asked > refresh:
                     self._request_list(p)
             for c in self._static.values():  # greet static peers whose ID we do not know yet
                 if c is not None and c.conn is not None and not c.peer_id and not c.conn.is_closing():
-                    c.conn.send(self.presence(0, reply_required=True).encode(), tp.PPID_ENRP)
+                    c.conn.send(self.presence(0, True, c.conn).encode(), tp.PPID_ENRP)
             if self._mc_sender is not None:
                 self._mc_sender.send(self.presence().encode())
             await asyncio.sleep(self.cfg.peer_heartbeat_cycle * random.uniform(0.9, 1.1))
@@ -377,22 +417,31 @@ class EnrpNode:
                 if p.probe_sent is None:
                     if now - p.last_heard > self.cfg.peer_max_time_last_heard:
                         p.probe_sent = now
-                        self._send(p, self.presence(p.identifier, reply_required=True).encode())
+                        self._send_presence(p, reply_required=True)
                 elif now - p.probe_sent > self.cfg.peer_max_time_no_response:
                     self._peer_dead(p)
                 if p.syncing and now - p.sync_started > self.cfg.peer_max_time_no_response:
                     # The download stalled; the next Presence with a checksum mismatch retries it.
                     p.syncing = p.sync_full = False
 
+    def _inbound_from(self, addr: tuple[str, int]) -> bool:
+        """Whether a peer's association from its ENRP endpoint ``addr`` to us is up.
+
+        Over SCTP both sides start their associations from their ENRP ports (``_connect``), so
+        such an association already is the one we would open: the kernel refuses a second one
+        between the same endpoints (EADDRNOTAVAIL), and we use that one instead."""
+        return any(not c.outbound and c.conn is not None and not c.conn.is_closing() and c.conn.peer == addr
+                   for c in self._conns)
+
     def _maintain(self) -> None:
         """(Re)connect to static addresses and to known peers we have no connection to."""
         targets: list[tuple[tuple[str, int], int]] = []
         for addr, c in self._static.items():
-            if c is None or c.conn is None or c.conn.is_closing():
+            if (c is None or c.conn is None or c.conn.is_closing()) and not self._inbound_from(addr):
                 targets.append((addr, 0))
         for p in self._live_peers():
             if p.out_conn is None or p.out_conn.is_closing():
-                if p.address is not None and p.address not in self._static:
+                if p.address is not None and p.address not in self._static and not self._inbound_from(p.address):
                     targets.append((p.address, p.identifier))
         for addr, pid in targets:
             if addr not in self._connecting and pid not in self.blocked_ids:
@@ -406,11 +455,31 @@ class EnrpNode:
         local = None
         assert self.cfg.enrp_listen is not None
         lhost = self.cfg.enrp_listen[0]
-        if lhost not in ("", "0.0.0.0", "::"):
+        share = self.reg.kind == "sctp" and self._share_port and self.port is not None
+        if share:
+            # From our ENRP endpoint itself, as RSPLIB's one-to-many ENRP socket does: RSPLIB's
+            # registrar ignores a Presence unless the ENRP endpoint in its Server Information
+            # (address *and* port) is one the association comes from.
+            wildcard = "::" if ":" in addr[0] else "0.0.0.0"
+            local = (wildcard if lhost in ("", "0.0.0.0", "::") else lhost, self.port)
+        elif lhost not in ("", "0.0.0.0", "::"):
             local = (lhost, 0)  # so that peers see our ENRP address as the source
         try:
-            await tp.connect(c, addr[0], addr[1], tp.Framing.ASAP, kind=self.reg.kind,
-                             timeout=self.cfg.peer_max_time_no_response, local=local)
+            try:
+                await tp.connect(c, addr[0], addr[1], tp.Framing.ASAP, kind=self.reg.kind,
+                                 timeout=self.cfg.peer_max_time_no_response, local=local, share_port=share)
+            except OSError as exc:
+                if not share or exc.errno != errno.EADDRINUSE:
+                    raise
+                # a kernel without SO_REUSEPORT for SCTP: fall back to an ephemeral port
+                log.warning("cannot start ENRP associations from port %s (%s): using ephemeral ports; "
+                            "RSPLIB registrars will ignore our Presences", self.port, exc)
+                self._share_port = False
+                c = _Conn(self, addr)
+                c.peer_id = peer_id
+                local = (lhost, 0) if lhost not in ("", "0.0.0.0", "::") else None
+                await tp.connect(c, addr[0], addr[1], tp.Framing.ASAP, kind=self.reg.kind,
+                                 timeout=self.cfg.peer_max_time_no_response, local=local)
         except (TimeoutError, OSError) as exc:
             log.debug("cannot connect to ENRP peer %s: %s", tp.format_endpoint(*addr), exc)
             return
@@ -427,7 +496,7 @@ class EnrpNode:
         if peer is not None:
             peer.out_conn = c.conn
         assert c.conn is not None
-        c.conn.send(self.presence(peer_id, reply_required=True).encode(), tp.PPID_ENRP)
+        c.conn.send(self.presence(peer_id, True, c.conn).encode(), tp.PPID_ENRP)
 
     def _conn_lost(self, c: _Conn) -> None:
         self._conns.discard(c)
@@ -486,6 +555,7 @@ class EnrpNode:
             c.peer_id = sender
         try:
             if isinstance(msg, Presence):
+                c.presences += 1
                 self._on_presence(c, msg, c.conn.peer[0] if c.conn and c.conn.peer else "")
             elif isinstance(msg, HandleTableRequest):
                 self.reg.stats["handle_table_request"] += 1
@@ -589,8 +659,12 @@ class EnrpNode:
             if t is not None:
                 host = t.addresses[0] if t.addresses and t.addresses[0] not in ("0.0.0.0", "::") else src_host
                 address = (host, t.port)
-            if c is not None and not c.outbound and c.conn is not None and address == c.conn.peer:
-                return  # a client (hsdump) introducing itself from its own ephemeral endpoint
+            if self._is_client(c, msg, address):
+                # Or a registrar that greets a static peer without asking for a reply (RSPLIB): ask
+                # it for one. A registrar answers, and its answer makes it a peer; a client never does.
+                if c is not None and c.conn is not None and c.presences == 1:
+                    self._reply(c, self.presence(sender, reply_required=True, conn=c.conn).encode())
+                return
             if c is not None and c.static is not None:
                 address = c.static
             if address is None:
@@ -610,11 +684,10 @@ class EnrpNode:
             self._cancel_takeover_of(sender)
         peer.checksum = msg.checksum
         if msg.reply_required:
-            data = self.presence(sender).encode()
             if c is not None and c.conn is not None:
-                self._reply(c, data)
+                self._reply_presence(c, sender)
             else:
-                self._send(peer, data)
+                self._send_presence(peer)
         if c is not None:  # over a connection, so we can ask it things (RSPLIB: SCTP Presences only)
             if not self.ready.is_set() and self.mentor is None:
                 self._mentor_query(peer)
@@ -622,6 +695,18 @@ class EnrpNode:
                 self._request_list(peer)
         if msg.checksum != self.reg.handlespace.checksum_of(sender) and not peer.syncing:
             self._request_table(peer)
+
+    def _is_client(self, c: _Conn | None, msg: Presence, address: tuple[str, int] | None) -> bool:
+        """Whether a Presence from an unknown sender comes from a client such as ``hsdump``.
+
+        A client introduces itself once, without asking for a reply, and names the endpoint its
+        connection comes from (its ephemeral port). A registrar may name its connection's source
+        too (RSPLIB's and ours start their associations from their ENRP ports), but it asks for a
+        reply when it greets a new peer, is one of our static peers, or sends more Presences over
+        the same connection (the answer to ours with reply required, its heartbeats)."""
+        if c is None or c.outbound or c.conn is None or address != c.conn.peer:
+            return False
+        return not msg.reply_required and c.presences <= 1 and address not in self._static
 
     def _mentor_query(self, peer: PeerState) -> None:
         """Make ``peer`` our mentor: ask for its peer list and its whole handle table."""
@@ -810,8 +895,8 @@ class EnrpNode:
         if target == self.id:
             # We are alive: answer with Presences so that the initiator hears us (RSPLIB).
             for p in self._live_peers():
-                self._send(p, self.presence(p.identifier).encode())
-            self._reply(c, self.presence(msg.sender_id).encode())
+                self._send_presence(p)
+            self._reply_presence(c, msg.sender_id)
             return
         mine = self.takeovers.get(target)
         if mine is not None:

@@ -110,6 +110,7 @@ class PEConfig:
     business_card: bool = False  # send each PU a Business Card of alternate PEs (RSPLIB never does)
     business_card_items: int = 3  # alternates per card (RSPLIB's handle-resolution default)
     business_card_refresh: float = 5.0  # reuse the registrar's alternates this long [s] (ASAP cache timeout)
+    control_channel: bool = True  # register "data plus control" (RSPLIB's PEs always do); see user_transport()
 
 
 class PoolElement:
@@ -245,12 +246,23 @@ class PoolElement:
     # ---------------------------------------------------------------- registration
 
     def user_transport(self, local_host: str | None = None) -> Any:
+        """The user transport parameter we register: our service endpoint and its Transport Use.
+
+        Transport Use is "data plus control" by default: ASAP control messages (Cookie, Cookie
+        Echo, Business Card, a new home registrar's Keep-Alive) do arrive on our service port
+        beside the application's data, and it is what every RSPLIB 3.4.4 PE registers (its
+        enhanced mode sets ``HasControlChannel``, so ``rspserver`` always does). Registrars keep
+        a pool's control-channel use uniform (RFC 5352 / RSPLIB: a PE that differs from the pool
+        is refused with "inconsistent data/control configuration", cause 0x8), so only PEs
+        registering the same way can share a pool with RSPLIB's; ``control_channel=False``
+        (CLI ``--no-control-channel``) registers "data only"."""
         host = self.config.listen[0]
         if host in ("0.0.0.0", "::", ""):
             host = local_host or ""
         addrs = (host,) if host else ()
         cls = SctpTransport if self.kind == "sctp" else TcpTransport
-        return cls(self.port, addrs, TransportUse.DATA_ONLY)
+        use = TransportUse.DATA_PLUS_CONTROL if self.config.control_channel else TransportUse.DATA_ONLY
+        return cls(self.port, addrs, use)
 
     def registration_message(self, local_host: str | None = None) -> bytes:
         cfg = self.config

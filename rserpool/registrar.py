@@ -734,6 +734,7 @@ class Registrar:
         if entry is None:
             self._log_once(peer.peer_host, "ka-unknown", "keep-alive ack for unknown PE $%08x", msg.identifier)
             return
+        log.debug("keep-alive ack for $%08x of pool %r", msg.identifier, msg.pool_handle)
         self._arm_keepalive(entry, self.config.keepalive_interval)
 
     def _arm_expiry(self, entry: HsEntry) -> None:
@@ -866,30 +867,51 @@ class Registrar:
             if reg.outbound and not reg.entries and reg.conn is not None:
                 reg.conn.close()  # a takeover connection with nothing left to monitor
 
+    def takeover_targets(self, e: HsEntry) -> tuple[tuple[str, int, tp.Framing], ...]:
+        """Where to send a taken-over PE its Home Keep-Alive, in the order tried.
+
+        First the PE's ASAP endpoint (the registrator transport its home registrar recorded):
+        RSPLIB's PEs (``asapinstance.c``) listen there on their registrar hunt socket, take an
+        association on which a Keep-Alive with the Home flag arrives as their new registrar
+        connection and ack there; RSPLIB's registrar sends its takeover Keep-Alives there too.
+        Then the PE's user transport, where this package's PEs answer (their ASAP endpoint is the
+        ephemeral port of their registrar connection, where nobody listens: that attempt fails at
+        once)."""
+        out: list[tuple[str, int, tp.Framing]] = []
+        reg = e.registrator_transport
+        if isinstance(reg, SctpTransport if self.kind == "sctp" else TcpTransport) and reg.port \
+                and reg.addresses and not _is_unspecified(reg.addresses[0]):
+            out.append((reg.addresses[0], reg.port, tp.Framing.ASAP))
+        user = e.user_transport
+        addrs = getattr(user, "addresses", ())
+        if addrs:
+            out.append((addrs[0], user.port, tp.Framing.TAGGED))  # type: ignore[union-attr]
+        return tuple(out)
+
     def take_over(self, entries: list[HsEntry]) -> None:
         """Become home registrar of ``entries``: Keep-Alive with the Home flag, then monitor them."""
-        groups: dict[tuple[str, int], list[tuple[bytes, int]]] = {}
+        groups: dict[tuple[tuple[str, int, tp.Framing], ...], list[tuple[bytes, int]]] = {}
         for e in entries:
             if self.handlespace.get(e.pool_handle, e.identifier) is not e:
                 continue
             self.handlespace.set_owner(e.pool_handle, e.identifier, self.identifier)
             self._pe_cache.pop((e.pool_handle, e.identifier), None)
             self._arm_expiry(e)
-            t = e.user_transport
-            addrs = getattr(t, "addresses", ())
-            if not addrs:
+            targets = self.takeover_targets(e)
+            if not targets:
                 continue
-            groups.setdefault((addrs[0], t.port), []).append((e.pool_handle, e.identifier))  # type: ignore[union-attr]
+            groups.setdefault(targets, []).append((e.pool_handle, e.identifier))
         assert self._loop is not None
-        for addr, keys in groups.items():
-            task = self._loop.create_task(self._takeover_contact(addr, keys))
+        for targets, keys in groups.items():
+            task = self._loop.create_task(self._takeover_contact(targets, keys))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _takeover_contact(self, addr: tuple[str, int], keys: list[tuple[bytes, int]]) -> None:
+    async def _takeover_contact(self, targets: tuple[tuple[str, int, tp.Framing], ...],
+                                keys: list[tuple[bytes, int]]) -> None:
         peer = _Peer(self)
         peer.outbound = True
-        peer.peer_host = addr[0]
+        peer.peer_host = targets[0][0]
         assert self._loop is not None
         for key in keys:
             entry = self.handlespace.get(*key)
@@ -904,13 +926,17 @@ class Registrar:
             # no ack within the keep-alive timeout (unreachable PE) removes it
             self._ka_timers[key] = self._loop.call_later(self.config.keepalive_timeout,
                                                          self._keepalive_timeout, key)
-        if not peer.entries or addr[0] in self.blocked_hosts:
-            return
-        try:
-            await tp.connect(peer, addr[0], addr[1], tp.Framing.TAGGED, kind=self.kind,
-                             timeout=self.config.keepalive_timeout)
-        except (TimeoutError, OSError) as exc:
-            log.info("takeover: cannot reach PE at %s: %s", tp.format_endpoint(*addr), exc)
+        for host, port, framing in targets:
+            if not peer.entries:
+                return  # timed out meanwhile (the keep-alive timeout removed them)
+            if host in self.blocked_hosts:
+                continue
+            try:
+                await tp.connect(peer, host, port, framing, kind=self.kind, timeout=self.config.keepalive_timeout)
+                break
+            except (TimeoutError, OSError) as exc:
+                log.info("takeover: cannot reach PE at %s: %s", tp.format_endpoint(host, port), exc)
+        else:
             return
         if not peer.entries and peer.conn is not None:  # timed out while connecting
             peer.conn.close()

@@ -205,13 +205,17 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
 @click.option("--listen", default="0.0.0.0:0", show_default=True, help="Service endpoint ADDR:PORT.")
 @click.option("--reregistration-interval", type=float, default=30.0, show_default=True,
               help="Re-registration interval [s]; registration life is 3x this.")
+@click.option("--control-channel/--no-control-channel", default=True, show_default=True,
+              help="Register Transport Use 'data plus control' (as RSPLIB's PEs do; a pool's PEs must all "
+                   "agree) or 'data only'.")
 @_announce_options
 @_transport_option
 @_log_option
 def pe_cmd(registrars: tuple[str, ...], pool: str, policy: str, load_increment: float | None, weight: int | None,
            priority: int | None, load: float | None, identifier: str | None, service: str, capacity: float,
            max_requests: int, listen: str, reregistration_interval: float, announce_address: str,
-           announce_interface: str | None, transport: str | None, log_level: str) -> None:
+           announce_interface: str | None, transport: str | None, log_level: str,
+           control_channel: bool = True) -> None:
     """Run a pool element: register, answer keep-alives, serve, deregister on SIGINT/SIGTERM."""
     from dataclasses import replace
 
@@ -235,7 +239,8 @@ def pe_cmd(registrars: tuple[str, ...], pool: str, policy: str, load_increment: 
     cfg = PEConfig(pool.encode(), pol, identifier=_int_auto(identifier), registrars=_endpoints(registrars),
                    announce_group=group, announce_port=gport, announce_interface=announce_interface,
                    listen=parse_endpoint(listen, 0), reregistration_interval=reregistration_interval,
-                   transport=transport, service=service, max_requests=max_requests, capacity=capacity)
+                   transport=transport, service=service, max_requests=max_requests, capacity=capacity,
+                   control_channel=control_channel)
 
     async def main(stop: asyncio.Event) -> None:
         pe = PoolElement(cfg)
