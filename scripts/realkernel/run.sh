@@ -9,7 +9,9 @@
 # in the repository.  Pytest's exit code becomes this script's exit code.
 #
 # Usage: scripts/realkernel/run.sh [--out DIR] [--timeout SEC] [--mem SIZE] [--smp N]
-#                                  [--rebuild] [--] [PYTEST ARGS...]
+#                                  [--rebuild] [--run] [--] [PYTEST ARGS... | COMMAND...]
+#   --run          run COMMAND (e.g. `.venv/bin/python benchmarks/links.py --backend netem`)
+#                  instead of pytest; its output goes to pytest.log, its exit code is returned
 #   --out DIR      results on the host (default: <repo>/results/realkernel): junit.xml,
 #                  pytest.log (guest output), console.log (kernel console), rc, summary.txt
 #   --timeout SEC  wall-clock limit for the whole VM run (default 1500; env RK_TIMEOUT)
@@ -32,6 +34,7 @@ ncpu=$(nproc 2>/dev/null || echo 2)
 smp=${RK_SMP:-$((ncpu > 4 ? 4 : ncpu))}
 cache=${EMULAB_RK_CACHE:-$repo/.realkernel}
 rebuild=0
+run_cmd=0
 
 die() { echo "realkernel: $*" >&2; exit 2; }
 
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --mem) mem=$2; shift 2 ;;
     --smp) smp=$2; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
+    --run) run_cmd=1; shift ;;
     -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) break ;;
@@ -137,8 +141,9 @@ x=/run/rk-xfer
 cd "$repo"
 mapfile -d '' args < \$x/pytest-args
 set +e
-timeout --kill-after=30 $((timeout_s > 120 ? timeout_s - 60 : timeout_s)) \\
-  .venv/bin/python -m pytest -p no:cacheprovider --junitxml=\$x/junit.xml "\${args[@]}" > \$x/pytest.log 2>&1
+if [ "$run_cmd" = 1 ]; then cmd=("\${args[@]}"); else
+  cmd=(.venv/bin/python -m pytest -p no:cacheprovider --junitxml=\$x/junit.xml "\${args[@]}"); fi
+timeout --kill-after=30 $((timeout_s > 120 ? timeout_s - 60 : timeout_s)) "\${cmd[@]}" > \$x/pytest.log 2>&1
 rc=\$?
 echo \$rc > \$x/rc
 /usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1
