@@ -37,7 +37,7 @@ def _wait_for_free_testbed(timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while control.read_state():
         if time.monotonic() > deadline:
-            pytest.skip("another testbed is running on this machine (shared); cannot build our own")
+            pytest.fail("another testbed is running on this machine: `emulab stop` / `emulab clean` first")
         time.sleep(2)
 
 
