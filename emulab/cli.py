@@ -217,7 +217,11 @@ def plot(results_dir: Path, compare: Path | None, out: Path | None) -> None:
               help="Crash a pool element at T s (back after DUR s). Repeatable.")
 @click.option("--coverage-loss", "coverage", multiple=True, metavar="T+DUR",
               help="Cut the UE off from the network at T s for DUR s. Repeatable.")
-def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str, ...]) -> None:
+@click.option("--drain", type=click.FloatRange(min=0.0), default=None,
+              help="After --duration, issue no new requests and wait up to this long for the queued ones "
+                   "(default: 60 with --coverage-loss, as `emulab experiment coverage-loss`; else 0, as "
+                   "`emulab experiment paper`).")
+def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str, ...], drain: float | None) -> None:
     """Simulate the CalcApp pool on TARGET (a topology, or `large` / `synthetic:N`); prints the results path last.
 
     Same sweep options as `emulab experiment`; the results directory has the same format, so
@@ -236,7 +240,7 @@ def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str,
         bad = [f.element for f in fs if f.element not in known]
         if bad:
             raise EmulabError(f"--fail: unknown pool element(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
-    path, timing = run_simulation(scenario, fs, cs, progress=sys.stderr.isatty())
+    path, timing = run_simulation(scenario, fs, cs, progress=sys.stderr.isatty(), drain=drain)
     click.echo(
         f"{timing['events']:,} events in {timing['wall_s']:.1f} s ({timing['events_per_s']:,.0f} events/s, "
         f"{timing['realtime_ratio']:,.0f}x real time, {scenario.jobs} process(es))",

@@ -1,10 +1,14 @@
-"""Shared pytest configuration: skip root-only tests when not running as root."""
+"""Shared pytest configuration: skip root-only tests when not running as root; the testbed guard."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from emulab.testing import BusyTestbedError
+from emulab.testing import testbed_guard as _guard
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -14,3 +18,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def testbed_guard() -> Iterator[None]:
+    """Refuse to run over a user's testbed; afterwards stop + clean, then prove nothing is left."""
+    try:
+        with _guard():
+            yield
+    except BusyTestbedError as exc:  # raised before the test ran: nothing of it to clean
+        pytest.fail(str(exc))

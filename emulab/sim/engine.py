@@ -48,6 +48,9 @@ Faults (optional): element crashes and UE coverage losses, on the emulation's ti
   (``RadioTimers.reattach_s``, 1.01 s) and its registrar learns the remote elements again with
   the next ENRP Presence of their registrars (uniform within a heartbeat cycle) plus a round trip.
   Jobs on remote elements keep running there (unseen) until the PE's own keep-alive drops them.
+* ``sample_interval_s``: as the emulated PEs (``calcapp.SAMPLE_INTERVAL``), every element's
+  cumulative used calculations and running jobs are sampled on that period (``RunResult.samples``,
+  the results' ``elements_timeline.csv``); sampling reads the state and changes nothing.
 * ``drain_s``: as ``emulab experiment coverage-loss --drain``, no new requests after ``duration``
   and up to ``drain_s`` more seconds for the queued ones; the run's length is then the time the
   last one completed (or duration + drain).
@@ -81,6 +84,7 @@ from rserpool.services.calcapp import (
     COOKIE_MAX_TIME,
     KEEPALIVE_INTERVAL,
     KEEPALIVE_TIMEOUT,
+    SAMPLE_INTERVAL,
 )
 from rserpool.services.calcapp_pu import RETRY_DELAY, PUParams, pu_rng, sampler
 
@@ -165,6 +169,8 @@ class RunParams:
     """Connectivity back: the peers' next Presence (and the handle-table download) comes within one
     heartbeat cycle."""
     handle_resolution_items: int = _REG.max_hr_items
+    sample_interval_s: float = SAMPLE_INTERVAL
+    """``calcapp.SAMPLE_INTERVAL``: period of the used-capacity samples (0: none)."""
     force_python_selector: bool | None = None
 
 
@@ -184,6 +190,8 @@ class RunResult:
     accepts: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
     """Runs with faults: request index -> every Accept (time, element index). Without faults a
     request has at most one, its ``accepted_at`` at its element."""
+    samples: list[tuple[float, int, float, int]] = field(default_factory=list)
+    """Every ``sample_interval_s``: (time, element index, cumulative used calculations, jobs)."""
     events: int = 0
     wall_s: float = 0.0
 
@@ -556,6 +564,25 @@ def simulate_run(model: PoolModel, p: RunParams) -> RunResult:  # noqa: C901 - o
         e_rem[e] = []
         e_ver[e] += 1
 
+    samples: list[tuple[float, int, float, int]] = []
+    s_int = p.sample_interval_s
+    next_sample = 0.0 if s_int > 0.0 else math.inf
+
+    def sample_until(t: float) -> None:
+        """Every sample due at or before ``t``; between events each element's work grows linearly."""
+        nonlocal next_sample
+        while next_sample <= t:
+            ts = next_sample
+            for e in range(n_el):
+                n = len(e_jobs[e])
+                used = e_used[e] + (ts - e_last[e]) * cap[e] if n else e_used[e]
+                samples.append((ts, e, used, n))
+            for e, t0, rem, drops in orphans:  # a cut-off PE still works on its jobs, unseen
+                k = len(samples) - n_el + e
+                ts_, e_, used, n = samples[k]
+                samples[k] = (ts_, e_, used + _orphan_work(cap[e], rem, drops, t0, ts), n)
+            next_sample = ts + s_int
+
     # ---------------------------------------------------------------- the loop
     events = 0
     while heap:
@@ -563,6 +590,8 @@ def simulate_run(model: PoolModel, p: RunParams) -> RunResult:  # noqa: C901 - o
         now = ev[0]
         if now > end_limit:
             break
+        if now >= next_sample:
+            sample_until(now)
         events += 1
         kind = ev[2]
         if kind == _ARRIVE:
@@ -764,13 +793,19 @@ def simulate_run(model: PoolModel, p: RunParams) -> RunResult:  # noqa: C901 - o
     if p.drain_s > 0.0:
         done = [c for c in r_c if c is not None]
         end_t = max([duration, *done]) if len(done) == len(r_c) else end_limit
+    sample_until(end_t)  # before the final advance: it moves e_last to end_t
+    if samples and samples[-1][0] > end_t:  # the drain ended before the loop's last events
+        samples = [x for x in samples if x[0] <= end_t]
+    if samples and samples[-1][0] < end_t:  # the run's end off the grid (a drain): one more, at the end
+        next_sample = end_t
+        sample_until(end_t)
     for e in range(n_el):
         if e_up[e]:
             advance(e, end_t)
     for e, t0, rem, drops in orphans:
         e_used[e] += _orphan_work(cap[e], rem, drops, t0, end_t)
 
-    res = RunResult(setting=p.setting, run=p.run, duration=end_t, events=events, accepts=r_acc)
+    res = RunResult(setting=p.setting, run=p.run, duration=end_t, events=events, accepts=r_acc, samples=samples)
     out = res.requests
     for r in range(len(r_pu)):
         c = r_c[r]

@@ -2,7 +2,9 @@
 
 Each task seeds its own random streams from (seed, setting, run, PU), so the results do not depend
 on how many processes ran them or in which order. Results go through ``emulab.results``'s writer, so
-``emulab plot`` draws a simulated sweep exactly like an emulated one.
+``emulab plot`` draws a simulated sweep exactly like an emulated one, the elements' used capacity
+over time (``elements_timeline.csv``, sampled each second as the emulated PEs do) included, for
+pools of up to ``SAMPLED_ELEMENTS_MAX`` elements.
 
 With a coverage loss the results are those of `emulab experiment coverage-loss`: the runs drain
 (``COVERAGE_DRAIN_S``, that command's default), events.csv has every Accept, completion and coverage
@@ -26,12 +28,17 @@ from emulab.results import (
     EventRecord,
     RequestRecord,
     ResultsWriter,
+    UsageSample,
     coverage_metrics,
     coverage_summary,
 )
 from emulab.scenario import Scenario
 from emulab.sim.engine import STATUS_NAMES, CoverageLoss, Failure, RunParams, RunResult, simulate_run
 from emulab.sim.model import PoolModel, build_model
+
+SAMPLED_ELEMENTS_MAX = 64
+"""Pools with more elements are not sampled over time: a heat map of hundreds of rows says
+nothing, and 1,000 elements × 3,600 s would be 3.6 million rows per run."""
 
 COVERAGE_DRAIN_S = 60.0
 """Drain of a run with a coverage loss: `emulab experiment coverage-loss --drain`'s default, so that
@@ -171,6 +178,15 @@ def usage_records(model: PoolModel, res: RunResult) -> list[ElementUsage]:
     ]
 
 
+def sample_records(model: PoolModel, res: RunResult) -> list[UsageSample]:
+    """A run's elements_timeline.csv rows, as the emulated PEs' samples."""
+    els = model.elements
+    return [
+        UsageSample(res.setting, res.run, round(t, 3), els[e].name, els[e].element_class, used, jobs)
+        for t, e, used, jobs in res.samples
+    ]
+
+
 def simulate(
     scenario: Scenario,
     failures: Iterable[Failure] = (),
@@ -190,6 +206,8 @@ def simulate(
     fs, cs = tuple(failures), tuple(coverage_losses)
     params = dict(model_params or {})
     params.setdefault("drain_s", drain if drain is not None else (COVERAGE_DRAIN_S if cs else 0.0))
+    if len(model.elements) > SAMPLED_ELEMENTS_MAX:
+        params.setdefault("sample_interval_s", 0.0)
     tasks = make_tasks(scenario, fs, cs, **params)
     t0 = time.perf_counter()
     if progress:
@@ -247,6 +265,7 @@ def simulate(
         else:
             writer.add_requests(request_records(model, res))
         writer.add_usage(usage_records(model, res))
+        writer.add_usage_samples(sample_records(model, res))
     extra: dict[str, Any] = {"simulator": {k: v for k, v in timing.items() if k != "cpu_s_per_run"}}
     if cs:
         extra.update(coverage_summary(runs), timers=sim_timers(tasks[0], model))

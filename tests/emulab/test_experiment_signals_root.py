@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,10 +13,9 @@ import pytest
 
 from emulab import control
 from emulab.cleanup import find_leftovers, marked_processes
+from emulab.testing import EMULAB
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(300)]
-
-EMULAB = [sys.executable, "-m", "emulab"]
 
 
 def _start_experiment(out: Path) -> subprocess.Popen[str]:

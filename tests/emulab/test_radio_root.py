@@ -6,26 +6,20 @@ cleans everything in `finally`, then checks nothing is left."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 
 from emulab import control
 from emulab.cleanup import find_leftovers
+from emulab.testing import run_emulab as emulab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-EMULAB = [sys.executable, "-m", "emulab"]
 ENB_RADIO_ADDR = "10.0.0.2"  # paper-topology: the eNB end of the radio link
 MEC_ADDR = "10.2.0.2"  # paper-topology: mec-pr, beyond the eNodeB
 RLF_S = 1.2  # OAI defaults: N310 (20) x 10 ms + T310 (1000 ms)
 ATTACH_S = 1.0
-
-
-def emulab(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EMULAB, *args], capture_output=True, text=True, timeout=timeout, check=check)
 
 
 def radio_state() -> dict:

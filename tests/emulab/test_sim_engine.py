@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from emulab.cli import main
-from emulab.results import coverage_summary, load_events, summarize
+from emulab.results import coverage_summary, load_events, load_results, load_usage_samples, summarize
 from emulab.scenario import Scenario
 from emulab.sim import (
     CoverageLoss,
@@ -26,7 +26,13 @@ from emulab.sim import (
     simulate_run,
 )
 from emulab.sim.model import RadioTimers
-from emulab.sim.sweep import COVERAGE_DRAIN_S, event_records, request_records, usage_records
+from emulab.sim.sweep import (
+    COVERAGE_DRAIN_S,
+    SAMPLED_ELEMENTS_MAX,
+    event_records,
+    request_records,
+    usage_records,
+)
 from rserpool.policy import PolicyInfo
 from rserpool.policytypes import PolicyType
 
@@ -380,6 +386,41 @@ def test_simulated_coverage_loss_has_the_experiments_summary_and_events(tmp_path
     assert all(p.stat().st_size > 10_000 for p in pngs)
 
 
+@pytest.mark.parametrize("losses", [(), (CoverageLoss(30.0, 30.0),)], ids=["plain", "coverage-loss"])
+def test_elements_are_sampled_each_second_like_the_emulated_pes(tmp_path: Path, losses: tuple) -> None:
+    """elements_timeline.csv as the emulated PEs write it: a sample per element per second, cumulative
+    used calculations that never fall and end at elements.csv's figure, and `emulab plot` draws the
+    heat map from it."""
+    sc = Scenario(pus=(16,), runs=1, duration=90.0, seed=3, out=tmp_path, jobs=1)
+    path, _ = simulate(sc, coverage_losses=losses, progress=False)
+    samples = load_usage_samples(path)
+    usage = {u.element: u for u in load_results(path).usage}
+    assert set(usage) == {x.element for x in samples}
+    for name, u in usage.items():
+        mine = [x for x in samples if x.element == name]
+        ts = [x.t for x in mine]
+        assert ts[:91] == [float(t) for t in range(91)]  # 0 … 90 s (+ the drain's seconds)
+        used = [x.used_calculations for x in mine]
+        assert all(b >= a - 1e-6 for a, b in zip(used, used[1:], strict=False)), name
+        assert used[-1] == pytest.approx(u.used_calculations, rel=1e-9, abs=1e-6), name
+        assert max(x.jobs for x in mine) <= u.max_requests
+        # a second's work never exceeds the element's capacity (processor sharing)
+        assert all(b.used_calculations - a.used_calculations <= u.capacity * (b.t - a.t) * (1 + 1e-9) + 1e-6
+                   for a, b in zip(mine, mine[1:], strict=False))
+    assert sum(usage[n].used_calculations for n in ("mec-pe1", "mec-pe2")) > 0
+    from emulab.plots import plot_results
+
+    pngs = [p for p in plot_results(path, out=tmp_path / "plots") if p.name.startswith("utilisation-")]
+    assert [p.name for p in pngs] == ["utilisation-16pus-run1.png"] and pngs[0].stat().st_size > 10_000
+
+
+def test_large_pools_are_not_sampled_over_time(tmp_path: Path) -> None:
+    sc = Scenario(target=f"synthetic:{SAMPLED_ELEMENTS_MAX + 1}", pus=(4,), runs=1, duration=20.0, out=tmp_path,
+                  jobs=1)
+    path, _ = simulate(sc, progress=False)
+    assert load_usage_samples(path) == [] and load_results(path).usage
+
+
 def test_faulty_runs_are_deterministic_at_any_process_count(tmp_path: Path) -> None:
     sc = Scenario(pus=(4, 16), runs=2, duration=120.0, seed=6, jobs=1)
     model = build_model(sc)
@@ -420,6 +461,21 @@ def test_cli_simulate_prints_the_path_last(tmp_path: Path) -> None:
     last = r.stdout.strip().splitlines()[-1]
     assert Path(last).is_dir() and (Path(last) / "summary.json").is_file()
     assert json.loads((Path(last) / "manifest.json").read_text())["scenario"]["quick"] is True
+
+
+@pytest.mark.parametrize(("drain", "expect"), [(None, 0.0), ("200", 200.0)])
+def test_cli_simulate_drain(tmp_path: Path, drain: str | None, expect: float) -> None:
+    """--drain as `emulab experiment coverage-loss --drain`: no new requests after --duration, and the
+    queued ones finish (none left unfinished); without it, none (as `emulab experiment paper`)."""
+    args = ["simulate", "--pus", "64", "--runs", "1", "--duration", "30", "--jobs", "1", "--out", str(tmp_path)]
+    r = CliRunner().invoke(main, args + (["--drain", drain] if drain else []))
+    assert r.exit_code == 0, r.output
+    path = Path(r.stdout.strip().splitlines()[-1])
+    assert json.loads((path / "manifest.json").read_text())["drain_s"] == expect
+    reqs = load_results(path).requests
+    assert reqs and all(q.queued_at < 30.0 for q in reqs)
+    unfinished = [q for q in reqs if q.status == "unfinished"]
+    assert (unfinished == []) if drain else unfinished  # 64 PUs overload the pool: a queue at 30 s
 
 
 @pytest.mark.parametrize(

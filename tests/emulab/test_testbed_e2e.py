@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,29 +19,12 @@ import pytest
 from emulab import control
 from emulab.cleanup import find_leftovers
 from emulab.selfcheck import expected_rtt_ms
+from emulab.testing import run_emulab as emulab
 from emulab.topology import load
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-EMULAB = [sys.executable, "-m", "emulab"]
 DATA = Path(__file__).parent / "data"
-
-
-def emulab(*args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EMULAB, *args], capture_output=True, text=True, timeout=timeout, check=check)
-
-
-@pytest.fixture
-def testbed_guard():
-    """Refuse to run over a user's testbed; afterwards stop + clean, then prove nothing is left."""
-    if control.read_state() is not None:
-        pytest.fail("a testbed is already running (or crashed): run `emulab stop` / `emulab clean` first")
-    try:
-        yield
-    finally:
-        emulab("stop", timeout=60)
-        emulab("clean", timeout=60)
-    assert find_leftovers() == []
 
 
 def status_json() -> dict:

@@ -9,36 +9,20 @@ fallbacks (userspace shaper, TCP, datapath_type=netdev).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-NEEDS = "needs a kernel with SCTP, sch_netem and the openvswitch datapath"
-
-
-def in_real_kernel() -> bool:
-    """True inside the real-kernel VM, or where sctp, sch_netem and openvswitch are loaded."""
-    if os.environ.get("EMULAB_REALKERNEL") == "1":
-        return True
-    return all(Path("/sys/module", m).exists() for m in ("sctp", "sch_netem", "openvswitch"))
-
+from emulab.testing import REAL_KERNEL_NEEDS, real_kernel, run_emulab
 
 pytestmark = [
     pytest.mark.realkernel,
     pytest.mark.root,
-    pytest.mark.skipif(not in_real_kernel(), reason=NEEDS),
+    pytest.mark.skipif(not real_kernel(), reason=REAL_KERNEL_NEEDS),
 ]
 
-_EMULAB = Path(sys.executable).parent / "emulab"
-
-
 def test_doctor_reports_kernel_features_present() -> None:
-    cmd = [str(_EMULAB)] if _EMULAB.exists() else [sys.executable, "-m", "emulab"]
     # --json may be cached per boot; the VM is a fresh boot, so this is a real probe there.
-    r = subprocess.run([*cmd, "doctor", "--json"], capture_output=True, text=True, timeout=120)
+    r = run_emulab("doctor", "--json")
     report = json.loads(r.stdout)
     caps = report["capabilities"]
     missing = {n: caps[n]["detail"] for n in ("sch_netem", "sctp", "ovs_kernel_datapath") if not caps[n]["present"]}

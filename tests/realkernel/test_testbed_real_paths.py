@@ -12,59 +12,29 @@ the registrar's SCTP associations with the topology's pool elements (``/proc/net
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from emulab import control
-from emulab.cleanup import find_leftovers
+from emulab.testing import REAL_KERNEL_NEEDS, real_kernel
+from emulab.testing import run_emulab as emulab
 from emulab.topology import load
-
-
-def in_real_kernel() -> bool:
-    """True inside the real-kernel VM, or where sctp, sch_netem and openvswitch are loaded."""
-    if os.environ.get("EMULAB_REALKERNEL") == "1":
-        return True
-    return all(Path("/sys/module", m).exists() for m in ("sctp", "sch_netem", "openvswitch"))
-
 
 pytestmark = [
     pytest.mark.realkernel,
     pytest.mark.root,
     pytest.mark.slow,
-    pytest.mark.skipif(not in_real_kernel(), reason="needs a kernel with SCTP, sch_netem and the openvswitch datapath"),
+    pytest.mark.skipif(not real_kernel(), reason=REAL_KERNEL_NEEDS),
 ]
 
-EMULAB = [sys.executable, "-m", "emulab"]
 ASAP_PORT = 3863
-
-
-def emulab(*args: str, timeout: float = 180, check: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EMULAB, *args], capture_output=True, text=True, timeout=timeout, check=check)
 
 
 def in_ns(ns: str, *argv: str) -> str:
     return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=60,
                           check=True).stdout
-
-
-@pytest.fixture
-def testbed() -> Iterator[None]:
-    """Refuse to run over a running testbed; afterwards stop + clean, then prove nothing is left."""
-    if control.read_state() is not None:
-        pytest.fail("a testbed is already running (or crashed): run `emulab stop` / `emulab clean` first")
-    try:
-        yield
-    finally:
-        emulab("stop", timeout=60)
-        emulab("clean", timeout=60)
-    assert find_leftovers() == []
 
 
 def sctp_assocs(ns: str, lport: int) -> list[list[str]]:
@@ -76,7 +46,7 @@ def sctp_assocs(ns: str, lport: int) -> list[list[str]]:
     return [row.split() for row in lines[1:] if len(row.split()) > col and row.split()[col] == str(lport)]
 
 
-def test_small_topology_takes_netem_kernel_datapath_and_sctp(testbed: None) -> None:
+def test_small_topology_takes_netem_kernel_datapath_and_sctp(testbed_guard: None) -> None:
     start = emulab("start", "small", "--detach")
     assert start.returncode == 0, start.stdout + start.stderr
     st = json.loads(emulab("status", "--json", check=True).stdout)
