@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT))
 
 from emulab.scenario import Scenario  # noqa: E402
 from emulab.sim import CoverageLoss, build_model, make_tasks, run_tasks, simulate_run  # noqa: E402
-from emulab.sim.sweep import COVERAGE_DRAIN_S  # noqa: E402
+from emulab.sim.sweep import COVERAGE_DRAIN_S, sample_interval  # noqa: E402
 
 
 def bench_sweep(duration: float, jobs: int) -> dict[str, float]:
     sc = Scenario(duration=duration, jobs=jobs)
     model = build_model(sc)
-    tasks = make_tasks(sc)
+    tasks = make_tasks(sc, sample_interval_s=sample_interval(model))  # as `emulab simulate`
     t0 = time.perf_counter()
     results = run_tasks(model, tasks, jobs)
     wall = time.perf_counter() - t0
@@ -54,7 +54,8 @@ def bench_sweep(duration: float, jobs: int) -> dict[str, float]:
 def bench_coverage(duration: float, jobs: int) -> dict[str, float]:
     sc = Scenario(duration=duration, jobs=jobs)
     model = build_model(sc)
-    tasks = make_tasks(sc, coverage_losses=[CoverageLoss(duration / 3, duration / 3)], drain_s=COVERAGE_DRAIN_S)
+    tasks = make_tasks(sc, coverage_losses=[CoverageLoss(duration / 3, duration / 3)], drain_s=COVERAGE_DRAIN_S,
+                       sample_interval_s=sample_interval(model))
     t0 = time.perf_counter()
     results = run_tasks(model, tasks, jobs)
     wall = time.perf_counter() - t0
@@ -66,7 +67,7 @@ def bench_coverage(duration: float, jobs: int) -> dict[str, float]:
 def bench_large(duration: float) -> dict[str, float]:
     sc = Scenario(target="large", pus=(10_000,), runs=1, duration=duration, interval_mean=20.0, jobs=1)
     model = build_model(sc)
-    task = make_tasks(sc)[0]
+    task = make_tasks(sc, sample_interval_s=sample_interval(model))[0]  # 0: no samples of 1,000 PEs
     t0 = time.perf_counter()
     res = simulate_run(model, task)
     wall = time.perf_counter() - t0

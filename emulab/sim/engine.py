@@ -48,7 +48,7 @@ Faults (optional): element crashes and UE coverage losses, on the emulation's ti
   (``RadioTimers.reattach_s``, 1.01 s) and its registrar learns the remote elements again with
   the next ENRP Presence of their registrars (uniform within a heartbeat cycle) plus a round trip.
   Jobs on remote elements keep running there (unseen) until the PE's own keep-alive drops them.
-* ``sample_interval_s``: as the emulated PEs (``calcapp.SAMPLE_INTERVAL``), every element's
+* ``sample_interval_s`` (``emulab simulate``: the emulated PEs' 1 s), every element's
   cumulative used calculations and running jobs are sampled on that period (``RunResult.samples``,
   the results' ``elements_timeline.csv``); sampling reads the state and changes nothing.
 * ``drain_s``: as ``emulab experiment coverage-loss --drain``, no new requests after ``duration``
@@ -84,7 +84,6 @@ from rserpool.services.calcapp import (
     COOKIE_MAX_TIME,
     KEEPALIVE_INTERVAL,
     KEEPALIVE_TIMEOUT,
-    SAMPLE_INTERVAL,
 )
 from rserpool.services.calcapp_pu import RETRY_DELAY, PUParams, pu_rng, sampler
 
@@ -169,8 +168,9 @@ class RunParams:
     """Connectivity back: the peers' next Presence (and the handle-table download) comes within one
     heartbeat cycle."""
     handle_resolution_items: int = _REG.max_hr_items
-    sample_interval_s: float = SAMPLE_INTERVAL
-    """``calcapp.SAMPLE_INTERVAL``: period of the used-capacity samples (0: none)."""
+    sample_interval_s: float = 0.0
+    """Period of the used-capacity samples (0: none); ``emulab simulate`` samples on the emulated PEs'
+    ``calcapp.SAMPLE_INTERVAL`` (``sweep.sample_interval``)."""
     force_python_selector: bool | None = None
 
 

@@ -35,6 +35,7 @@ from emulab.results import (
 from emulab.scenario import Scenario
 from emulab.sim.engine import STATUS_NAMES, CoverageLoss, Failure, RunParams, RunResult, simulate_run
 from emulab.sim.model import PoolModel, build_model
+from rserpool.services.calcapp import SAMPLE_INTERVAL
 
 SAMPLED_ELEMENTS_MAX = 64
 """Pools with more elements are not sampled over time: a heat map of hundreds of rows says
@@ -178,6 +179,11 @@ def usage_records(model: PoolModel, res: RunResult) -> list[ElementUsage]:
     ]
 
 
+def sample_interval(model: PoolModel) -> float:
+    """The emulated PEs' sampling period (``calcapp.SAMPLE_INTERVAL``); 0 (none) for large pools."""
+    return SAMPLE_INTERVAL if len(model.elements) <= SAMPLED_ELEMENTS_MAX else 0.0
+
+
 def sample_records(model: PoolModel, res: RunResult) -> list[UsageSample]:
     """A run's elements_timeline.csv rows, as the emulated PEs' samples."""
     els = model.elements
@@ -206,8 +212,7 @@ def simulate(
     fs, cs = tuple(failures), tuple(coverage_losses)
     params = dict(model_params or {})
     params.setdefault("drain_s", drain if drain is not None else (COVERAGE_DRAIN_S if cs else 0.0))
-    if len(model.elements) > SAMPLED_ELEMENTS_MAX:
-        params.setdefault("sample_interval_s", 0.0)
+    params.setdefault("sample_interval_s", sample_interval(model))
     tasks = make_tasks(scenario, fs, cs, **params)
     t0 = time.perf_counter()
     if progress:
