@@ -30,6 +30,8 @@ def test_plot_writes_pngs(two_results: tuple[Path, Path], tmp_path: Path) -> Non
     assert names == sorted([
         "fig4-used-capacity.png", "fig4b-class-shares.png", "fig5-queuing.png", "fig6-startup.png",
         "fig7-processing.png", "fig8-handling-speed.png", "fig8b-handling-speed-per-request.png",
+        # the simulated elements' samples (elements_timeline.csv): one heat map per setting
+        "utilisation-1pus-run1.png", "utilisation-16pus-run1.png", "utilisation-64pus-run1.png",
     ])
     for p in paths:
         data = p.read_bytes()
