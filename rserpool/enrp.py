@@ -449,37 +449,37 @@ class EnrpNode:
                 self._tasks.append(asyncio.create_task(self._connect(addr, pid)))
         self._tasks = [t for t in self._tasks if not t.done()]
 
-    async def _connect(self, addr: tuple[str, int], peer_id: int) -> None:
-        c = _Conn(self, addr)
-        c.peer_id = peer_id
-        local = None
+    def _local_endpoint(self, addr: tuple[str, int], share: bool) -> tuple[str, int] | None:
+        """Where an association to the peer at ``addr`` starts from (None: the kernel chooses)."""
         assert self.cfg.enrp_listen is not None
         lhost = self.cfg.enrp_listen[0]
-        share = self.reg.kind == "sctp" and self._share_port and self.port is not None
+        wildcard = lhost in ("", "0.0.0.0", "::")
         if share:
             # From our ENRP endpoint itself, as RSPLIB's one-to-many ENRP socket does: RSPLIB's
             # registrar ignores a Presence unless the ENRP endpoint in its Server Information
             # (address *and* port) is one the association comes from.
-            wildcard = "::" if ":" in addr[0] else "0.0.0.0"
-            local = (wildcard if lhost in ("", "0.0.0.0", "::") else lhost, self.port)
-        elif lhost not in ("", "0.0.0.0", "::"):
-            local = (lhost, 0)  # so that peers see our ENRP address as the source
+            assert self.port is not None
+            return ("::" if ":" in addr[0] else "0.0.0.0") if wildcard else lhost, self.port
+        return None if wildcard else (lhost, 0)  # so that peers see our ENRP address as the source
+
+    async def _connect(self, addr: tuple[str, int], peer_id: int) -> None:
+        share = self.reg.kind == "sctp" and self._share_port and self.port is not None
         try:
-            try:
-                await tp.connect(c, addr[0], addr[1], tp.Framing.ASAP, kind=self.reg.kind,
-                                 timeout=self.cfg.peer_max_time_no_response, local=local, share_port=share)
-            except OSError as exc:
-                if not share or exc.errno != errno.EADDRINUSE:
-                    raise
-                # a kernel without SO_REUSEPORT for SCTP: fall back to an ephemeral port
-                log.warning("cannot start ENRP associations from port %s (%s): using ephemeral ports; "
-                            "RSPLIB registrars will ignore our Presences", self.port, exc)
-                self._share_port = False
+            for attempt_share in (True, False) if share else (False,):
                 c = _Conn(self, addr)
                 c.peer_id = peer_id
-                local = (lhost, 0) if lhost not in ("", "0.0.0.0", "::") else None
-                await tp.connect(c, addr[0], addr[1], tp.Framing.ASAP, kind=self.reg.kind,
-                                 timeout=self.cfg.peer_max_time_no_response, local=local)
+                try:
+                    await tp.connect(c, addr[0], addr[1], tp.Framing.ASAP, kind=self.reg.kind,
+                                     timeout=self.cfg.peer_max_time_no_response,
+                                     local=self._local_endpoint(addr, attempt_share), share_port=attempt_share)
+                    break
+                except OSError as exc:
+                    if not attempt_share or exc.errno != errno.EADDRINUSE:
+                        raise
+                    # a kernel without SO_REUSEPORT for SCTP: fall back to an ephemeral port
+                    log.warning("cannot start ENRP associations from port %s (%s): using ephemeral ports; "
+                                "RSPLIB registrars will ignore our Presences", self.port, exc)
+                    self._share_port = False
         except (TimeoutError, OSError) as exc:
             log.debug("cannot connect to ENRP peer %s: %s", tp.format_endpoint(*addr), exc)
             return

@@ -573,14 +573,13 @@ def simulate_run(model: PoolModel, p: RunParams) -> RunResult:  # noqa: C901 - o
         nonlocal next_sample
         while next_sample <= t:
             ts = next_sample
+            unseen = [0.0] * n_el  # what cut-off PEs still work on their jobs
+            for e, t0, rem, drops in orphans:
+                unseen[e] += _orphan_work(cap[e], rem, drops, t0, ts)
             for e in range(n_el):
                 n = len(e_jobs[e])
                 used = e_used[e] + (ts - e_last[e]) * cap[e] if n else e_used[e]
-                samples.append((ts, e, used, n))
-            for e, t0, rem, drops in orphans:  # a cut-off PE still works on its jobs, unseen
-                k = len(samples) - n_el + e
-                ts_, e_, used, n = samples[k]
-                samples[k] = (ts_, e_, used + _orphan_work(cap[e], rem, drops, t0, ts), n)
+                samples.append((ts, e, used + unseen[e], n))
             next_sample = ts + s_int
 
     # ---------------------------------------------------------------- the loop

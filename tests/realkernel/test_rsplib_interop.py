@@ -31,6 +31,7 @@ that went over the wire (``sctp_sniff.py`` on the namespace's loopback, decoded 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -276,6 +277,12 @@ def resolved(lab: Lab, registrar_port: int, pool: str, *extra: str) -> list[dict
 def resolved_ids(lab: Lab, registrar_port: int, pool: str, *extra: str) -> list[int] | None:
     els = resolved(lab, registrar_port, pool, *extra)
     return None if els is None else [int(e["identifier"]) for e in els]
+
+
+def resolved_home(lab: Lab, registrar_port: int, pool: str) -> int | None:
+    """The home registrar the registrar names for the pool's first PE (None: no PE, or an error)."""
+    els = resolved(lab, registrar_port, pool)
+    return int(els[0]["home_pr"]) if els else None
 
 
 def enrp_peers(lab: Lab, enrp_port: int) -> set[int]:
@@ -546,16 +553,13 @@ def test_enrp_takeover_when_rspregistrar_is_killed(lab: Lab) -> None:
     emulab_registrar(lab, "emulab-registrar", 4863, 9902, "--identifier", hex(EMULAB_ID))
     rsp_server(lab, "rspserver-echo", "echo", "TakeoverPool", 3863, 0x5E0003, log=RSP_LOG_ACTION)
 
-    def home_at_emulab() -> int | None:
-        els = resolved(lab, 4863, "TakeoverPool")
-        return int(els[0]["home_pr"]) if els else None
-
-    assert wait_for("RSPLIB's PE mirrored at emulab's registrar", home_at_emulab, lab) == RSPLIB_ID
+    home = functools.partial(resolved_home, lab, 4863, "TakeoverPool")
+    assert wait_for("RSPLIB's PE mirrored at emulab's registrar", home, lab) == RSPLIB_ID
     # a peer (not only a sender of Handle Updates): its silence will be noticed
     wait_for("emulab's registrar to list rspregistrar as peer", lambda: RSPLIB_ID in enrp_peers(lab, 9902), lab)
     killed = time.monotonic()
     lab.kill("rspregistrar")
-    wait_for("emulab's registrar to become the PE's home", lambda: home_at_emulab() == EMULAB_ID, lab, deadline=45)
+    wait_for("emulab's registrar to become the PE's home", lambda: home() == EMULAB_ID, lab, deadline=45)
     taken = time.monotonic() - killed
     # RSPLIB's PE says so itself, and answers emulab's keep-alives (still there after a full
     # keep-alive round of 5 s + 5 s, selectable, serving).
@@ -566,7 +570,7 @@ def test_enrp_takeover_when_rspregistrar_is_killed(lab: Lab) -> None:
     wait_for("two Keep-Alive Acks from RSPLIB's PE to emulab's registrar", lambda: _acks_from_pe(lab) >= 2, lab)
     r = pu(lab, 4863, "TakeoverPool", "--echo", "after-takeover")
     assert r.returncode == 0 and json.loads(r.stdout).get("echo") == "after-takeover", f"{r.stdout}{r.stderr}"
-    assert home_at_emulab() == EMULAB_ID
+    assert home() == EMULAB_ID
     # within RSPLIB's timers: detection 10 s + takeover + one keep-alive, with slack for TCG
     assert taken < 30, f"takeover took {taken:.1f}s"
 
@@ -583,15 +587,12 @@ def test_enrp_emulab_pe_moves_to_rspregistrar_when_emulab_registrar_is_killed(la
     rsp_registrar(lab, "rspregistrar", 3863, 9901, f"-identifier={RSPLIB_ID}", log=RSP_LOG_ACTION)
     emulab_pe(lab, "emulab-pe", "MovePool", 4863, 0xE0007, "--registrar", f"{LO}:3863")
 
-    def home_at_rsplib() -> int | None:
-        els = resolved(lab, 3863, "MovePool")
-        return int(els[0]["home_pr"]) if els else None
-
-    assert wait_for("emulab's PE mirrored at rspregistrar", home_at_rsplib, lab) == EMULAB_ID
+    home = functools.partial(resolved_home, lab, 3863, "MovePool")
+    assert wait_for("emulab's PE mirrored at rspregistrar", home, lab) == EMULAB_ID
     wait_for("rspregistrar to list emulab's registrar as peer", lambda: EMULAB_ID in enrp_peers(lab, 9901), lab)
     killed = time.monotonic()
     lab.kill("emulab-registrar")
-    wait_for("rspregistrar to become the PE's home", lambda: home_at_rsplib() == RSPLIB_ID, lab)
+    wait_for("rspregistrar to become the PE's home", lambda: home() == RSPLIB_ID, lab)
     moved = time.monotonic() - killed
     r = pu(lab, 3863, "MovePool", "--echo", "after-move")
     assert r.returncode == 0 and json.loads(r.stdout).get("echo") == "after-move", f"{r.stdout}{r.stderr}"

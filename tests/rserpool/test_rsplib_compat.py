@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 
 from rserpool import transport as tp
+from rserpool.hsdump import EnrpCollector
 from rserpool.pe import PEConfig, PoolElement, RegistrationRejected
 from rserpool.policy import PolicyInfo
 from rserpool.registrar import Registrar, RegistrarConfig
 from rserpool.wire import (
+    CodecError,
     EndpointKeepAlive,
     EndpointKeepAliveAck,
     ListRequest,
@@ -37,7 +39,6 @@ from rserpool.wire import (
     TcpTransport,
     TransportUse,
     decode_asap,
-    decode_enrp,
 )
 from rserpool.wire import PoolElement as WirePE
 
@@ -70,18 +71,18 @@ def pe(r: Registrar, ident: int, **kw: Any) -> PoolElement:
                                 request_timeout=1.0, retry_delay=0.2, **kw))
 
 
-class Raw:
-    """A bare message connection (a peer, a client or an RSPLIB PE played by hand)."""
+class Quiet:
+    """A message connection's handler that keeps the connection and ignores what arrives (subclasses
+    answer what they care about)."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
         self.conn: tp.MessageConnection | None = None
 
     def connection_made(self, conn: tp.MessageConnection) -> None:
         self.conn = conn
 
     def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
-        self.queue.put_nowait(data)
+        pass
 
     def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
         pass
@@ -127,9 +128,9 @@ def test_pe_data_only_on_request() -> None:
 # ---- ENRP Presence ----------------------------------------------------------------------------
 
 async def _presence_exchange(r: Registrar, reply_required: bool, *, name_source: bool,
-                             count: int = 1) -> tuple[Raw, list[Presence]]:
+                             count: int = 1) -> tuple[EnrpCollector, list[Presence]]:
     """Connect to ``r``'s ENRP port, send ``count`` Presences; the Presences that come back."""
-    raw = Raw()
+    raw = EnrpCollector()
     port = r.enrp_port
     assert port is not None
     conn = await tp.connect(raw, "127.0.0.1", port, tp.Framing.ASAP, kind="tcp")
@@ -143,7 +144,9 @@ async def _presence_exchange(r: Registrar, reply_required: bool, *, name_source:
     conn.send(ListRequest(sender_id=0x9001).encode(), tp.PPID_ENRP)
     answers: list[Presence] = []
     while True:
-        msg = decode_enrp(await asyncio.wait_for(raw.queue.get(), 5.0))
+        msg = await asyncio.wait_for(raw.queue.get(), 5.0)
+        if isinstance(msg, CodecError):
+            raise msg
         if isinstance(msg, Presence):
             answers.append(msg)
         elif isinstance(msg, ListResponse):
@@ -215,7 +218,7 @@ def test_takeover_reaches_an_rsplib_style_pe_at_its_asap_endpoint() -> None:
         r = await registrar()
         homes: list[bool] = []
 
-        class AsapEndpoint(Raw):
+        class AsapEndpoint(Quiet):
             def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
                 msg = decode_asap(data)
                 if isinstance(msg, EndpointKeepAlive):
