@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "rserpool"))
@@ -23,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "rserpool"))
 from rserpool import wire  # noqa: E402
 from rserpool.pcapfile import read_payloads  # noqa: E402
 
-CAPTURE = "/work/shared/reference/captures/rsplib-3.4.4-calcapp-plu-enrp.pcap"
+CAPTURE = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "captures" / "rsplib-3.4.4-calcapp-plu-enrp.pcap")
 DECODERS = (wire.decode_asap, wire.decode_enrp, wire.decode_calcapp)
 
 

@@ -13,8 +13,7 @@ from rserpool import wire
 from rserpool.cli import main
 from rserpool.pcapfile import CaptureError, CaptureStats, read_payloads
 
-CAPTURE = Path("/work/shared/reference/captures/rsplib-3.4.4-calcapp-plu-enrp.pcap")
-pytestmark = pytest.mark.skipif(not CAPTURE.exists(), reason="reference capture not present")
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "captures" / "rsplib-3.4.4-calcapp-plu-enrp.pcap"
 
 
 @pytest.fixture(scope="module")
