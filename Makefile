@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMPS := .setup-stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench realkernel clean-venv
+.PHONY: setup demo test lint bench realkernel oai clean-venv
 .DEFAULT_GOAL := help
 
 help:
@@ -16,6 +16,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - run every benchmark in quick mode"
 	@echo "make realkernel - the SCTP/netem/kernel-OVS tests and RSPLIB interop in a qemu VM"
+	@echo "make oai    - build OpenAirInterface's 4G softmodems (cached in /opt/emulab-oai)"
 
 setup: $(STAMPS)/pip
 
@@ -44,9 +45,15 @@ lint: setup
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
-# Tests that need SCTP, sch_netem and the openvswitch datapath, inside Debian's kernel under qemu.
+# The tests marked `realkernel` (SCTP, sch_netem, the openvswitch datapath), inside Debian's kernel
+# under qemu: the same selection as the lane in .ci/run.
 realkernel: setup
-	bash scripts/realkernel/run.sh -- tests/realkernel tests/rserpool/test_transport.py tests/rserpool/test_rserpool_netns.py
+	bash scripts/realkernel/run.sh -- -m realkernel
+
+# OpenAirInterface's 4G softmodems from pinned sources; cached, so a second run returns at once.
+# OAI_SOURCES=DIR (offline tarballs), OAI_PREFIX_ROOT, OAI_MARCH, OAI_JOBS, OAI_USRP=0: see the script.
+oai:
+	python3 scripts/build_oai.py
 
 clean-venv:
 	rm -rf $(VENV) $(STAMPS) build *.egg-info

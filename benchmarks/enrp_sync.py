@@ -15,16 +15,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from rserpool.policy import PolicyInfo  # noqa: E402
-from rserpool.registrar import Registrar, RegistrarConfig  # noqa: E402
-from rserpool.wire import TcpTransport  # noqa: E402
+from rserpool.policy import PolicyInfo
+from rserpool.registrar import Registrar, RegistrarConfig
+from rserpool.wire import TcpTransport
 
 
 def _config(i: int, peers: list[tuple[str, int]]) -> RegistrarConfig:

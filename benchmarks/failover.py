@@ -30,11 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from emulab.experiment import run_coverage_loss  # noqa: E402
-from emulab.scenario import Scenario  # noqa: E402
+from emulab.experiments.coverage import run_coverage_loss
+from emulab.scenario import Scenario
 
 
 def summarise(values: list[float | None]) -> dict[str, float | int | None]:

@@ -1,8 +1,16 @@
-"""Fuzz the ASAP/ENRP/CalcApp decoders: mutations of valid messages (the RSPLIB reference capture
-plus generated ones) and random bytes go through every decoder; anything escaping other than
-CodecError fails the run. Prints counts and rate, ends with one JSON line.
+"""Coverage-guided fuzzing (atheris + libFuzzer) of every decoder: ASAP, ENRP, CalcApp, Fractal Generator
+and the capture reader, each from its committed corpus (tests/data/fuzz-corpus, seeded from the RSPLIB
+3.4.4 reference capture). Anything a decoder raises other than its own error (CodecError; CaptureError
+for the capture reader) is an escape and fails the run. Reports per target: inputs, coverage
+(libFuzzer's instrumented edges and features; the rserpool/ source lines the resulting corpus covers,
+out of the executable lines of the functions it enters),
+escapes, inputs/s; the last line is one JSON object.
 
-    .venv/bin/python benchmarks/fuzz_codec.py [--quick] [--inputs N] [--seed S]
+    .venv/bin/python benchmarks/fuzz_codec.py [--quick] [--inputs N] [--seed S] [--jobs J] [--targets a,b]
+                                              [--merge] [--keep DIR]
+
+Default 1,000,000 inputs per target (--quick: 50,000), targets in parallel on --jobs processes.
+--merge adds the new inputs that reach new coverage to the committed corpus (libFuzzer -merge=1).
 """
 
 from __future__ import annotations
@@ -10,107 +18,123 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import struct
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
-import traceback
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "rserpool"))
-
-from rserpool import wire  # noqa: E402
-from rserpool.pcapfile import read_payloads  # noqa: E402
-
-CAPTURE = str(Path(__file__).resolve().parents[1] / "tests" / "data" / "captures" / "rsplib-3.4.4-calcapp-plu-enrp.pcap")
-DECODERS = (wire.decode_asap, wire.decode_enrp, wire.decode_calcapp)
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "data" / "fuzz-corpus"
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+CHILD = [sys.executable, "-m", "fuzz.atheris_child"]
 
 
-def seeds(generated: int) -> list[bytes]:
-    out: list[bytes] = []
-    if os.path.exists(CAPTURE):
-        out.extend({p.data for p in read_payloads(CAPTURE) if p.protocol})
-    try:
-        import wire_strategies as S
-        from hypothesis.errors import NonInteractiveExampleWarning
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NonInteractiveExampleWarning)
-            for _ in range(generated):
-                out.append(S.any_message.example().encode())
-    except ImportError as exc:  # hypothesis missing: capture seeds only
-        print(f"note: no generated seeds ({exc})", file=sys.stderr)
-    return out
+def _targets() -> list[str]:
+    out = subprocess.run([sys.executable, "-c", "from fuzz.targets import available_targets as a; "
+                          "print(' '.join(t.name for t in a()))"], env=ENV, cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.split()
 
 
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    buf = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(7)
-        n = len(buf)
-        if op == 0 and n:  # flip a byte
-            buf[rng.randrange(n)] = rng.randrange(256)
-        elif op == 1 and n:  # truncate
-            del buf[rng.randrange(n):]
-        elif op == 2 and n >= 6:  # rewrite a 16-bit length-like field at a 4-aligned offset + 2
-            off = 2 + 4 * rng.randrange((n - 2) // 4)
-            if off + 2 <= n:
-                struct.pack_into("!H", buf, off, rng.choice([0, 1, 3, 4, 5, 7, 8, 0xFFFF, rng.randrange(65536)]))
-        elif op == 3:  # insert random bytes
-            i = rng.randrange(n + 1)
-            buf[i:i] = rng.randbytes(rng.randint(1, 8))
-        elif op == 4 and n > 4:  # delete a slice
-            i = rng.randrange(n)
-            del buf[i:i + rng.randint(1, 8)]
-        elif op == 5 and n >= 4:  # fix the message length so deeper parsing is reached
-            struct.pack_into("!H", buf, 2, n & 0xFFFF)
-        elif op == 6 and n:  # change the message type
-            buf[0] = rng.randrange(16)
-    if rng.random() < 0.5 and len(buf) >= 4:
-        struct.pack_into("!H", buf, 2, len(buf) & 0xFFFF)
-    return bytes(buf)
+def _stat(log: str, name: str) -> int | None:
+    m = re.search(rf"^stat::{name}:\s+(\d+)", log, re.M)
+    return int(m.group(1)) if m else None
+
+
+def fuzz_one(target: str, inputs: int, seed: int, work: Path, merge: bool, guided: bool = True) -> dict:
+    new, escapes = work / target / "new", work / target / "escapes"
+    new.mkdir(parents=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [*CHILD, "fuzz", target, "--escapes", str(escapes), *([] if guided else ["--unguided"]), "--",
+         f"-runs={inputs}", f"-seed={seed}", "-print_final_stats=1", f"-artifact_prefix={work / target}/", str(new), str(CORPUS / target)],
+        env=ENV, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    log = proc.stderr
+    (work / target / "libfuzzer.log").write_text(log)
+    done = re.findall(r"^#\d+\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/", log, re.M)
+    executed = _stat(log, "number_of_executed_units") or 0
+    escape_lines = (escapes / "escapes.log").read_text().splitlines() if (escapes / "escapes.log").exists() else []
+    crashed = proc.returncode != 0  # timeout, out-of-memory or a crash inside libFuzzer: also a failure
+    if crashed:
+        print(f"[{target}] libFuzzer exited {proc.returncode}:\n{log[-3000:]}", file=sys.stderr)
+    replay = subprocess.run([*CHILD, "replay", target, str(CORPUS / target), str(new)], env=ENV, cwd=ROOT,
+                            capture_output=True, text=True)
+    lines = json.loads(replay.stdout.splitlines()[-1]) if replay.stdout.strip() else {}
+    merged = 0
+    if merge and not crashed and not escape_lines:
+        before = len(list((CORPUS / target).iterdir()))
+        subprocess.run([*CHILD, "fuzz", target, "--escapes", str(escapes), "--", "-merge=1",
+                        str(CORPUS / target), str(new)], env=ENV, cwd=ROOT, capture_output=True, check=True)
+        merged = len(list((CORPUS / target).iterdir())) - before
+    result = {
+        "inputs": executed,
+        "edges": int(done[-1][0]) if done else None,
+        "features": int(done[-1][1]) if done else None,
+        "corpus": int(done[-1][2]) if done else None,
+        "new_units": _stat(log, "new_units_added"),
+        "lines_covered": lines.get("lines_covered"),
+        "lines_in_functions_reached": lines.get("lines_in_functions_reached"),
+        "escapes": len(escape_lines) + len(lines.get("escapes", [])) + (1 if crashed else 0),
+        "seconds": round(elapsed, 1),
+        "inputs_per_s": round(executed / elapsed) if elapsed else 0,
+    }
+    if merge:
+        result["merged_into_corpus"] = merged
+    for line in escape_lines[:5]:
+        print(f"[{target}] ESCAPE {line}  (input and traceback in {escapes})", file=sys.stderr)
+    print(f"[{target}] {executed:,} inputs in {elapsed:.1f} s ({result['inputs_per_s']:,}/s), edges "
+          f"{result['edges']}, features {result['features']}, corpus {result['corpus']}, lines "
+          f"{result['lines_covered']}/{result['lines_in_functions_reached']}, escapes {result['escapes']}",
+          file=sys.stderr)
+    return result
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="20,000 inputs instead of 120,000")
-    ap.add_argument("--inputs", type=int, default=None)
+    ap.add_argument("--quick", action="store_true", help="50,000 inputs per target instead of 1,000,000")
+    ap.add_argument("--inputs", type=int, default=None, help="inputs per target")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="targets fuzzed at once")
+    ap.add_argument("--targets", default=None, help="comma-separated (default: every available one)")
+    ap.add_argument("--merge", action="store_true", help="add coverage-increasing inputs to the corpus")
+    ap.add_argument("--unguided", action="store_true", help="no dictionary, no value profile (to compare)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep logs, new inputs and escapes here")
     args = ap.parse_args()
-    total = args.inputs or (20_000 if args.quick else 120_000)
-    rng = random.Random(args.seed)
-    pool = seeds(100 if args.quick else 400)
-    print(f"{len(pool)} seed messages, {total} inputs x {len(DECODERS)} decoders", file=sys.stderr)
-    codec_errors = decoded_ok = escapes = 0
+    inputs = args.inputs or (50_000 if args.quick else 1_000_000)
+    available = _targets()
+    targets = args.targets.split(",") if args.targets else available
+    missing = sorted(set(targets) - set(available))
+    if missing:
+        ap.error(f"unknown or unavailable target(s) {missing}; available: {available}")
+    work = Path(tempfile.mkdtemp(prefix="fuzz-codec-"))
+    print(f"fuzzing {', '.join(targets)}: {inputs:,} inputs each, seed {args.seed}, {args.jobs} job(s); "
+          f"work dir {work}", file=sys.stderr)
     t0 = time.perf_counter()
-    for i in range(total):
-        r = rng.random()
-        if r < 0.1:
-            data = rng.randbytes(rng.randint(0, 64))
-        elif r < 0.15:
-            data = rng.choice(pool)  # unmodified seeds must decode
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {t: pool.submit(fuzz_one, t, inputs, args.seed, work, args.merge, not args.unguided) for t in targets}
+            results = {t: f.result() for t, f in futures.items()}
+    finally:
+        if args.keep:
+            shutil.copytree(work, args.keep, dirs_exist_ok=True)
+        escaped = any((work / t / "escapes" / "escapes.log").exists() for t in targets)
+        if escaped and not args.keep:
+            print(f"escapes kept in {work}", file=sys.stderr)
         else:
-            data = mutate(rng, rng.choice(pool))
-        for dec in DECODERS:
-            try:
-                dec(data)
-                decoded_ok += 1
-            except wire.CodecError:
-                codec_errors += 1
-            except Exception:  # noqa: BLE001 - exactly what the fuzzer looks for
-                escapes += 1
-                if escapes <= 5:
-                    print(f"ESCAPE at input {i} in {dec.__name__}: {data.hex()}", file=sys.stderr)
-                    traceback.print_exc()
-    elapsed = time.perf_counter() - t0
-    rate = total / elapsed if elapsed else 0.0
-    print(f"inputs {total}, decode calls {total * len(DECODERS)}, CodecError {codec_errors}, decoded {decoded_ok}, "
-          f"escapes {escapes}, {elapsed:.1f} s, {rate:,.0f} inputs/s", file=sys.stderr)
-    print(json.dumps({"inputs": total, "codec_errors": codec_errors, "decoded_ok": decoded_ok, "escapes": escapes,
-                      "inputs_per_s": round(rate)}))
-    return 1 if escapes else 0
+            shutil.rmtree(work, ignore_errors=True)
+    wall = time.perf_counter() - t0
+    total_inputs = sum(r["inputs"] for r in results.values())
+    escapes = sum(r["escapes"] for r in results.values())
+    print(f"total: {total_inputs:,} inputs in {wall:.1f} s wall, escapes {escapes}", file=sys.stderr)
+    print(json.dumps({"engine": "atheris/libFuzzer", "seed": args.seed, "jobs": args.jobs, "guided": not args.unguided,
+                      "inputs_per_target": inputs, "targets": results, "inputs_total": total_inputs,
+                      "escapes": escapes, "wall_s": round(wall, 1)}))
+    return 1 if escapes or any(r["inputs"] < inputs for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -38,13 +38,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from rserpool.policy import PolicyInfo  # noqa: E402
-from rserpool.policytypes import PolicyType  # noqa: E402
-from rserpool.registrar import policy_to_wire  # noqa: E402
-from rserpool.wire import (  # noqa: E402
+from rserpool.policy import PolicyInfo
+from rserpool.policytypes import PolicyType
+from rserpool.policywire import policy_to_wire
+from rserpool.wire import (
     EndpointKeepAliveAck,
     HandleResolution,
     PoolElement,
@@ -53,6 +50,7 @@ from rserpool.wire import (  # noqa: E402
     decode_asap,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 POOL = b"BenchPool"
 _LEN = struct.Struct("!H")
 
@@ -253,7 +251,7 @@ def main() -> None:
         return
 
     port = free_port()
-    env = dict(os.environ, EMULAB_RSERPOOL_TRANSPORT="tcp", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, RSERPOOL_TRANSPORT="tcp", PYTHONPATH=str(ROOT))
     cpus = sorted(os.sched_getaffinity(0))
     reg_cpu, client_cpus = cpus[0], (cpus[1:] or cpus)
     reg_cmd = [sys.executable, "-m", "rserpool", "registrar", "--listen", f"127.0.0.1:{port}",

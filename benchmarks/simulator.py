@@ -22,18 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-# Run as a script, this directory comes first on sys.path, and its radio.py (the radio benchmark)
-# would shadow the radio package the topology loader imports: put the repository first instead.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from emulab.scenario import Scenario  # noqa: E402
-from emulab.sim import CoverageLoss, build_model, make_tasks, run_tasks, simulate_run  # noqa: E402
-from emulab.sim.sweep import COVERAGE_DRAIN_S, sample_interval  # noqa: E402
+from emulab.scenario import Scenario
+from emulab.sim import CoverageLoss, build_model, make_tasks, run_tasks, simulate_run
+from emulab.sim.sweep import COVERAGE_DRAIN_S, sample_interval
 
 
 def bench_sweep(duration: float, jobs: int) -> dict[str, float]:

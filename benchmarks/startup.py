@@ -16,12 +16,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from emulab.topology import load  # noqa: E402
+from emulab.topology import load
 
 EMULAB = [sys.executable, "-m", "emulab"]
 

@@ -1,9 +1,11 @@
 """What this kernel and machine offer, probed once, and the fallback each missing piece gets.
 
 Every capability the testbed may lack (sch_netem, SCTP, the openvswitch kernel datapath) is probed
-here and only here; `emulab doctor` prints the result and the builder reads it to pick the link
-backend, the OVS datapath and the RSerPool transport. Probes are cached per boot in the run
-directory, because a kernel's capabilities don't change until it reboots.
+here and only here, together with what each radio backend says it needs (its ``probes()``,
+collected by radio.registry: OAI's softmodems, UHD, an attached B210); `emulab doctor` prints the
+result and the builder reads it to pick the link backend, the OVS datapath and the RSerPool
+transport. Probes are cached per boot in the run directory, because a kernel's capabilities don't
+change until it reboots.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from emulab import paths
+from radio import probes as radio_probes
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,9 @@ class Capabilities:
 
     @property
     def rserpool_transport(self) -> str:
-        forced = os.environ.get("EMULAB_RSERPOOL_TRANSPORT")
+        from rserpool.transport import ENV_TRANSPORT
+
+        forced = os.environ.get(ENV_TRANSPORT)
         if forced in ("sctp", "tcp"):
             return forced
         return "sctp" if self.has("sctp") else "tcp"
@@ -171,20 +176,6 @@ def _probe_binary(*names: str) -> Callable[[], tuple[bool, str]]:
     return probe
 
 
-def _probe_b210() -> tuple[bool, str]:
-    if not shutil.which("uhd_find_devices"):
-        return False, "uhd_find_devices not installed (Debian uhd-host)"
-    out = _run(["uhd_find_devices", "--args=type=b200"], timeout=20)
-    if out is None:
-        return False, "uhd_find_devices did not answer"
-    text = out.stdout + out.stderr
-    if "B210" in text or "B200" in text:
-        return True, ("USRP B2xx found by uhd_find_devices: --radio b210 runs OAI's eNodeB on it, with a real "
-                      "UE instead of the UE softmodem and coverage by attenuator or shield box (no `coverage` "
-                      "commands)")
-    return False, "no USRP B210 attached (uhd_find_devices found none)"
-
-
 # name -> (probe, required, fallback)
 PROBES: dict[str, tuple[Callable[[], tuple[bool, str]], bool, str | None]] = {
     "root": (_probe_root, True, None),
@@ -196,10 +187,8 @@ PROBES: dict[str, tuple[Callable[[], tuple[bool, str]], bool, str | None]] = {
     "sch_netem": (_probe_netem, False, "userspace link shaper (emulab.shaper)"),
     "sctp": (_probe_sctp, False, "RSerPool over TCP, framed by message length"),
     "tshark": (_probe_binary("tshark", "text2pcap"), False, "conformance tests skipped"),
-    "uhd": (_probe_binary("uhd_find_devices"), False, "--radio b210 unavailable"),
-    "usrp_b210": (_probe_b210, False, "--radio b210 unavailable (OAI's eNodeB on a B210 with a real UE); "
-                                      "use emulated"),
-    "oai": (_probe_binary("lte-softmodem", "lte-uesoftmodem"), False, "--radio oai unavailable; use emulated"),
+    # and what each radio backend needs (radio.registry: oai, uhd, usrp_b210 …)
+    **{p.name: (p.check, False, p.fallback) for p in radio_probes()},
 }
 
 

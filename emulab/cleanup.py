@@ -14,7 +14,8 @@ import signal
 import time
 from pathlib import Path
 
-from emulab import control, paths
+from emulab import paths
+from emulab.runstate import pid_alive, read_state
 
 # System daemons that may have been (re)started from inside a testbed and so inherited the marker.
 _SPARE = {"ovsdb-server", "ovs-vswitchd"}
@@ -68,7 +69,7 @@ def kill_processes(pids: list[int]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while any(control.pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -81,9 +82,9 @@ def _named_namespaces() -> list[str]:
 def clean() -> list[str]:
     """Remove every leftover; returns a line per thing removed."""
     removed: list[str] = []
-    state = control.read_state()
+    state = read_state()
     runner = state.get("runner_pid") if state else None
-    if runner and control.pid_alive(runner):
+    if runner and pid_alive(runner):
         kill_processes([runner])
         removed.append(f"runner process {runner}")
     procs = marked_processes()

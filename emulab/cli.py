@@ -8,6 +8,7 @@ import sys
 import click
 
 from emulab.errors import EmulabError
+from radio import RadioError, backend_names
 
 
 class UserError(click.ClickException):
@@ -17,12 +18,13 @@ class UserError(click.ClickException):
 
 
 class _Group(click.Group):
-    """Turns every EmulabError raised by a sub-command into a one-line message and exit code 2."""
+    """Turns every EmulabError (and radio's RadioError) raised by a sub-command into a one-line message
+    and exit code 2."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except EmulabError as exc:
+        except (EmulabError, RadioError) as exc:
             raise UserError(str(exc)) from None
 
 
@@ -57,6 +59,8 @@ def doctor(as_json: bool) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from rserpool import selector as rserpool_selector
+
         table = Table(title=f"emulab doctor — kernel {caps.kernel}")
         for col in ("capability", "status", "detail"):
             table.add_column(col)
@@ -69,6 +73,7 @@ def doctor(as_json: bool) -> None:
             f"links: [bold]{caps.link_backend}[/bold]   OVS datapath: [bold]{caps.ovs_datapath}[/bold]   "
             f"RSerPool transport: [bold]{caps.rserpool_transport}[/bold]"
         )
+        console.print(f"RSerPool pool selection: [bold]{rserpool_selector.acceleration_reason()}[/bold]")
         console.print("[green]the testbed can run[/green]" if caps.can_run else "[red]the testbed cannot run here[/red]")
     sys.exit(0 if caps.can_run else 1)
 
@@ -78,7 +83,7 @@ def doctor(as_json: bool) -> None:
 @click.option("--detach", is_flag=True, help="Return once the network is up; it keeps running in the background.")
 @click.option(
     "--radio",
-    type=click.Choice(["emulated", "oai", "b210"]),
+    type=click.Choice(backend_names()),
     default=None,
     help="Radio backend for the UE–eNodeB link (default: the topology's, else emulated).",
 )
@@ -253,49 +258,12 @@ def experiment() -> None:
     """Run the papers' experiments in the emulated testbed (needs root)."""
 
 
-@experiment.command(name="paper")
-@scenario_options
-@click.option("--pe-registrar", type=click.Choice(["auto", "topology", "ue"]), default="auto", show_default=True,
-              help="Where the PEs register: the topology's registrars (UE learns them over ENRP), the UE's, "
-                   "or auto (topology, falling back to ue when ENRP does not bring them to the UE).")
-@click.option("--pcaps/--no-pcaps", default=True, show_default=True, help="Capture the UE's traffic per run.")
-def experiment_paper(scenario: Scenario, pe_registrar: str, pcaps: bool) -> None:
-    """Run the CalcApp sweep on TARGET (default paper-topology) in the emulated testbed; prints the results path last.
+# each experiment module owns its command (emulab.experiments; docs/guides/experiment.md)
+from emulab.experiments import coverage as _coverage_experiment  # noqa: E402
+from emulab.experiments import paper as _paper_experiment  # noqa: E402
 
-    Same sweep options as `emulab simulate` and the same results format, so
-    `emulab plot DIR --compare SIMDIR` overlays emulated and simulated results.
-    """
-    from emulab.experiment import run_paper
-
-    path = run_paper(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=sys.stderr.isatty())
-    click.echo(str(path))
-
-
-@experiment.command(name="coverage-loss")
-@scenario_options(pus="8", runs=1, duration=90.0, quick=False)
-@click.option("--lose-at", default=30.0, show_default=True, type=float,
-              help="Take the UE's radio coverage away this many seconds into the run.")
-@click.option("--restore-at", default=60.0, show_default=True, type=float,
-              help="Give coverage back this many seconds into the run (before --duration).")
-@click.option("--drain", default=60.0, show_default=True, type=float,
-              help="After --duration, issue no new requests and wait up to this long for the queued ones.")
-@click.option("--pe-registrar", type=click.Choice(["auto", "topology", "ue"]), default="auto", show_default=True,
-              help="Where the PEs register (see `emulab experiment paper --help`).")
-@click.option("--pcaps/--no-pcaps", default=True, show_default=True, help="Capture the UE's traffic per run.")
-def experiment_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, drain: float,
-                             pe_registrar: str, pcaps: bool) -> None:
-    """CalcApp pool users on the UE while the UE loses radio coverage and gets it back; prints the results path last.
-
-    Work fails over to the UE's own pool element while the UE is cut off and returns to the MEC when
-    coverage is back. summary.json gives failover_s (coverage lost -> first Accept from the UE
-    element), recovery_s (coverage back -> first Accept from a MEC element) and the counts of
-    requests issued, completed and lost; events.csv the timeline that `emulab plot` draws.
-    """
-    from emulab.experiment import run_coverage_loss
-
-    path = run_coverage_loss(scenario, lose_at, restore_at, drain=drain, pe_registrar=pe_registrar, pcaps=pcaps,
-                             progress=sys.stderr.isatty())
-    click.echo(str(path))
+experiment.add_command(_paper_experiment.command)
+experiment.add_command(_coverage_experiment.command)
 # ==== end of the plot/simulate block ==================================================================
 
 

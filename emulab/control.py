@@ -2,6 +2,8 @@
 
 The runner process that holds the Mininet network writes ``state.json`` (what was built, with pids)
 and answers JSON requests on a UNIX socket, one request per connection, one JSON line each way.
+The state file itself is read and written through ``emulab.runstate`` (its functions are
+importable from here too, as callers have always used them).
 """
 
 from __future__ import annotations
@@ -12,45 +14,14 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 from emulab import paths
 from emulab.errors import AlreadyRunning, EmulabError, NotRunning, UnknownNode
+from emulab.runstate import pid_alive, read_state, write_state
 
-
-def read_state() -> dict[str, Any] | None:
-    try:
-        return json.loads(paths.state_file().read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {"phase": "damaged"}
-
-
-def write_state(state: dict[str, Any]) -> None:
-    """Atomically replace the state file (readers never see half a file)."""
-    target = paths.state_file()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, target)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie counts as dead
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
+__all__ = ["exec_in_node", "node_namespace", "pid_alive", "read_state", "refuse_if_running", "request",
+           "stop", "write_state"]
 
 
 def refuse_if_running() -> None:

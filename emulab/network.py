@@ -20,7 +20,8 @@ from emulab import paths
 from emulab.capabilities import Capabilities
 from emulab.errors import StartError
 from emulab.linkparams import LinkParams
-from emulab.topology import LinkSpec, TopologySpec
+from emulab.topology import TopologySpec
+from radio import DEFAULT_BACKEND
 
 Progress = Callable[[str], None]
 
@@ -38,7 +39,7 @@ class Testbed:
     ) -> None:
         self.spec = spec
         self.caps = caps
-        self.radio_name = radio or (spec.radio.backend if spec.radio else "emulated")
+        self.radio_name = radio or (spec.radio.backend if spec.radio else DEFAULT_BACKEND)
         self.want_services = services
         self.progress = progress or (lambda _msg: None)
         self.link_backend = caps.link_backend
@@ -142,10 +143,11 @@ class Testbed:
             raise StartError("the switches did not connect to the os-ken controller within 15 s "
                              f"(see {paths.log_dir() / 'controller.log'})")
 
+        from emulab.radio_host import TestbedRadioHost
         from radio import get_backend
 
         self.progress(f"starting the radio backend: {self.radio_name}")
-        self.radio = get_backend(self.radio_name)(self)
+        self.radio = get_backend(self.radio_name)(TestbedRadioHost(self))
         self.radio.start()
 
         if self.want_services:
@@ -293,9 +295,6 @@ class Testbed:
         routes = [r for r in self.spec.routes().get(node, ()) if dev is None or r.dev == dev]
         with NetNS(self.netns[node]) as ns:
             _apply_routes(ns, routes, present)
-
-    def link_spec(self, name: str) -> LinkSpec:
-        return next(lk for lk in self.spec.links if lk.name == name)
 
     def state(self) -> dict[str, Any]:
         """What was built, with pids: written to state.json for `status`, `exec` and `clean`."""

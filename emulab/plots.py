@@ -8,9 +8,12 @@
 * fig8-handling-speed.png — handling speed per PU (completed calculations / total handling time, as
   RSPLIB's "Average Handling Speed") vs PUs with the UE's 200,000 calc/s line (Fig. 8), and
   fig8b-handling-speed-per-request.png the same per request;
-* coverage-<N>pus-run<R>.png — for runs with a coverage loss (``events.csv``): requests in service
-  per element class over time and every Accept, with the loss shaded and the fail-over and
-  recovery times marked;
+and, from ``RESULT_FIGURES`` — the figures of one kind of results, each drawn only when the results
+directory has what it needs (an experiment adds its figure there):
+
+* coverage-<N>pus-run<R>.png — for runs with a coverage loss (``events.csv``; `emulab experiment
+  coverage-loss`, `emulab simulate --coverage-loss`): requests in service per element class over
+  time and every Accept, with the loss shaded and the fail-over and recovery times marked;
 * utilisation-<N>pus-run1.png — where the elements were sampled (``elements_timeline.csv``): each
   element's used capacity second by second over the first run of every setting (a heat map, one
   row per element, grouped by class), with any coverage loss marked.
@@ -23,7 +26,9 @@ huge run is as quick as plotting a small one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +249,7 @@ def plot_results(results_dir: Path, compare: Path | None = None, out: Path | Non
         _distinct_labels(res[0], res[1])
     out = Path(out) if out is not None else Path(results_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    events = load_events(results_dir)
+    files = ResultsFiles(Path(results_dir), res[0])
     return [
         fig_used_capacity(res, out),
         fig_class_shares(res, out),
@@ -260,9 +265,37 @@ def plot_results(results_dir: Path, compare: Path | None = None, out: Path | Non
         _box_plot(res, "handling_speed", "handling speed per request [1,000 calculations/s]",
                   "Handling speed per request", out / "fig8b-handling-speed-per-request.png", scale=1e-3,
                   reference=(UE_CAPACITY / 1e3, "UE's own PE: 200,000 calc/s")),
-        *fig_coverage_timelines(res[0], events, out),
-        *fig_utilisation_timelines(res[0], load_usage_samples(results_dir), events, out),
+        *(path for figure in RESULT_FIGURES for path in figure(files, out)),
     ]
+
+
+@dataclass
+class ResultsFiles:
+    """A results directory as the ``RESULT_FIGURES`` read it: its optional files, each read once."""
+
+    path: Path
+    results: Results
+
+    @cached_property
+    def events(self) -> list[EventRecord]:
+        return load_events(self.path)
+
+    @cached_property
+    def samples(self) -> list[UsageSample]:
+        return load_usage_samples(self.path)
+
+
+def _coverage_figures(files: ResultsFiles, out: Path) -> list[Path]:
+    return fig_coverage_timelines(files.results, files.events, out)
+
+
+def _utilisation_figures(files: ResultsFiles, out: Path) -> list[Path]:
+    return fig_utilisation_timelines(files.results, files.samples, files.events, out)
+
+
+Figure = Callable[[ResultsFiles, Path], list[Path]]
+RESULT_FIGURES: tuple[Figure, ...] = (_coverage_figures, _utilisation_figures)
+"""Figures of one kind of results: each returns the PNGs it wrote, [] when the directory lacks its data."""
 
 
 def fig_coverage_timelines(res: Results, events: list[EventRecord], out: Path) -> list[Path]:

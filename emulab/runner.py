@@ -24,6 +24,7 @@ from typing import Any
 
 from emulab import control, paths
 from emulab.errors import EmulabError, StartError
+from radio import RadioError
 
 Progress = Callable[[str], None]
 
@@ -42,7 +43,7 @@ class _Handler(socketserver.StreamRequestHandler):
         try:
             request = json.loads(self.rfile.readline())
             answer = server.dispatch(request)
-        except EmulabError as exc:
+        except (EmulabError, RadioError) as exc:  # e.g. `coverage lose` on a backend without coverage control
             answer = {"error": str(exc)}
         except Exception as exc:  # a bad request must not kill the runner
             answer = {"error": f"{type(exc).__name__}: {exc}"}
@@ -103,21 +104,27 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             paths.control_socket().unlink()
 
 
-def _build(options: StartOptions, progress: Progress) -> Any:
+def build(options: StartOptions, progress: Progress, run_id: str | None = None) -> Any:
+    """Build the testbed in this process and record it in ``state.json`` (phase starting, then ready).
+
+    ``run_id``: the run marker already in force (an experiment that holds its testbed in a
+    longer-lived process, see ``emulab.network.marked``); without one a new marker is set here.
+    """
     from emulab.capabilities import probe
     from emulab.network import Testbed, environment_marker
     from emulab.topology import load
 
     spec = load(options.topology)
-    run_id = uuid.uuid4().hex[:12]
-    environment_marker(run_id)
+    if run_id is None:
+        run_id = uuid.uuid4().hex[:12]
+        environment_marker(run_id)
     control.write_state(
         {"phase": "starting", "runner_pid": os.getpid(), "run_id": run_id, "topology": spec.name, "options": asdict(options)}
     )
-    progress("probing kernel capabilities")
-    caps = probe()
-    testbed = Testbed(spec, caps, radio=options.radio, services=options.services, progress=progress)
     try:
+        progress("probing kernel capabilities")
+        caps = probe()
+        testbed = Testbed(spec, caps, radio=options.radio, services=options.services, progress=progress)
         testbed.start()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -129,7 +136,8 @@ def _build(options: StartOptions, progress: Progress) -> Any:
     return testbed
 
 
-def _teardown(testbed: Any, server: ControlServer | None, progress: Progress) -> None:
+def teardown(testbed: Any, progress: Progress, server: ControlServer | None = None) -> None:
+    """Stop what ``build`` built (and the control server, if one answers for it); forget the state."""
     if server is not None:
         server.close()
     progress("tearing down")
@@ -140,7 +148,7 @@ def _teardown(testbed: Any, server: ControlServer | None, progress: Progress) ->
 
 def run_foreground(options: StartOptions, progress: Progress) -> int:
     """Build, then open Mininet's CLI (or run the self-check); tear down on exit. Returns an exit code."""
-    testbed = _build(options, progress)
+    testbed = build(options, progress)
     stop_event = threading.Event()
     server = ControlServer(testbed, stop_event)
     server.start()
@@ -156,7 +164,7 @@ def run_foreground(options: StartOptions, progress: Progress) -> int:
         CLI(testbed.net)
         return 0
     finally:
-        _teardown(testbed, server, progress)
+        teardown(testbed, progress, server)
 
 
 def start_detached(options: StartOptions, timeout: float, progress: Progress) -> str:
@@ -208,7 +216,7 @@ def daemon_main(options: StartOptions) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: stop_event.set())
     try:
-        testbed = _build(options, progress)
+        testbed = build(options, progress)
     except EmulabError as exc:
         progress(f"error: {exc}")
         return 2
@@ -219,7 +227,7 @@ def daemon_main(options: StartOptions) -> int:
         while not stop_event.wait(0.5):  # a timed wait keeps SIGTERM handling prompt
             pass
     finally:
-        _teardown(testbed, server, progress)
+        teardown(testbed, progress, server)
     return 0
 
 

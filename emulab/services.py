@@ -12,6 +12,7 @@ import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from emulab import paths
@@ -76,41 +77,65 @@ class ServiceManager:
             return cmd
         raise StartError(f"{node}: unknown service kind {kind!r} (known: registrar, pe)")
 
-    def start(self) -> int:
+    def spawn(self, node: str, kind: str, cmd: list[str], *, env: Mapping[str, str] | None = None,
+              append: bool = True) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` in ``node``'s namespace, its output to ``<node>-<kind>.log`` (appended: a
+        service restarted between an experiment's runs keeps one log); ``stop`` ends it."""
+        paths.log_dir().mkdir(parents=True, exist_ok=True)
+        if env:
+            cmd = ["env", *(f"{k}={v}" for k, v in env.items()), *cmd]
+        with open(paths.log_dir() / f"{node}-{kind}.log", "ab" if append else "wb") as out:
+            proc = self.testbed.host(node).popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append((node, kind, proc, cmd))
+        return proc
+
+    def output(self, node: str, cmd: list[str], timeout: float = 10.0) -> str | None:
+        """Run a short query in ``node``'s namespace; its standard output, or None if it hung."""
+        proc = self.testbed.host(node).popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+        return out.decode(errors="replace")
+
+    def start(self, kinds: Collection[str] | None = None) -> int:
+        """Start the topology's services (only those of ``kinds`` if given); registrars first."""
         spec = self.testbed.spec
         order = {"registrar": 0, "pe": 1}  # registrars first, so elements find them at once
         todo = sorted(
-            ((order.get(s.kind, 9), n.name, s) for n in spec.nodes.values() for s in n.services),
+            ((order.get(s.kind, 9), n.name, s) for n in spec.nodes.values() for s in n.services
+             if kinds is None or s.kind in kinds),
             key=lambda t: t[:2],
         )
-        for _, node, svc in todo:
-            cmd = self.command(node, svc.kind, dict(svc.options))
-            log = paths.log_dir() / f"{node}-{svc.kind}.log"
-            with open(log, "wb") as out:
-                proc = self.testbed.host(node).popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-            self.procs.append((node, svc.kind, proc, cmd))
+        started = [self.spawn(node, svc.kind, self.command(node, svc.kind, dict(svc.options)), append=False)
+                   for _, node, svc in todo]
         # A service that cannot start (bad option, port taken) exits within its start-up time.
-        time.sleep(1.0 if self.procs else 0)
+        time.sleep(1.0 if started else 0)
         for node, kind, proc, _ in self.procs:
-            if proc.poll() is not None:
+            if proc in started and proc.poll() is not None:
                 raise StartError(
                     f"{node}: the {kind} service exited at start-up (code {proc.returncode}); "
                     f"see {paths.log_dir() / f'{node}-{kind}.log'}"
                 )
-        return len(self.procs)
+        return len(started)
 
-    def stop(self) -> None:
-        for _, _, proc, _ in self.procs:
+    def stop(self, procs: Collection[subprocess.Popen[bytes]] | None = None, timeout: float = 5.0) -> None:
+        """SIGTERM the given processes (default: all of them), SIGKILL what is left after ``timeout`` s."""
+        mine = [p for _, _, p, _ in self.procs if procs is None or p in procs]
+        for proc in mine:
             with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        deadline = time.monotonic() + 5
-        for _, _, proc, _ in self.procs:
+                if proc.poll() is None:
+                    proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in mine:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        self.procs.clear()
+        self.procs = [t for t in self.procs if t[2] not in mine]
 
     def status(self) -> list[dict[str, Any]]:
         return [

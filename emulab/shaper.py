@@ -28,7 +28,22 @@ A GSO frame is one frame for loss and limit, like in netem (which also sees GSO 
 
 Timers: the process waits in epoll on the sockets and one timerfd armed at the earliest departure
 (absolute CLOCK_MONOTONIC, nanosecond resolution), so departures are not rounded to epoll's
-millisecond timeout.
+millisecond timeout. Arrival times are the kernel's receive timestamps, so the time the shaper needs
+to wake up and read a frame is not added to its delay.
+
+Wake-up lead: a timer wake-up and the Python work after it take tens of microseconds (more on a
+busy machine), which used to be added to every delayed frame on every hop. The shaper measures
+that latency on each timer wake-up and tracks its median (``lead``, at most LEAD_MAX), arms the
+timer that much earlier, and counts a frame as due when its departure is at most ``lead`` ahead:
+the median departure is then on time instead of always late. Frames of a zero-delay direction are sent as soon
+as they are read (nothing to compensate against); their cost is the read itself.
+
+Lateness: every release is compared with its scheduled departure (release - schedule; negative
+when the lead sent it a little early) and summed per direction (``late_n``, ``late_sum_ms``,
+``late_sq_ms2``, ``late_max_ms`` and a histogram ``late_hist`` over LATE_EDGES in ``stats``; the
+``ping`` reply carries ``late_edges_ms``). That is the emulation's own measure of how well it
+keeps time; the self-check (emulab.selfcheck) reads it to tell a loaded machine from a wrong
+configuration.
 
 Control: a UNIX stream socket speaking newline-delimited JSON, one request per line, one reply
 line each (see ``ShaperClient``). Operations: ping, add, set, remove, stats, shutdown.
@@ -41,6 +56,7 @@ from Python ``Shaper.start(control_path, netns=...)``. SIGTERM/SIGINT end the pr
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import ctypes
 import ctypes.util
@@ -75,6 +91,11 @@ ETH_OVERHEAD = 0  # rate counts L2 frame bytes, like netem (no preamble/IFG)
 SOCK_BUF = 8 * 1024 * 1024
 RX_BUF = 256 * 1024  # > 64 KiB GSO frames (+ BIG TCP headroom)
 RX_BUDGET = 64  # frames read per readiness event before timers are looked at again
+LEAD_MAX = 0.0005  # s; the wake-up lead never exceeds this, so no frame leaves more than 0.5 ms early
+#: Upper edges (seconds) of the lateness histogram buckets; the last bucket is open.
+LATE_EDGES = (-0.0005, -0.0002, -0.0001, -0.00005, -0.00002, 0.0, 0.00002, 0.00005, 0.0001, 0.0002,
+              0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+LEAD_STEP = 0.000002  # s; the lead follows the median wake-up latency in steps of 2 us
 
 CLOCK_MONOTONIC = 1
 TFD_NONBLOCK = 0o4000
@@ -210,7 +231,8 @@ class Direction:
 
     __slots__ = (
         "name", "tx", "p", "rng", "queue", "last", "rx_packets", "rx_bytes", "tx_packets",
-        "tx_bytes", "dropped_loss", "dropped_limit", "tx_errors",
+        "tx_bytes", "dropped_loss", "dropped_limit", "tx_errors", "late_n", "late_sum", "late_sq", "late_max",
+        "late_hist",
     )
 
     def __init__(self, name: str, tx: socket.socket, params: DirParams, rng: random.Random) -> None:
@@ -222,6 +244,10 @@ class Direction:
         self.last = 0.0  # departure time of the previous frame (FIFO and rate reference)
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.dropped_loss = self.dropped_limit = self.tx_errors = 0
+        self.late_n = 0  # releases compared with their schedule
+        self.late_sum = self.late_sq = 0.0  # seconds, seconds squared
+        self.late_max = 0.0
+        self.late_hist = [0] * (len(LATE_EDGES) + 1)  # counts per bucket of LATE_EDGES
 
     def offer(self, frame: bytes, now: float) -> bool:
         """Take a received frame; True when it was queued (timer may need re-arming)."""
@@ -246,12 +272,19 @@ class Direction:
             t += wire_len(frame) / p.rate_bps
         self.last = t
         if not q and t <= now:
-            self.send(frame)
+            self.send(frame, t)
             return False
         q.append((t, frame))
         return True
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, due: float) -> None:
+        late = time.monotonic() - due
+        self.late_n += 1
+        self.late_sum += late
+        self.late_sq += late * late
+        if late > self.late_max:
+            self.late_max = late
+        self.late_hist[bisect.bisect_left(LATE_EDGES, late)] += 1
         try:
             self.tx.send(frame)
         except OSError:
@@ -261,15 +294,16 @@ class Direction:
         self.tx_packets += 1
         self.tx_bytes += len(frame) - VNET_HDR_LEN
 
-    def flush(self, now: float) -> float | None:
-        """Send every frame that is due; return the next departure time or None when empty."""
+    def flush(self, now: float, lead: float = 0.0) -> float | None:
+        """Send every frame due by ``now + lead``; return the next departure time or None when empty."""
         q = self.queue
+        horizon = now + lead
         while q:
             t, frame = q[0]
-            if t > now:
+            if t > horizon:
                 return t
             q.popleft()
-            self.send(frame)
+            self.send(frame, t)
         return None
 
     def stats(self) -> dict[str, Any]:
@@ -278,6 +312,8 @@ class Direction:
             "tx_packets": self.tx_packets, "tx_bytes": self.tx_bytes,
             "dropped_loss": self.dropped_loss, "dropped_limit": self.dropped_limit,
             "tx_errors": self.tx_errors, "queued": len(self.queue),
+            "late_n": self.late_n, "late_sum_ms": self.late_sum * 1e3, "late_sq_ms2": self.late_sq * 1e6,
+            "late_max_ms": self.late_max * 1e3, "late_hist": list(self.late_hist),
             "params": self.p.as_dict(),
         }
 
@@ -360,6 +396,8 @@ class ShaperServer:
         self.links: dict[str, ShapedLink] = {}
         self.by_fd: dict[int, tuple[ShapedLink, Direction]] = {}
         self.busy: set[Direction] = set()
+        self.lead = 0.0  # s: how much earlier than the next departure the timer is armed
+        self._fired_at: float | None = None  # the time the timer was armed for, when it fired
         self.clients: dict[int, tuple[socket.socket, bytearray]] = {}
         self.running = True
         self.ep = select.epoll()
@@ -392,7 +430,8 @@ class ShaperServer:
         """Execute one control request; raises ValueError/OSError/KeyError on bad requests."""
         op = req.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid(), "links": len(self.links)}
+            return {"ok": True, "pid": os.getpid(), "links": len(self.links), "lead_ms": self.lead * 1e3,
+                    "late_edges_ms": [e * 1e3 for e in LATE_EDGES]}
         if op == "add":
             link_id = str(req["id"])
             if link_id in self.links:
@@ -525,14 +564,22 @@ class ShaperServer:
 
     def _flush(self) -> None:
         now = time.monotonic()
+        if self._fired_at is not None:
+            # The timer fired: learn how late this process gets to run after it (the wake-up lead).
+            # A median tracker, not a mean: a rare stall of milliseconds must not make every
+            # other frame leave early.
+            lead = self.lead + (LEAD_STEP if now - self._fired_at > self.lead else -LEAD_STEP)
+            self.lead = LEAD_MAX if lead > LEAD_MAX else (0.0 if lead < 0.0 else lead)
+            self._fired_at = None
+        lead = self.lead
         nxt: float | None = None
         for d in list(self.busy):
-            t = d.flush(now)
+            t = d.flush(now, lead)
             if t is None:
                 self.busy.discard(d)
             elif nxt is None or t < nxt:
                 nxt = t
-        self.timer.arm(nxt)
+        self.timer.arm(None if nxt is None else nxt - lead)
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT or a shutdown request."""
@@ -544,6 +591,7 @@ class ShaperServer:
                     if fd in self.by_fd:
                         self._receive(fd)
                     elif fd == self.timer.fd:
+                        self._fired_at = self.timer.armed
                         self.timer.clear()
                     elif fd == self.ctl.fileno():
                         self._accept()

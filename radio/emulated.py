@@ -1,13 +1,13 @@
 """The default radio backend: the UE–eNodeB link driven by the LTE model of radio.lte.
 
 A background thread advances the model every ``tick_s`` (default 0.1 s) and, when the resulting
-delay/jitter/loss/rate differ from what is applied, pushes them with ``testbed.set_link_params`` (the
-radio link is built ``dynamic=True``, so netem and the shaper both take several changes a second).
-``detach()`` is a manual coverage loss (100 % loss at once; RLF, i.e. "detached", after
+delay/jitter/loss/rate differ from what is applied, pushes them with ``host.set_link_params`` (the
+testbed builds the radio link ``dynamic=True``, so netem and the shaper both take several changes a
+second). ``detach()`` is a manual coverage loss (100 % loss at once; RLF, i.e. "detached", after
 N310 × 10 ms + T310), ``attach()`` gives coverage back (re-attach after ``attach_time_s``).
 
 The UE's bearer follows the RRC state: from RLF until the re-attach completes the UE's routes out
-of the radio interface are withdrawn (``testbed.set_routes``), as a real UE's modem drops its
+of the radio interface are withdrawn (``host.set_routes``), as a real UE's modem drops its
 default bearer, so the UE knows it is offline and connections to remote addresses fail at once.
 While T310 runs the UE still believes it is connected: packets are just lost, as over the air.
 
@@ -24,25 +24,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from emulab.linkparams import LinkParams
-from radio.base import RadioBackend, RadioError
+from radio.base import RadioBackend, RadioError, RadioOptionError
+from radio.host import LinkParamsView, RadioHost, RadioLinkParams
 from radio.lte import LteConfig, LteModel, LteModelError, RadioState
 
 log = logging.getLogger(__name__)
 DEFAULT_TICK_S = 0.1
+#: What a RadioOptionError says the options should be.
+EXPECTED = "options the emulated radio understands"
 
 
 def parse_holes(value: Any) -> list[tuple[float, float]]:
-    """``[{at: 30, for: 10}, ...]`` → [(30.0, 10.0), ...]."""
+    """``[{at: 30, for: 10}, ...]`` → [(30.0, 10.0), ...] (LteModelError naming the bad entry)."""
     holes = []
     for i, h in enumerate(value or []):
         try:
             holes.append((float(h["at"]), float(h["for"])))
         except (TypeError, KeyError, ValueError):
-            raise RadioError(f"radio.options.coverage_holes[{i}]: expected {{at: <s>, for: <s>}}, got {h!r}") from None
+            raise LteModelError(f"coverage_holes[{i}]: expected {{at: <s>, for: <s>}}, got {h!r}") from None
     return holes
 
 
@@ -50,40 +53,47 @@ def parse_holes(value: Any) -> list[tuple[float, float]]:
 BACKEND_OPTIONS = ("distance_m", "trajectory", "snr_profile", "coverage_holes", "tick_s")
 
 
-def validate_options(options: dict[str, Any], base: LinkParams | None = None) -> LteModel:
-    """The model ``options`` describe; RadioError naming the first bad option (unknown key, bad value)."""
+def validate_options(options: Mapping[str, Any], base: LinkParamsView | None = None,
+                     where: str = "radio.options") -> LteModel:
+    """The model ``options`` describe; RadioOptionError naming the first bad option (unknown key, bad value)."""
     known = set(BACKEND_OPTIONS) | {f.name for f in fields(LteConfig)}
     unknown = sorted(k for k in options if k not in known)
     if unknown:
-        raise RadioError(f"radio.options: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        raise RadioOptionError(where, EXPECTED, f"unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
     try:
         tick = float(options.get("tick_s", DEFAULT_TICK_S))
     except (TypeError, ValueError):
-        raise RadioError(f"radio.options.tick_s: expected seconds, got {options['tick_s']!r}") from None
+        raise RadioOptionError(where, EXPECTED, f"tick_s: expected seconds, got {options['tick_s']!r}") from None
     if tick <= 0:
-        raise RadioError(f"radio.options.tick_s must be positive, got {tick:g}")
-    return build_model(options, base)
+        raise RadioOptionError(where, EXPECTED, f"tick_s must be positive, got {tick:g}")
+    return build_model(options, base, where)
 
 
-def build_model(options: dict[str, Any], base: LinkParams | None = None) -> LteModel:
-    """The LTE model an ``options`` mapping describes (raises RadioError on a bad option)."""
+def build_model(options: Mapping[str, Any], base: LinkParamsView | None = None,
+                where: str = "radio.options") -> LteModel:
+    """The LTE model an ``options`` mapping describes (RadioOptionError on a bad option)."""
     try:
         return LteModel(
-            cfg=LteConfig.from_options(options, base),
+            cfg=LteConfig.from_options(dict(options), base),
             distance_m=float(options.get("distance_m", 500.0)),
             trajectory=options.get("trajectory"),
             snr_profile=options.get("snr_profile"),
             coverage_holes=parse_holes(options.get("coverage_holes")),
         )
     except (LteModelError, TypeError, ValueError) as exc:
-        raise RadioError(f"radio.options: {exc}") from None
+        raise RadioOptionError(where, EXPECTED, str(exc)) from None
 
 
 class EmulatedRadio(RadioBackend):
     name = "emulated"
 
-    def __init__(self, testbed: Any) -> None:
-        super().__init__(testbed)
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any], where: str = "radio.options",
+                         base: LinkParamsView | None = None) -> None:
+        validate_options(options, base, where)
+
+    def __init__(self, host: RadioHost) -> None:
+        super().__init__(host)
         self.model: LteModel | None = None
         self.tick_s = DEFAULT_TICK_S  # the option's value once start() has checked the options
         self._t0 = 0.0  # monotonic clock at model time 0
@@ -92,7 +102,7 @@ class EmulatedRadio(RadioBackend):
         self._stop = threading.Event()
         self._kick = threading.Event()  # set when coverage changes: the tick thread re-plans its wake-up
         self._thread: threading.Thread | None = None
-        self._applied: LinkParams | None = None
+        self._applied: RadioLinkParams | None = None
         self._ue_end: tuple[str, str] | None = None  # (node, interface) of the radio link's UE end
         self._bearer = True  # the UE's routes are installed by the testbed build
         self._last_error: str | None = None
@@ -103,14 +113,11 @@ class EmulatedRadio(RadioBackend):
     def start(self) -> None:
         if self.link_name is None:
             return  # a topology without a radio link: nothing to drive
-        try:
-            link = self.testbed.link_spec(self.link_name)
-        except StopIteration:
-            raise RadioError(f"radio link {self.link_name!r} is not in the topology") from None
+        link = self.radio_link()
         self.model = validate_options(self.options, link.params)
         self.tick_s = float(self.options.get("tick_s", DEFAULT_TICK_S))
         self._ue_end = next(((e.node, e.intf) for e in (link.a, link.b)
-                             if self.testbed.spec.nodes[e.node].role == "ue"), None)
+                             if self.host.topology.nodes[e.node].role == "ue"), None)
         self._t0, self._wall0 = time.monotonic(), time.time()
         self._tick()  # apply the initial channel before anyone measures
         self._stop.clear()
@@ -157,17 +164,17 @@ class EmulatedRadio(RadioBackend):
         Called by the tick thread and by control requests; the lock covers the apply too, so two
         callers cannot apply an older state after a newer one.
         """
-        assert self.model is not None
+        assert self.model is not None and self.link_name is not None  # start() set both
         with self._lock:
             st = self.model.step(self._now())
             if st.params != self._applied:  # only real changes reach tc / the shaper
-                self.testbed.set_link_params(self.link_name, st.params)
+                self.host.set_link_params(self.link_name, st.params)
                 self._applied = st.params
                 self._updates += 1
             bearer = st.bearer
             if bearer != self._bearer and self._ue_end is not None:
                 node, intf = self._ue_end
-                self.testbed.set_routes(node, bearer, dev=intf)
+                self.host.set_routes(node, bearer, dev=intf)
                 self._bearer = bearer
             return st
 

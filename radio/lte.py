@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from emulab.linkparams import LinkParams
+from radio.host import LinkParamsView, RadioLinkParams
 
 FRAME_S = 0.010  # one out-of-sync/in-sync indication per 10 ms radio frame
 PRB_BY_BANDWIDTH = {1.4: 6, 3.0: 15, 5.0: 25, 10.0: 50, 15.0: 75, 20.0: 100}
@@ -121,7 +121,7 @@ class LteConfig:
         return PRB_BY_BANDWIDTH[self.bandwidth_mhz]
 
     @classmethod
-    def from_options(cls, options: dict[str, Any], base: LinkParams | None = None) -> LteConfig:
+    def from_options(cls, options: dict[str, Any], base: LinkParamsView | None = None) -> LteConfig:
         """Build from a topology's ``radio.options`` (unknown keys ignored: the backend reads those)."""
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {k: v for k, v in options.items() if k in known}
@@ -210,7 +210,7 @@ class RadioState:
     attach: str
     since: float  # model time when ``attach`` was entered
     in_sync: bool
-    params: LinkParams
+    params: RadioLinkParams
 
     @property
     def connected(self) -> bool:
@@ -363,14 +363,14 @@ class LteModel:
         rate = float(rate_mbit(cqi, c.n_prb, c.overhead))
         in_sync = snr >= c.qout_db
         if r.attach in (DETACHED, ATTACHING) or not in_sync:
-            params = LinkParams(c.base_delay_ms, c.base_jitter_ms, 100.0, round(rate, 2))
+            params = RadioLinkParams(c.base_delay_ms, c.base_jitter_ms, 100.0, round(rate, 2))
         else:
             mean, std = harq_delay_ms(p, c.max_harq_tx, c.harq_rtt_ms)
             loss = min(100.0, 100.0 * p ** c.max_harq_tx)
             goodput = max(rate * (1.0 - p), 0.01)
             if c.max_rate_mbit is not None:
                 goodput = min(goodput, c.max_rate_mbit)
-            params = LinkParams(
+            params = RadioLinkParams(
                 delay_ms=round(c.base_delay_ms + mean, 2),
                 jitter_ms=round(math.hypot(c.base_jitter_ms, std), 2),
                 loss_pct=round(loss, 3),

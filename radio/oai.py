@@ -1,6 +1,6 @@
 """OpenAirInterface backends: the RF simulator (`oai`) and a real USRP B210 (`b210`).
 
-``oai`` (rfsimulator): emulab writes an lte-softmodem configuration (band 7, FDD, N_RB_DL from
+``oai`` (rfsimulator): the backend writes an lte-softmodem configuration (band 7, FDD, N_RB_DL from
 ``bandwidth_mhz``, RLF timers T310/N310/N311/T311 as radio.lte uses them) and starts
 
 * in the eNB node: ``lte-softmodem -O enb.conf --rfsim --rfsimulator.serveraddr server
@@ -35,8 +35,9 @@ and the answers to it cross OAI's PHY/MAC/RLC/PDCP both ways, and a coverage los
 cuts it. Connections made *to* the UE's radio-link address still take the plain link, which also
 carries the IQ samples (a limit of running without an EPC that assigns the UE one address).
 
-OAI is not packaged by any registry reachable here; where lte-softmodem / lte-uesoftmodem are missing
-the backend refuses to start with a message saying so. Generated files and the user-plane route
+OAI is not packaged by any registry reachable here: `make oai` builds it (scripts/build_oai.py) and
+radio.oai_install finds that build (else softmodems on the PATH); where lte-softmodem /
+lte-uesoftmodem are missing the backend refuses to start with a message saying so. Generated files and the user-plane route
 plan are unit-tested; starting the softmodems is exercised only where OAI is installed.
 """
 
@@ -53,7 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radio.base import RadioBackend, RadioError
+from radio import oai_install
+from radio.base import RadioBackend, RadioError, RadioProbe, binaries_probe
+from radio.host import Process, RadioHost, RadioLinkParams, TopologyView
 from radio.lte import LteConfig, LteModelError
 
 log = logging.getLogger(__name__)
@@ -97,7 +100,8 @@ class OaiPlan:
     ue_telnet_port: int = UE_TELNET_PORT
 
     @classmethod
-    def from_testbed(cls, spec: Any, link_name: str, options: dict[str, Any], usrp: bool = False) -> OaiPlan:
+    def from_testbed(cls, spec: TopologyView, link_name: str, options: dict[str, Any],
+                     usrp: bool = False) -> OaiPlan:
         link = next((lk for lk in spec.links if lk.name == link_name), None)
         if link is None:
             raise RadioError(f"radio link {link_name!r} is not in the topology")
@@ -111,6 +115,7 @@ class OaiPlan:
         if cfg.n_prb not in SAMPLE_RATE_MSPS:
             raise RadioError(f"radio.options.bandwidth_mhz: OAI 4G here supports 5/10/20 MHz, got {cfg.bandwidth_mhz}")
         enb, ue = ends["enb"], ends["ue"]
+        assert enb.address is not None and ue.address is not None  # checked above
         s1 = {"addr": "127.0.0.1", "intf": "lo", "mme": "127.0.0.1"}
         for lk in spec.links:  # S1-C: the eNB's address towards the MME, and the MME's
             roles = {spec.nodes[e.node].role: e for e in (lk.a, lk.b) if e.node in spec.nodes}
@@ -147,7 +152,7 @@ class RouteChange:
     src: str | None = None
 
 
-def user_plane_routes(spec: Any, plan: OaiPlan, ue_tun: ipaddress.IPv4Interface) -> list[RouteChange]:
+def user_plane_routes(spec: TopologyView, plan: OaiPlan, ue_tun: ipaddress.IPv4Interface) -> list[RouteChange]:
     """The routes that put the UE's user plane through OAI once its tunnel has address ``ue_tun``.
 
     The UE: every topology route out of its radio interface goes into ``oaitun_ue1`` from its tunnel
@@ -391,6 +396,42 @@ def b210_present() -> bool:
     return out.returncode == 0 and "b200" in out.stdout.lower()
 
 
+def probe_oai() -> tuple[bool, str]:
+    """`emulab doctor`: OAI's softmodems (`make oai`'s build, else the PATH): version, place, what
+    --radio oai/b210 do."""
+    inst = oai_install.find_install()
+    if inst is None:
+        return False, "OpenAirInterface not built (`make oai` builds it into /opt/emulab-oai)"
+    where = (f"{inst.prefix} (-march={inst.march}, built {inst.info.get('built_at', '?')})"
+             if inst.prefix else f"on PATH: {inst.binary('lte-softmodem')}")
+    b210 = ("--radio b210: USRP driver built, runs lte-softmodem on an attached B210 (see usrp_b210)"
+            if inst.usrp_driver or inst.prefix is None else "--radio b210: no USRP driver in this build")
+    return True, (f"OAI {inst.version} in {where}; --radio oai: lte-softmodem (eNB) and lte-uesoftmodem (UE) "
+                  f"over OAI's RF simulator on the radio link; {b210}")
+
+
+def probe_b210() -> tuple[bool, str]:
+    """`emulab doctor`: is a USRP B2xx attached (as uhd_find_devices reports it)?"""
+    if not shutil.which("uhd_find_devices"):
+        return False, "uhd_find_devices not installed (Debian uhd-host)"
+    try:
+        out = subprocess.run(["uhd_find_devices", "--args=type=b200"], capture_output=True, text=True,
+                             timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False, "uhd_find_devices did not answer"
+    text = out.stdout + out.stderr
+    if "B210" in text or "B200" in text:
+        return True, ("USRP B2xx found by uhd_find_devices: --radio b210 runs OAI's eNodeB on it, with a real "
+                      "UE instead of the UE softmodem and coverage by attenuator or shield box (no `coverage` "
+                      "commands)")
+    return False, "no USRP B210 attached (uhd_find_devices found none)"
+
+
+def _installed(cmd: list[str]) -> list[str]:
+    """``cmd`` with the softmodem replaced by its path in the OAI install (`make oai`'s prefix)."""
+    return [oai_install.binary_path(cmd[0]) or cmd[0], *cmd[1:]]
+
+
 # ---------------------------------------------------------------------------------------------
 # backends
 
@@ -399,10 +440,14 @@ class OaiRfsimRadio(RadioBackend):
     name = "oai"
     usrp = False
 
-    def __init__(self, testbed: Any) -> None:
-        super().__init__(testbed)
+    @classmethod
+    def probes(cls) -> tuple[RadioProbe, ...]:
+        return (RadioProbe("oai", probe_oai, "--radio oai unavailable (run `make oai`); use emulated"),)
+
+    def __init__(self, host: RadioHost) -> None:
+        super().__init__(host)
         self.plan: OaiPlan | None = None
-        self.procs: dict[str, Any] = {}
+        self.procs: dict[str, Process] = {}
         self.coverage_lost = False
         self.conf_dir: Path | None = None
         self.user_plane = "radio link"  # or "waiting for oaitun_ue1 …", "OAI tunnel <addr>", an error
@@ -410,11 +455,11 @@ class OaiRfsimRadio(RadioBackend):
         self._rerouter: threading.Thread | None = None
 
     def _check_installed(self) -> None:
-        missing = [b for b in OAI_BINARIES if not shutil.which(b)]
+        missing = [b for b in OAI_BINARIES if not oai_install.binary_path(b)]
         if missing:
             raise RadioError(
-                f"--radio {self.name}: OpenAirInterface is not installed ({', '.join(missing)} not on PATH); "
-                "build OAI by hand or use --radio emulated"
+                f"--radio {self.name}: OpenAirInterface is not installed ({', '.join(missing)} not found in "
+                f"{oai_install.DEFAULT_ROOT}/current or on PATH); run `make oai` or use --radio emulated"
             )
 
     def write_files(self, directory: Path) -> dict[str, Path]:
@@ -432,63 +477,45 @@ class OaiRfsimRadio(RadioBackend):
         self._check_installed()
         if self.link_name is None:
             raise RadioError(f"--radio {self.name} needs a radio link in the topology")
-        self.plan = OaiPlan.from_testbed(self.testbed.spec, self.link_name, self.options, usrp=self.usrp)
-        from emulab import paths
-        from emulab.linkparams import LinkParams
-
-        self.conf_dir = paths.run_dir() / "oai"
+        self.plan = OaiPlan.from_testbed(self.host.topology, self.link_name, self.options, usrp=self.usrp)
+        self.conf_dir = self.host.run_dir / "oai"
         files = self.write_files(self.conf_dir)
         # the IQ stream needs the raw link: OAI's PHY is the radio now
-        self.testbed.set_link_params(self.link_name, LinkParams())
-        logs = paths.log_dir()
-        self.procs["enb"] = self.testbed.host(self.plan.enb_node).popen(
-            enb_command(self.plan, files["enb"]), cwd=str(self.conf_dir),
-            stdout=open(logs / "oai-enb.log", "w"), stderr=subprocess.STDOUT)
+        self.host.set_link_params(self.link_name, RadioLinkParams())
+        logs = self.host.log_dir
+        self.procs["enb"] = self.host.popen(self.plan.enb_node, _installed(enb_command(self.plan, files["enb"])),
+                                            cwd=self.conf_dir, log=logs / "oai-enb.log")
         if not self.usrp:
-            self.procs["ue"] = self.testbed.host(self.plan.ue_node).popen(
-                ue_command(self.plan, self.conf_dir), cwd=str(self.conf_dir),
-                stdout=open(logs / "oai-ue.log", "w"), stderr=subprocess.STDOUT)
+            self.procs["ue"] = self.host.popen(self.plan.ue_node, _installed(ue_command(self.plan, self.conf_dir)),
+                                               cwd=self.conf_dir, log=logs / "oai-ue.log")
             if self.plan.no_s1:
                 self.user_plane = f"waiting for {UE_TUN} (UE attach)"
                 self._stop.clear()
                 self._rerouter = threading.Thread(target=self._reroute, name="emulab-oai-user-plane", daemon=True)
                 self._rerouter.start()
 
-    @staticmethod
-    def _tunnel_address(ns: Any, dev: str) -> ipaddress.IPv4Interface | None:
-        """The IPv4 address of ``dev`` in the open pyroute2 namespace ``ns`` (None: no such device/address)."""
-        idx = ns.link_lookup(ifname=dev)
-        if not idx:
-            return None
-        for a in ns.get_addr(index=idx[0], family=2):
-            return ipaddress.IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-        return None
-
     def _reroute(self) -> None:
         """Wait for both tunnel devices to have addresses, then move the user plane into them."""
-        from pyroute2 import NetNS
-
         assert self.plan is not None
+        plan, host = self.plan, self.host
         deadline = time.monotonic() + TUN_WAIT_S
         done = 0
         try:
-            with NetNS(self.testbed.netns[self.plan.ue_node]) as ue_ns, \
-                    NetNS(self.testbed.netns[self.plan.enb_node]) as enb_ns:
-                while not self._stop.wait(0.5):
-                    ue_tun = self._tunnel_address(ue_ns, UE_TUN)
-                    if ue_tun is not None and self._tunnel_address(enb_ns, ENB_TUN) is not None:
-                        changes = user_plane_routes(self.testbed.spec, self.plan, ue_tun)
-                        for c in changes:
-                            self.testbed.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
-                            done += 1
-                        self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
-                        log.info("user plane rerouted through OAI: %s", self.user_plane)
-                        return
-                    if time.monotonic() > deadline:
-                        self.user_plane = (f"not rerouted: no {UE_TUN}/{ENB_TUN} address after {TUN_WAIT_S:g} s "
-                                           "(did the UE attach? see oai-ue.log)")
-                        log.warning("OAI user plane: %s", self.user_plane)
-                        return
+            while not self._stop.wait(0.5):
+                ue_tun = host.interface_address(plan.ue_node, UE_TUN)
+                if ue_tun is not None and host.interface_address(plan.enb_node, ENB_TUN) is not None:
+                    changes = user_plane_routes(host.topology, plan, ue_tun)
+                    for c in changes:
+                        host.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
+                        done += 1
+                    self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
+                    log.info("user plane rerouted through OAI: %s", self.user_plane)
+                    return
+                if time.monotonic() > deadline:
+                    self.user_plane = (f"not rerouted: no {UE_TUN}/{ENB_TUN} address after {TUN_WAIT_S:g} s "
+                                       "(did the UE attach? see oai-ue.log)")
+                    log.warning("OAI user plane: %s", self.user_plane)
+                    return
         except Exception as exc:  # keep the radio up; status shows how far the user plane moved
             how = f"partially rerouted ({done} route(s) changed)" if done else "not rerouted"
             self.user_plane = f"{how}: {type(exc).__name__}: {exc}"
@@ -512,7 +539,8 @@ class OaiRfsimRadio(RadioBackend):
     def _channelmod(self, ploss_db: float) -> None:
         if self.plan is None or "ue" not in self.procs:
             raise RadioError(f"--radio {self.name} is not running")
-        out = self.testbed.host(self.plan.ue_node).cmd(
+        out = self.host.run(
+            self.plan.ue_node,
             "bash -c " + shlex.quote(telnet_shell(self.plan.ue_telnet_port, channelmod_command(ploss_db))))
         if "refused" in out.lower() or "no such" in out.lower():
             raise RadioError(f"OAI telnet server (UE, port {self.plan.ue_telnet_port}): {out.strip()}")
@@ -546,11 +574,21 @@ class B210Radio(OaiRfsimRadio):
     name = "b210"
     usrp = True
 
+    @classmethod
+    def probes(cls) -> tuple[RadioProbe, ...]:
+        return (binaries_probe("uhd", "uhd_find_devices", fallback="--radio b210 unavailable"),
+                RadioProbe("usrp_b210", probe_b210,
+                           "--radio b210 unavailable (OAI's eNodeB on a B210 with a real UE); use emulated"))
+
     def _check_installed(self) -> None:
         if not shutil.which("uhd_find_devices"):
             raise RadioError("--radio b210: uhd_find_devices not found (Debian package uhd-host)")
-        if not shutil.which("lte-softmodem"):
-            raise RadioError("--radio b210: OpenAirInterface's lte-softmodem is not on PATH")
+        inst = oai_install.find_install()
+        if inst is None:
+            raise RadioError("--radio b210: OpenAirInterface's lte-softmodem is not installed; run `make oai`")
+        if inst.prefix is not None and not inst.usrp_driver:
+            raise RadioError(f"--radio b210: the OAI build in {inst.prefix} has no USRP driver (liboai_usrpdevif.so); "
+                             "see its BUILD-INFO.json")
         if not b210_present():
             raise RadioError("--radio b210: uhd_find_devices finds no B2xx (args type=b200); check USB 3 and power")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from rserpool import __version__
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="emulab")
+@click.version_option(version=__version__, prog_name="rserpool")
 def main() -> None:
     """A compact RSerPool stack (RFC 5351-5356): run a registrar, a pool element or a pool user,
     dump a registrar's handlespace, or decode captured ASAP/ENRP/CalcApp traffic."""
@@ -34,6 +36,9 @@ main.add_command(hsdump_cmd)
 from rserpool.services.calcapp_cli import calcapp_pu_cmd  # noqa: E402
 
 main.add_command(calcapp_pu_cmd)
+from rserpool.services.fractal_cli import fractal_pu_cmd  # noqa: E402
+
+main.add_command(fractal_pu_cmd)
 from rserpool.hsdump import peers_cmd  # noqa: E402
 
 main.add_command(peers_cmd)

@@ -55,8 +55,11 @@ class ErrorCause(IntEnum):
 
 
 @dataclass(slots=True, eq=False)
-class PoolElement(PolicyElement):
-    """One registered PE (the selection state comes from ``PolicyElement``)."""
+class PoolEntry(PolicyElement):
+    """One registered PE as the handlespace keeps it (the selection state comes from ``PolicyElement``).
+
+    Not to be confused with the Pool Element wire parameter (``rserpool.wire.PoolElement``) or the
+    PE application (``rserpool.pe.PoolElement``)."""
 
     pool_handle: bytes = b""
     transports: tuple[object, ...] = ()
@@ -129,7 +132,7 @@ class Pool:
         return self.selection.policy.policy_type
 
     @property
-    def elements(self) -> dict[int, PoolElement]:
+    def elements(self) -> dict[int, PoolEntry]:
         return self.selection.elements  # type: ignore[return-value]
 
     def __len__(self) -> int:
@@ -212,7 +215,7 @@ class Handlespace:
         registrator_transport: object | None = None,
         protocol: int = IPPROTO_SCTP,
         control_channel: bool = False,
-    ) -> tuple[ErrorCause, PoolElement | None]:
+    ) -> tuple[ErrorCause, PoolEntry | None]:
         """Add a PE or update an existing one (same handle + identifier).
 
         Returns ``(ErrorCause.OKAY, entry)`` or ``(cause, None)``. Causes: INVALID_VALUES (bad
@@ -268,7 +271,7 @@ class Handlespace:
             )
             self._pools[handle] = pool
 
-        entry = PoolElement(
+        entry = PoolEntry(
             identifier,
             policy,
             pool_handle=handle,
@@ -290,7 +293,7 @@ class Handlespace:
             self._own_checksum = (self._own_checksum + entry.checksum_sum) & 0xFFFFFFFF
         return ErrorCause.OKAY, entry
 
-    def _set_owner(self, entry: PoolElement, home: int) -> None:
+    def _set_owner(self, entry: PoolEntry, home: int) -> None:
         if entry.home_pr == home:
             return
         if entry.home_pr == self.own_pr:
@@ -322,13 +325,13 @@ class Handlespace:
             entry.updated_at = now
         return ErrorCause.OKAY
 
-    def deregister(self, pool_handle: bytes, identifier: int) -> PoolElement | None:
+    def deregister(self, pool_handle: bytes, identifier: int) -> PoolEntry | None:
         """Remove a PE; an emptied pool disappears. Returns the removed entry or None."""
         handle = bytes(pool_handle)
         pool = self._pools.get(handle)
         if pool is None or identifier not in pool.elements:
             return None
-        entry: PoolElement = pool.selection.remove(identifier)  # type: ignore[assignment]
+        entry: PoolEntry = pool.selection.remove(identifier)  # type: ignore[assignment]
         self._count -= 1
         self._checksum = (self._checksum - entry.checksum_sum) & 0xFFFFFFFF
         if entry.home_pr == self.own_pr:
@@ -345,7 +348,7 @@ class Handlespace:
 
     # ------------------------------------------------------------------ queries
 
-    def get(self, pool_handle: bytes, identifier: int) -> PoolElement | None:
+    def get(self, pool_handle: bytes, identifier: int) -> PoolEntry | None:
         pool = self._pools.get(bytes(pool_handle))
         return pool.elements.get(identifier) if pool is not None else None
 
@@ -356,7 +359,7 @@ class Handlespace:
         """Pool handles in RSPLIB's order (byte-wise)."""
         return sorted(self._pools)
 
-    def entries(self, pool_handle: bytes) -> list[PoolElement]:
+    def entries(self, pool_handle: bytes) -> list[PoolEntry]:
         """A pool's PEs by identifier (RSPLIB's index order); empty if the pool is unknown."""
         pool = self._pools.get(bytes(pool_handle))
         if pool is None:
@@ -365,7 +368,7 @@ class Handlespace:
 
     def select(
         self, pool_handle: bytes, n: int = DEFAULT_MAX_HANDLE_RESOLUTION_ITEMS, max_increment: int | None = None
-    ) -> list[PoolElement]:
+    ) -> list[PoolEntry]:
         """Handle resolution: up to ``n`` PEs chosen by the pool's policy (with its side effects).
 
         An unknown pool gives an empty list (the registrar answers UNKNOWN_POOL_HANDLE).
@@ -379,7 +382,7 @@ class Handlespace:
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[PoolElement]:
+    def __iter__(self) -> Iterator[PoolEntry]:
         for handle in self.pools():
             yield from self.entries(handle)
 
@@ -388,13 +391,13 @@ class Handlespace:
             return False
         return self.get(key[0], key[1]) is not None
 
-    def owned_by(self, pr_id: int) -> Iterator[PoolElement]:
+    def owned_by(self, pr_id: int) -> Iterator[PoolEntry]:
         """Entries whose home registrar is ``pr_id``, in (handle, identifier) order."""
         for entry in self:
             if entry.home_pr == pr_id:
                 yield entry
 
-    def expired(self, now: float) -> list[PoolElement]:
+    def expired(self, now: float) -> list[PoolEntry]:
         """Entries whose registration life has run out at ``now`` (same clock as ``now=`` above)."""
         out = []
         for entry in self:

@@ -14,7 +14,8 @@ Life of a ``PoolElement`` (RSPLIB 3.4.4 semantics where they exist):
 
 Services: ``echo`` answers every application message with itself on the PE's own port (TCP or
 SCTP, with the ASAP session layer alongside: a PU may Cookie-Echo, the PE sends Cookies).
-``calcapp`` is ``rserpool.services.calcapp`` (RSPLIB's CalcApp server; it reports its own load).
+``calcapp`` is ``rserpool.services.calcapp`` (RSPLIB's CalcApp server; it reports its own load),
+``fractal`` is ``rserpool.services.fractal`` (RSPLIB's Fractal Generator server; likewise).
 
 Business cards (RFC 5352 section 2.2.13): with ``business_card=True`` the PE sends every PU that
 connects an ASAP Business Card naming up to ``business_card_items`` other PEs of its pool for the
@@ -45,7 +46,7 @@ from typing import Any
 from rserpool import transport as tp
 from rserpool.policy import PolicyInfo
 from rserpool.policytypes import fraction_to_u32
-from rserpool.registrar import policy_to_wire
+from rserpool.policywire import policy_to_wire
 from rserpool.session import (
     REQUEST_TIMEOUT,
     NoRegistrarError,
@@ -430,10 +431,10 @@ class PoolElement:
         svc = self.config.service
         if svc in (None, "none", "echo"):
             return
-        if svc == "calcapp":
-            self._service = importlib.import_module("rserpool.services.calcapp").create_service(self)
+        if svc in ("calcapp", "fractal"):
+            self._service = importlib.import_module(f"rserpool.services.{svc}").create_service(self)
             return
-        raise ValueError(f"unknown service {svc!r} (echo or calcapp)")
+        raise ValueError(f"unknown service {svc!r} (echo, calcapp or fractal)")
 
     def _new_session(self) -> SessionChannel:
         ch = SessionChannel(on_data=self._session_data, on_cookie_echo=self._cookie_echo,

@@ -19,7 +19,7 @@ to send cards) fail-over is exactly RSPLIB's. A PU that is itself a PE
 (``PoolUser(own_pe=...)``) sends that PE's Business Card to each PE it connects to.
 
 Network changes (``PUConfig.watch_routes``, on by default): when this host's routes, addresses or
-links change (``transport.RouteWatcher``), connects under way and open sessions whose PE has no
+links change (``routewatch.RouteWatcher``), connects under way and open sessions whose PE has no
 route any more fail at once (ENETUNREACH) instead of running into the connect timeout or the
 application's keep-alive timeout, as a mobile application reacts to a connectivity change. A UE
 that loses its bearer (radio link failure) thus fails over to its own PE as soon as it knows.
@@ -37,6 +37,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rserpool import routewatch
 from rserpool import transport as tp
 from rserpool.session import (
     ANNOUNCE_TIMEOUT,
@@ -104,13 +105,13 @@ class PoolUser:
         self._failed_registrars: set[tuple[str, int]] = set()
         self.stats: dict[str, int] = {"resolutions": 0, "cache_hits": 0, "unreachable_reports": 0,
                                       "failovers": 0, "route_losses": 0}
-        self.routes: tp.RouteWatcher | None = None  # the event loop's shared watcher, once started
+        self.routes: routewatch.RouteWatcher | None = None  # the event loop's shared watcher, once started
         self._sessions: weakref.WeakSet[PoolSession] = weakref.WeakSet()
 
     async def start(self) -> None:
         await self.discovery.start()
         if self.config.watch_routes and self.routes is None:
-            self.routes = tp.RouteWatcher.shared()
+            self.routes = routewatch.RouteWatcher.shared()
             if self.routes.active:
                 self.spawn(self._watch_routes())
 
@@ -134,7 +135,7 @@ class PoolUser:
             await self.routes.changed()
             for session in list(self._sessions):
                 ch, pe = session.channel, session.pe
-                if ch is not None and pe is not None and ch.is_open and not tp.routable(pe.endpoint[0]):
+                if ch is not None and pe is not None and ch.is_open and not routewatch.routable(pe.endpoint[0]):
                     log.info("no route to PE $%08x at %s any more: its session fails over", pe.identifier,
                              pe.endpoint[0])
                     self.stats["route_losses"] += 1
@@ -156,7 +157,7 @@ class PoolUser:
                 if attempt in done:
                     attempt.result()
                     return
-                if not tp.routable(host):
+                if not routewatch.routable(host):
                     self.stats["route_losses"] += 1
                     raise OSError(errno.ENETUNREACH, f"route to {host} lost while connecting")
         finally:

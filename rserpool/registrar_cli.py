@@ -197,9 +197,10 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
 @click.option("--priority", type=int, default=None, help="Priority for PRIO.")
 @click.option("--load", type=float, default=None, help="Initial load fraction (0..1).")
 @click.option("--identifier", default=None, help="PE identifier (decimal or 0x hex; default random).")
-@click.option("--service", type=click.Choice(["echo", "calcapp"]), default="echo", show_default=True)
+@click.option("--service", type=click.Choice(["echo", "calcapp", "fractal"]), default="echo", show_default=True)
 @click.option("--capacity", type=float, default=1_000_000.0, show_default=True,
-              help="Service capacity (calcapp: calculations per second).")
+              help="Service capacity (calcapp: calculations per second; fractal: iterations per second, "
+                   "0 = as fast as the host computes).")
 @click.option("--max-requests", type=int, default=0, show_default=True,
               help="Max concurrent sessions; > 0 makes the PE report load = sessions / max.")
 @click.option("--listen", default="0.0.0.0:0", show_default=True, help="Service endpoint ADDR:PORT.")

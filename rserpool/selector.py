@@ -6,7 +6,9 @@ computes the keys and values; the selector only orders and sums them.
 
 ``PySelector`` (bisect over a sorted list) and ``rserpool._selector.Selector`` have the same
 methods and must make identical choices; ``make_selector()`` picks the C one unless told
-otherwise or unless the extension is missing.
+otherwise or unless the extension is missing, which it logs once (``accelerated()`` and
+``acceleration_reason()`` say which one is in use; ``emulab doctor`` prints the reason, and the
+test suite fails without the extension unless ``RSERPOOL_ALLOW_PURE_PYTHON=1``).
 
 The C selector is a B+-tree of 32-entry nodes ordered by that key, whose inner nodes carry each
 child's value sum (so ``find_by_value`` descends by sums), plus an open-addressing hash table
@@ -17,6 +19,7 @@ red-black tree per pool instead; ``_selector.c`` explains why a B+-tree.
 
 from __future__ import annotations
 
+import logging
 import os
 from bisect import bisect_left, insort
 from typing import Protocol
@@ -25,14 +28,23 @@ try:
     from rserpool._selector import Selector as CSelector
 
     HAVE_C_SELECTOR = True
-except ImportError:  # pragma: no cover - the extension is built by `pip install -e .`
+    _C_MISSING_BECAUSE = ""
+except ImportError as _exc:  # pragma: no cover - the extension is built by `pip install -e .`
     CSelector = None  # type: ignore[assignment,misc]
     HAVE_C_SELECTOR = False
+    _C_MISSING_BECAUSE = str(_exc)
+
+log = logging.getLogger(__name__)
 
 _U64 = (1 << 64) - 1
 
 FORCE_PYTHON_ENV = "RSERPOOL_PURE_PYTHON_SELECTOR"
 """Set this environment variable to a non-empty value to make ``make_selector`` use ``PySelector``."""
+
+ALLOW_PURE_PYTHON_ENV = "RSERPOOL_ALLOW_PURE_PYTHON"
+"""``1`` says that running without the C extension is intended (the test suite fails otherwise)."""
+
+_warned_fallback = False
 
 
 class SelectorAPI(Protocol):
@@ -140,8 +152,34 @@ def make_selector(force_python: bool | None = None, seed: int = 0x2545F491) -> S
 
     ``force_python=None`` consults the ``RSERPOOL_PURE_PYTHON_SELECTOR`` environment variable.
     """
+    global _warned_fallback
     if force_python is None:
         force_python = bool(os.environ.get(FORCE_PYTHON_ENV))
-    if force_python or not HAVE_C_SELECTOR:
+    if force_python:
+        return PySelector(seed)
+    if not HAVE_C_SELECTOR:
+        if not _warned_fallback:  # said once, not silently: selection is much slower this way
+            _warned_fallback = True
+            log.warning("%s", acceleration_reason())
         return PySelector(seed)
     return CSelector(seed)
+
+
+def accelerated() -> bool:
+    """Whether ``make_selector()`` hands out the C selector (the extension is built and not overridden)."""
+    return HAVE_C_SELECTOR and not os.environ.get(FORCE_PYTHON_ENV)
+
+
+def acceleration_reason() -> str:
+    """One line saying which selector ``make_selector()`` uses and why (``emulab doctor`` prints it)."""
+    if not HAVE_C_SELECTOR:
+        return (f"pure Python: the C extension rserpool._selector is not built ({_C_MISSING_BECAUSE}); "
+                "build it with `pip install -e .` (make setup)")
+    if os.environ.get(FORCE_PYTHON_ENV):
+        return f"pure Python: {FORCE_PYTHON_ENV} is set"
+    return "C extension rserpool._selector"
+
+
+def pure_python_allowed() -> bool:
+    """Whether the environment says that running without the C extension is intended."""
+    return os.environ.get(ALLOW_PURE_PYTHON_ENV, "") not in ("", "0")

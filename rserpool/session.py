@@ -31,8 +31,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from rserpool import multicast
 from rserpool import transport as tp
 from rserpool.policy import PolicyInfo
+from rserpool.policywire import policy_from_wire, policy_to_wire
 from rserpool.wire import (
     AsapMessage,
     BusinessCard,
@@ -82,12 +84,12 @@ class RegistrarDiscovery:
         self.announce_timeout = announce_timeout
         self.kind = kind or tp.transport_kind()
         self._announced: dict[int, _Announced] = {}
-        self._listener: tp.MulticastListener | None = None
+        self._listener: multicast.MulticastListener | None = None
         self._heard = asyncio.Event()
 
     async def start(self) -> None:
         if self.use_announce and self._listener is None:
-            self._listener = await tp.listen_multicast(self._on_announce, self.group, self.port, self.interface)
+            self._listener = await multicast.listen_multicast(self._on_announce, self.group, self.port, self.interface)
 
     def close(self) -> None:
         if self._listener is not None:
@@ -255,8 +257,6 @@ class PEInfo:
 
     @classmethod
     def from_wire(cls, handle: bytes, pe: PoolElement) -> PEInfo:
-        from rserpool.registrar import policy_from_wire
-
         t = pe.user_transport
         proto = {"SctpTransport": "sctp", "TcpTransport": "tcp", "UdpTransport": "udp",
                  "UdpLiteTransport": "udplite", "DccpTransport": "dccp"}.get(type(t).__name__, "?")
@@ -265,8 +265,6 @@ class PEInfo:
 
     def to_wire(self) -> PoolElement:
         """Back to a Pool Element parameter (e.g. for a PE's ``failover_candidates``)."""
-        from rserpool.registrar import policy_to_wire
-
         if self.transport is None:
             raise ValueError(f"PE ${self.identifier:08x} has no wire transport to encode")
         return PoolElement(self.identifier, self.home_pr, self.registration_life, self.transport,

@@ -2,7 +2,7 @@
 
 One place decides which transport carries ASAP (``transport_kind()``): SCTP one-to-one sockets
 (``SOCK_STREAM``/``IPPROTO_SCTP``) when the kernel supports them, TCP otherwise, with the environment
-override ``EMULAB_RSERPOOL_TRANSPORT=sctp|tcp``. Both are exposed as *message* connections: the
+override ``RSERPOOL_TRANSPORT=sctp|tcp``. Both are exposed as *message* connections: the
 application sends and receives whole messages tagged with an SCTP payload protocol identifier (PPID).
 
 Framing
@@ -17,14 +17,9 @@ Framing
   overlap ASAP's, so each message is preceded by an 8-byte tag: PPID u32, payload length u32 (network
   order). SCTP needs no tag: its PPID does the demultiplexing.
 
-Multicast announces (ASAP_SERVER_ANNOUNCE, RSPLIB default group 239.0.0.50:3863) use plain UDP; see
-``MulticastSender`` and ``MulticastListener``. A namespace without a multicast route gives ENODEV on
-join and ENETUNREACH on send: both are reported once and handled (``interface=`` pins the interface).
-
-Network changes: ``RouteWatcher`` wakes its waiters when this host's IPv4 routes, addresses or
-links change (rtnetlink multicast groups), and ``routable(host)`` asks the kernel whether a route to
-a host exists now, so a user of these connections can react when the host loses its network
-(e.g. a UE out of coverage), as mobile applications do on a connectivity change.
+Multicast announces (ASAP_SERVER_ANNOUNCE, RSPLIB default group 239.0.0.50:3863) use plain UDP:
+``rserpool.multicast``. Network changes (routes, addresses, links) are watched by
+``rserpool.routewatch``.
 """
 
 from __future__ import annotations
@@ -40,7 +35,6 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -56,7 +50,7 @@ ENRP_ANNOUNCE_GROUP = "239.0.0.51"
 DEFAULT_ANNOUNCE_TTL = 30  # REGISTRAR_DEFAULT_ANNOUNCE_TTL in RSPLIB's rspregistrar.h
 MAX_MESSAGE_SIZE = 65536  # RSPLIB's REGISTRAR_RSERPOOL_MESSAGE_BUFFER_SIZE
 
-ENV_TRANSPORT = "EMULAB_RSERPOOL_TRANSPORT"
+ENV_TRANSPORT = "RSERPOOL_TRANSPORT"
 
 # Linux SCTP socket API numbers (linux/sctp.h); Python's socket module does not export them.
 IPPROTO_SCTP = getattr(socket, "IPPROTO_SCTP", 132)
@@ -94,7 +88,7 @@ def sctp_available() -> bool:
 def transport_kind() -> str:
     """The transport that carries ASAP here: ``"sctp"`` or ``"tcp"`` (the one place that decides).
 
-    ``EMULAB_RSERPOOL_TRANSPORT`` forces one; forcing ``sctp`` on a kernel without it is an error
+    ``RSERPOOL_TRANSPORT`` forces one; forcing ``sctp`` on a kernel without it is an error
     rather than a silent fallback, so a test lane that asks for SCTP really gets SCTP.
     """
     forced = os.environ.get(ENV_TRANSPORT, "").strip().lower()
@@ -132,6 +126,11 @@ def parse_endpoint(text: str, default_port: int = ASAP_PORT, default_host: str =
 
 def format_endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_unspecified(host: str) -> bool:
+    """Whether ``host`` is a wildcard address ("any"), not one a peer can be reached at."""
+    return host in ("0.0.0.0", "::", "")
 
 
 def _family(host: str) -> int:
@@ -509,209 +508,3 @@ async def connect(handler: MessageHandler, host: str, port: int, framing: Framin
         sock.close()
         raise
     return SCTPMessageConnection(sock, handler, loop)
-
-
-# ---------------------------------------------------------------------------------------------
-# Network changes
-
-_RTMGRP_LINK, _RTMGRP_IPV4_IFADDR, _RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
-
-
-def routable(host: str) -> bool:
-    """Whether the kernel has a route to ``host`` now (a UDP connect is a route lookup; nothing is sent)."""
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return True  # a name: nothing to decide from the routing table
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((host, 9))
-        except OSError as exc:
-            return exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH)
-    return True
-
-
-class RouteWatcher:
-    """Wakes ``changed()`` waiters whenever IPv4 routes, addresses or links of this host change.
-
-    One rtnetlink socket subscribed to the IPv4 route, address and link groups (IPv6 changes are
-    not watched: the testbed's networks are IPv4); the messages are only counted, not parsed: a
-    waiter re-checks what it cares about (``routable``). Where rtnetlink is unavailable (not Linux)
-    the watcher stays silent and ``active`` is False. ``shared()`` / ``release()`` give every user
-    in one event loop the same watcher, so N pool users in a process share one socket.
-    """
-
-    _shared: dict[asyncio.AbstractEventLoop, tuple[RouteWatcher, int]] = {}
-
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._event = asyncio.Event()
-        self.changes = 0
-
-    @classmethod
-    def shared(cls) -> RouteWatcher:
-        """This event loop's watcher, started on first use; hand it back with ``release()``."""
-        loop = asyncio.get_running_loop()
-        watcher, users = cls._shared.get(loop, (None, 0))
-        if watcher is None:
-            watcher = cls()
-            watcher.start()
-        cls._shared[loop] = (watcher, users + 1)
-        return watcher
-
-    def release(self) -> None:
-        """One user of a ``shared()`` watcher is done; the last one closes it."""
-        for loop, (watcher, users) in list(self._shared.items()):
-            if watcher is self:
-                if users > 1:
-                    self._shared[loop] = (watcher, users - 1)
-                else:
-                    del self._shared[loop]
-                    self.close()
-                return
-        self.close()
-
-    @property
-    def active(self) -> bool:
-        return self._sock is not None
-
-    def start(self) -> None:
-        if self._sock is not None:
-            return
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        except (OSError, AttributeError) as exc:
-            log.info("no rtnetlink (%s): network changes are noticed by timeouts only", exc)
-            return
-        try:
-            sock.bind((0, _RTMGRP_LINK | _RTMGRP_IPV4_IFADDR | _RTMGRP_IPV4_ROUTE))
-            sock.setblocking(False)
-            self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(sock.fileno(), self._readable)
-        except OSError as exc:
-            sock.close()
-            log.info("cannot watch rtnetlink (%s): network changes are noticed by timeouts only", exc)
-            return
-        self._sock = sock
-
-    def _readable(self) -> None:
-        assert self._sock is not None
-        while True:
-            try:
-                if not self._sock.recv(65536):
-                    break
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # ENOBUFS: events were dropped; a change happened all the same
-                break
-        self.changes += 1
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def changed(self) -> None:
-        """Return at the next change of routes, addresses or links."""
-        await self._event.wait()
-
-    def close(self) -> None:
-        if self._sock is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
-
-
-# ---------------------------------------------------------------------------------------------
-# UDP multicast (server announces)
-
-
-def _log_once(cache: set[tuple[str, int]], key: tuple[str, int], msg: str, *args: object) -> None:
-    if key not in cache:
-        cache.add(key)
-        log.warning(msg, *args)
-
-
-class MulticastSender:
-    """Sends datagrams to a multicast group; "no route" is reported once, not raised."""
-
-    def __init__(self, group: str = ASAP_ANNOUNCE_GROUP, port: int = ASAP_PORT,
-                 interface: str | None = None, ttl: int = DEFAULT_ANNOUNCE_TTL, loop_back: bool = True) -> None:
-        self.group = group
-        self.port = port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-        self.sock.setblocking(False)
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-        self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loop_back else 0)
-        if interface:
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
-        self._warned: set[tuple[str, int]] = set()
-        self.sent = 0
-
-    def send(self, data: bytes) -> bool:
-        try:
-            self.sock.sendto(data, (self.group, self.port))
-        except OSError as exc:
-            # ENETUNREACH: no route for 224.0.0.0/4 (typical in a fresh namespace); set an interface.
-            _log_once(self._warned, ("send", exc.errno or 0),
-                      "multicast send to %s:%d failed: %s (add a 224.0.0.0/4 route or pass an interface)",
-                      self.group, self.port, exc.strerror or exc)
-            return False
-        self.sent += 1
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class _DatagramProto(asyncio.DatagramProtocol):
-    def __init__(self, callback: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self.callback = callback
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        try:
-            self.callback(data, (addr[0], addr[1]))
-        except Exception:  # a bad announce must not kill the listener
-            log.exception("error handling datagram from %s", addr)
-
-
-@dataclass
-class MulticastListener:
-    """Joins a multicast group and hands every datagram to ``callback(data, (src_ip, src_port))``."""
-
-    transport: asyncio.DatagramTransport
-    sock: socket.socket
-    joined: bool
-
-    def close(self) -> None:
-        self.transport.close()
-
-
-async def listen_multicast(callback: Callable[[bytes, tuple[str, int]], None],
-                           group: str = ASAP_ANNOUNCE_GROUP, port: int = ASAP_PORT,
-                           interface: str | None = None) -> MulticastListener:
-    """Listen for datagrams to ``group:port``; several listeners per host may share the port.
-
-    Joining on INADDR_ANY fails with ENODEV when there is no multicast route; then loopback is
-    tried so that same-host registrars are still found, and the failure is logged once.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    with contextlib.suppress(AttributeError, OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("", port))
-    joined = False
-    tried = [interface] if interface else ["0.0.0.0", "127.0.0.1"]
-    for iface in tried:
-        try:
-            mreq = socket.inet_aton(group) + socket.inet_aton(iface)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-            joined = True
-            break
-        except OSError as exc:
-            log.info("cannot join %s on %s: %s", group, iface, exc.strerror or exc)
-    if not joined:
-        log.warning("could not join multicast group %s: registrar announces will not be heard", group)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _DatagramProto(callback), sock=sock)
-    return MulticastListener(transport, sock, joined)

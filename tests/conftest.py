@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulab.testing import BusyTestbedError
-from emulab.testing import testbed_guard as _guard
+from helpers.testbed import BusyTestbedError
+from helpers.testbed import testbed_guard as _guard
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

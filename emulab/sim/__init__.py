@@ -2,8 +2,9 @@
 
 ``model`` turns a topology (or a synthetic scenario) into pool elements with capacities, policies
 and delays; ``engine`` simulates one run with the same ``rserpool.policy`` selection code as the
-live registrar; ``sweep`` runs a whole PU sweep in parallel processes and writes the results in
-``emulab.results``'s format.
+live registrar (its ``Simulation`` event loop on ``state``'s columns, with ``faults``' timeline and
+``runs``' parameters and result); ``sweep`` runs a whole PU sweep in parallel processes and writes
+the results in ``emulab.results``'s format.
 """
 
 from emulab.sim.engine import CoverageLoss, Failure, RunParams, RunResult, simulate_run

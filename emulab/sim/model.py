@@ -14,8 +14,9 @@ rates ignored: CalcApp messages are tiny):
   registrar (ENRP handle update); the PU's registrar is the one the PLU selection runs on.
 
 The UE's radio timers (``RadioTimers``: when a coverage loss becomes a radio link failure, how long
-the re-attach takes) come from ``radio.lte.LteConfig``, with the topology's ``radio.options`` applied
-as the emulated radio applies them, so a simulated coverage loss follows the emulated one's timeline.
+the re-attach takes) are those the topology's radio backend (``radio.get_backend``) runs with under
+the topology's ``radio.options`` (``rrc_timers``: radio.lte's, for the emulated radio and OAI), so a
+simulated coverage loss follows the emulated one's timeline.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 
 from emulab.errors import EmulabError
 from emulab.scenario import ELEMENT_CLASSES, Scenario
-from radio.lte import FRAME_S, LteConfig, LteModelError
+from radio import DEFAULT_BACKEND, RadioError, get_backend
+from radio.lte import FRAME_S, LteConfig
 from rserpool.policy import PolicyInfo
 
 LARGE_ELEMENTS = 1000
@@ -73,13 +75,13 @@ class RadioTimers:
     reestablish_time_s: float | None = _LTE.reestablish_time_s
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None = None) -> RadioTimers:
-        """The timers ``radio.lte.LteConfig`` gives for a topology's ``radio.options`` (defaults without)."""
+    def from_options(cls, options: Mapping[str, Any] | None = None, backend: str = DEFAULT_BACKEND) -> RadioTimers:
+        """The timers radio ``backend`` runs with under a topology's ``radio.options`` (defaults without)."""
         try:
-            cfg = LteConfig.from_options(dict(options or {}))
-        except (LteModelError, TypeError, ValueError) as exc:
-            raise ModelError(f"radio.options: {exc}") from None
-        return cls(cfg.n310, cfg.t310_ms, cfg.n311, cfg.t311_ms, cfg.attach_time_s, cfg.reestablish_time_s)
+            t = get_backend(backend).rrc_timers(dict(options or {}))
+        except RadioError as exc:
+            raise ModelError(str(exc)) from None
+        return cls(t.n310, t.t310_ms, t.n311, t.t311_ms, t.attach_time_s, t.reestablish_time_s)
 
     @property
     def rlf_s(self) -> float:
@@ -275,7 +277,8 @@ def topology_model(target: str, scenario: Scenario) -> PoolModel:
     return PoolModel(
         name=spec.name, elements=tuple(elements), policy_type=ptype, pu_node=pu_node,
         registrar=pu_registrar, handle_resolution_rtt_s=hr_rtt,
-        radio=RadioTimers.from_options(spec.radio.options if spec.radio is not None else None),
+        radio=(RadioTimers.from_options(spec.radio.options, spec.radio.backend) if spec.radio is not None
+               else RadioTimers()),
     )
 
 

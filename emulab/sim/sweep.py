@@ -8,8 +8,8 @@ pools of up to ``SAMPLED_ELEMENTS_MAX`` elements.
 
 With a coverage loss the results are those of `emulab experiment coverage-loss`: the runs drain
 (``COVERAGE_DRAIN_S``, that command's default), events.csv has every Accept, completion and coverage
-change, and summary.json the same fail-over keys (``emulab.results.coverage_metrics`` /
-``coverage_summary``, shared with the experiment), with the simulator's timers under ``timers``.
+change, and summary.json the same fail-over keys (the experiment's ``coverage_metrics`` /
+``coverage_summary``, ``emulab.experiments.coverage``), with the simulator's timers under ``timers``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from emulab.results import (
-    ElementUsage,
-    EventRecord,
-    RequestRecord,
-    ResultsWriter,
-    UsageSample,
-    coverage_metrics,
-    coverage_summary,
-)
+from emulab.experiments.coverage import DRAIN_S as COVERAGE_DRAIN_S
+from emulab.experiments.coverage import coverage_metrics, coverage_summary
+from emulab.results import ElementUsage, EventRecord, RequestRecord, ResultsWriter, UsageSample
 from emulab.scenario import Scenario
 from emulab.sim.engine import STATUS_NAMES, CoverageLoss, Failure, RunParams, RunResult, simulate_run
 from emulab.sim.model import PoolModel, build_model
@@ -40,10 +34,6 @@ from rserpool.services.calcapp import SAMPLE_INTERVAL
 SAMPLED_ELEMENTS_MAX = 64
 """Pools with more elements are not sampled over time: a heat map of hundreds of rows says
 nothing, and 1,000 elements × 3,600 s would be 3.6 million rows per run."""
-
-COVERAGE_DRAIN_S = 60.0
-"""Drain of a run with a coverage loss: `emulab experiment coverage-loss --drain`'s default, so that
-both count lost requests the same way."""
 
 _MODEL: PoolModel | None = None
 

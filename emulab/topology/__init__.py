@@ -9,7 +9,6 @@ line: "<file>: <field path>: expected <what>, got <what>". The format is documen
 from emulab.topology.loader import available, load, resolve
 from emulab.topology.model import (
     FORWARDING_ROLES,
-    RADIO_BACKENDS,
     ROLES,
     SERVICE_KINDS,
     Endpoint,
@@ -25,7 +24,7 @@ from emulab.topology.model import (
 )
 
 __all__ = [
-    "FORWARDING_ROLES", "RADIO_BACKENDS", "ROLES", "SERVICE_KINDS",
+    "FORWARDING_ROLES", "ROLES", "SERVICE_KINDS",
     "Endpoint", "LinkSpec", "NodeSpec", "RadioSpec", "Route", "ServiceSpec", "SiteSpec", "SwitchSpec",
     "TopologyError", "TopologySpec", "available", "load", "resolve",
 ]

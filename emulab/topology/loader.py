@@ -20,7 +20,6 @@ from emulab.topology.model import (
     BRIDGE_PREFIX,
     FORWARDING_ROLES,
     IFNAME_MAX,
-    RADIO_BACKENDS,
     ROLES,
     SERVICE_KINDS,
     Endpoint,
@@ -35,6 +34,7 @@ from emulab.topology.model import (
 )
 from emulab.topology.routing import unreachable
 from emulab.topology.schema import Checker, did_you_mean, read_yaml, show
+from radio import DEFAULT_BACKEND, RadioOptionError, backend_names, get_backend
 
 NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 TOPOLOGY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -450,21 +450,16 @@ class _Builder:
         if not radio_links:
             c.fail("radio", "a link marked 'radio: true' for the radio section to drive", "none")
         link = radio_links[0][1]
-        backend = c.choice(fields.get("backend", "emulated"), "radio.backend", RADIO_BACKENDS, "a radio backend")
+        backend = c.choice(fields.get("backend", DEFAULT_BACKEND), "radio.backend", backend_names(), "a radio backend")
         name = fields.get("link", link.name)
         if name != link.name:
             c.fail("radio.link", f"the name of the radio link ({link.name!r})", show(name))
         options = fields.get("options")
         options = {} if options is None else c.mapping(options, "radio.options")
-        if backend == "emulated":  # caught here, the error names the file instead of failing a start
-            from radio.base import RadioError
-            from radio.emulated import validate_options
-
-            try:
-                validate_options(dict(options), link.params)
-            except RadioError as exc:
-                c.fail("radio.options", "options the emulated radio understands",
-                       str(exc).removeprefix("radio.options").lstrip(":. "))
+        try:  # each backend checks its own options; caught here, the error names the file, not a failed start
+            get_backend(backend).validate_options(dict(options), "radio.options", link.params)
+        except RadioOptionError as exc:
+            c.fail(exc.where, exc.expected, exc.got)
         return RadioSpec(backend, link.name, dict(options))
 
     def _connectivity(self, spec: TopologySpec) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emulab.linkparams import LinkParams
+from emulab.topology.routing import Route, compute_routes
 
 #: Node roles. The 4G ones name the OAI EPC/RAN functions; registrar/pe/pu mark hosts dedicated to one
 #: RSerPool component; mec/pmc are general-purpose hosts in the MEC cloud / a public cloud site;
@@ -28,14 +29,10 @@ ROLES: tuple[str, ...] = (
 FORWARDING_ROLES: frozenset[str] = frozenset({"router", "enb", "spgwu"})
 #: Service kinds a node can run; a misspelt kind would otherwise silently start nothing.
 SERVICE_KINDS: tuple[str, ...] = ("registrar", "pe", "pu")
-#: Radio backends (package ``radio``): an emulated LTE channel, the OAI RF simulator, a real B210.
-RADIO_BACKENDS: tuple[str, ...] = ("emulated", "oai", "b210")
 #: Linux limits interface names to 15 characters (IFNAMSIZ - 1).
 IFNAME_MAX = 15
 #: OVS bridges are named "em-<switch>" (the project-wide prefix, see emulab.paths.PREFIX).
 BRIDGE_PREFIX = "em-"
-
-DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 
 
 class TopologyError(Exception):
@@ -135,17 +132,9 @@ class LinkSpec:
 
 
 @dataclass(frozen=True)
-class Route:
-    """A static route: ``ip route add <dest> via <via> dev <dev>``."""
-
-    dest: ipaddress.IPv4Network
-    via: ipaddress.IPv4Address
-    dev: str
-
-
-@dataclass(frozen=True)
 class RadioSpec:
-    """Which radio backend drives the radio link, with backend-specific options."""
+    """Which radio backend drives the radio link (a name of ``radio.backend_names()``), with the
+    backend's options (checked by the backend's ``validate_options``)."""
 
     backend: str
     link: str
@@ -212,8 +201,6 @@ class TopologySpec:
     @cached_property
     def _routes(self) -> dict[str, tuple[Route, ...]]:
         # cached_property writes the instance __dict__ directly, so it works on a frozen dataclass.
-        from emulab.topology.routing import compute_routes
-
         return compute_routes(self)
 
     # --- serialisation (for run manifests) -----------------------------------------------------

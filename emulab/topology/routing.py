@@ -17,12 +17,50 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, deque
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
-from emulab.topology.model import DEFAULT_ROUTE, Route
+DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 
-if TYPE_CHECKING:
-    from emulab.topology.model import TopologySpec
+
+@dataclass(frozen=True)
+class Route:
+    """A static route: ``ip route add <dest> via <via> dev <dev>``."""
+
+    dest: ipaddress.IPv4Network
+    via: ipaddress.IPv4Address
+    dev: str
+
+
+# What routing reads of a topology (``emulab.topology.model.TopologySpec`` provides it): described here
+# so that this module depends on no model class and the model can compute its routes with it.
+class _End(Protocol):
+    @property
+    def node(self) -> str: ...
+    @property
+    def intf(self) -> str: ...
+    @property
+    def address(self) -> ipaddress.IPv4Interface | None: ...
+
+
+class _Link(Protocol):
+    @property
+    def ends(self) -> Iterable[_End]: ...
+
+
+class _Node(Protocol):
+    @property
+    def forwarding(self) -> bool: ...
+
+
+class RoutedTopology(Protocol):
+    """The nodes (by name) and links of a topology, as far as routing needs them."""
+
+    @property
+    def nodes(self) -> Mapping[str, _Node]: ...
+    @property
+    def links(self) -> Iterable[_Link]: ...
 
 
 class _Iface(NamedTuple):
@@ -36,7 +74,7 @@ class _Hop(NamedTuple):
     dev: str
 
 
-def _interfaces(spec: TopologySpec) -> dict[str, list[_Iface]]:
+def _interfaces(spec: RoutedTopology) -> dict[str, list[_Iface]]:
     ifaces: dict[str, list[_Iface]] = {name: [] for name in spec.nodes}
     for link in spec.links:
         for end in link.ends:
@@ -45,7 +83,7 @@ def _interfaces(spec: TopologySpec) -> dict[str, list[_Iface]]:
     return ifaces
 
 
-def next_hops(spec: TopologySpec) -> dict[str, dict[ipaddress.IPv4Network, _Hop]]:
+def next_hops(spec: RoutedTopology) -> dict[str, dict[ipaddress.IPv4Network, _Hop]]:
     """For every node, the first hop towards every subnet it is not directly on (and can reach)."""
     ifaces = _interfaces(spec)
     members: dict[ipaddress.IPv4Network, list[_Iface]] = {}
@@ -75,7 +113,7 @@ def next_hops(spec: TopologySpec) -> dict[str, dict[ipaddress.IPv4Network, _Hop]
     return table
 
 
-def compute_routes(spec: TopologySpec) -> dict[str, tuple[Route, ...]]:
+def compute_routes(spec: RoutedTopology) -> dict[str, tuple[Route, ...]]:
     """Static routes for every node of ``spec`` (see the module docstring for the rules)."""
     routes: dict[str, tuple[Route, ...]] = {}
     ifaces = _interfaces(spec)
@@ -93,7 +131,7 @@ def compute_routes(spec: TopologySpec) -> dict[str, tuple[Route, ...]]:
     return routes
 
 
-def unreachable(spec: TopologySpec) -> tuple[str, str] | None:
+def unreachable(spec: RoutedTopology) -> tuple[str, str] | None:
     """The first (target, source) pair, in name order, where source cannot reach target's primary subnet."""
     hops = next_hops(spec)
     ifaces = _interfaces(spec)

@@ -14,7 +14,7 @@ Semantics kept from RSPLIB 3.4.4:
 * on completion CalcApp Complete carries size and completed calculations.
 
 Statistics: ``stats()`` gives RSPLIB's "CalcAppPE ..." scalars (used calculations, jobs accepted /
-rejected, uptime); with ``EMULAB_CALCAPP_STATS=<path>`` set, they are written there as JSON on
+rejected, uptime); with ``RSERPOOL_CALCAPP_STATS=<path>`` set, they are written there as JSON on
 close and on SIGUSR1, so an experiment can read each PE's used capacity without parsing logs.
 Then the PE also samples its cumulative used calculations and its job count every
 ``SAMPLE_INTERVAL`` (1 s) on the wall clock (``series`` in the JSON): the used capacity over time.
@@ -46,7 +46,7 @@ KEEPALIVE_TIMEOUT = 2.5  # KeepAliveTimeoutInterval (s)
 COOKIE_MAX_TIME = 5.0  # CookieMaxTime (s)
 COOKIE_MAX_CALCULATIONS = 5_000_000.0  # CookieMaxCalculations
 COOKIE = struct.Struct("!IQQ")  # struct CalcAppCookie (packed)
-STATS_ENV = "EMULAB_CALCAPP_STATS"
+STATS_ENV = "RSERPOOL_CALCAPP_STATS"
 SAMPLE_INTERVAL = 1.0  # s between samples of the used capacity (only with a statistics file)
 
 

@@ -6,296 +6,50 @@ type (or a known type number carrying different action bits) decode to `UnknownP
 re-encodes byte for byte. Container parameters keep children they do not expect in `extra`;
 re-encoding is byte-identical when children come in RFC order (as RSPLIB sends them), `extra` ones
 are re-emitted after the expected children.
+
+The address and transport parameters live in ``rserpool.wire.transports``, the common base in
+``rserpool.wire.parambase``; both are re-exported here (``__all__``), so that this module stays
+the one place to import parameters from.
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any, ClassVar
 
 from rserpool.policytypes import PolicyType
 from rserpool.wire.errors import CodecError
+from rserpool.wire.parambase import (
+    _U16,
+    _U32,
+    CauseCode,
+    Parameter,
+    ParamType,
+    TransportUse,
+    UnknownParameter,
+    _at_least,
+    _exact,
+    _u16,
+    _u32,
+)
 from rserpool.wire.tlv import encode_tlv, iter_tlvs, padding
+from rserpool.wire.transports import DECODERS as TRANSPORT_DECODERS
+from rserpool.wire.transports import (
+    TRANSPORT_CLASSES,
+    DccpTransport,
+    IPv4Address,
+    IPv6Address,
+    SctpTransport,
+    TcpTransport,
+    Transport,
+    UdpLiteTransport,
+    UdpTransport,
+    encode_address,
+)
 
-_U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
-_U16U16 = struct.Struct("!HH")
 _U32X3 = struct.Struct("!III")
 _HDR = struct.Struct("!HH")
-
-
-class ParamType(IntEnum):
-    """TLV type codes (RFC 5354 section 3; 0x803f is RSPLIB's Handle Resolution Option)."""
-
-    IPV4_ADDRESS = 0x0001
-    IPV6_ADDRESS = 0x0002
-    DCCP_TRANSPORT = 0x0003
-    SCTP_TRANSPORT = 0x0004
-    TCP_TRANSPORT = 0x0005
-    UDP_TRANSPORT = 0x0006
-    UDP_LITE_TRANSPORT = 0x0007
-    POOL_POLICY = 0x0008
-    POOL_HANDLE = 0x0009
-    POOL_ELEMENT = 0x000A
-    SERVER_INFORMATION = 0x000B
-    OPERATION_ERROR = 0x000C
-    COOKIE = 0x000D
-    PE_IDENTIFIER = 0x000E
-    PE_CHECKSUM = 0x000F
-    HANDLE_RESOLUTION_OPTION = 0x803F
-
-
-class TransportUse(IntEnum):
-    """Transport Use field of the SCTP and TCP transport parameters."""
-
-    DATA_ONLY = 0
-    DATA_PLUS_CONTROL = 1
-
-
-class CauseCode(IntEnum):
-    """Operation Error cause codes (RFC 5354 section 3.10.1).
-
-    0x0 "Unspecified Error" is in the RFC's table but neither RSPLIB 3.4.4 (where 0 means
-    RSPERR_OKAY) nor Wireshark's dissector name it; it is here so that a peer's cause 0 decodes
-    to a named value rather than a bare int.
-    """
-
-    UNSPECIFIED_ERROR = 0x0
-    UNRECOGNIZED_PARAMETER = 0x1
-    UNRECOGNIZED_MESSAGE = 0x2
-    INVALID_VALUES = 0x3
-    NON_UNIQUE_PE_IDENTIFIER = 0x4
-    INCONSISTENT_POOLING_POLICY = 0x5
-    LACK_OF_RESOURCES = 0x6
-    INCONSISTENT_TRANSPORT_TYPE = 0x7
-    INCONSISTENT_DATA_CONTROL_CONFIGURATION = 0x8
-    UNKNOWN_POOL_HANDLE = 0x9
-    REJECTED_SECURITY = 0xA
-
-
-class Parameter:
-    """Base of all parameter classes."""
-
-    __slots__ = ()
-    TYPE: ClassVar[int]
-
-    def encode(self) -> bytes:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-
-def _u32(name: str, value: int) -> bytes:
-    try:
-        return _U32.pack(value)
-    except struct.error:
-        raise CodecError(f"{name} = {value!r} does not fit an unsigned 32-bit field") from None
-
-
-def _u16(name: str, value: int) -> bytes:
-    try:
-        return _U16.pack(value)
-    except struct.error:
-        raise CodecError(f"{name} = {value!r} does not fit an unsigned 16-bit field") from None
-
-
-def _exact(where: str, start: int, end: int, expected: int) -> None:
-    if end - start != expected:
-        raise CodecError(f"{where} at offset {start - 4}: value is {end - start} byte(s), expected {expected}")
-
-
-def _at_least(where: str, start: int, end: int, expected: int) -> None:
-    if end - start < expected:
-        raise CodecError(f"{where} at offset {start - 4}: value is {end - start} byte(s), expected at least {expected}")
-
-
-# ---------------------------------------------------------------------------------------------- addresses
-
-
-@dataclass(frozen=True, slots=True)
-class IPv4Address(Parameter):
-    """IPv4 Address parameter (type 0x1): one address in dotted-quad text form."""
-
-    TYPE: ClassVar[int] = ParamType.IPV4_ADDRESS
-    address: str
-
-    def encode(self) -> bytes:
-        return b"\x00\x01\x00\x08" + _pton(socket.AF_INET, self.address)
-
-
-@dataclass(frozen=True, slots=True)
-class IPv6Address(Parameter):
-    """IPv6 Address parameter (type 0x2): one address in canonical text form."""
-
-    TYPE: ClassVar[int] = ParamType.IPV6_ADDRESS
-    address: str
-
-    def encode(self) -> bytes:
-        return b"\x00\x02\x00\x14" + _pton(socket.AF_INET6, self.address)
-
-
-def _pton(family: int, text: str) -> bytes:
-    try:
-        return socket.inet_pton(family, text)
-    except (OSError, TypeError, ValueError):
-        raise CodecError(f"invalid IP address {text!r}") from None
-
-
-def encode_address(text: str) -> bytes:
-    """IPv4 or IPv6 Address TLV for an address in text form (IPv6 if it contains ':')."""
-    if ":" in text:
-        return b"\x00\x02\x00\x14" + _pton(socket.AF_INET6, text)
-    return b"\x00\x01\x00\x08" + _pton(socket.AF_INET, text)
-
-
-def _dec_ipv4(buf: bytes, s: int, e: int) -> IPv4Address:
-    _exact("IPv4 Address parameter", s, e, 4)
-    return IPv4Address(socket.inet_ntop(socket.AF_INET, buf[s:e]))
-
-
-def _dec_ipv6(buf: bytes, s: int, e: int) -> IPv6Address:
-    _exact("IPv6 Address parameter", s, e, 16)
-    return IPv6Address(socket.inet_ntop(socket.AF_INET6, buf[s:e]))
-
-
-# ---------------------------------------------------------------------------------------------- transports
-
-
-def _split_addresses(buf: bytes, s: int, e: int, where: str) -> tuple[tuple[str, ...], tuple[Parameter, ...]]:
-    addrs: list[str] = []
-    extra: list[Parameter] = []
-    for t, vs, ve in iter_tlvs(buf, s, e, where):
-        p = _decode_child(t, buf, vs, ve, _ADDRESS_TYPES)
-        if type(p) is IPv4Address or type(p) is IPv6Address:
-            addrs.append(p.address)
-        else:
-            extra.append(p)
-    return tuple(addrs), tuple(extra)
-
-
-def _join_addresses(addresses: tuple[str, ...], extra: tuple[Parameter, ...]) -> bytes:
-    out = b"".join([encode_address(a) for a in addresses])
-    if extra:
-        out += b"".join([p.encode() for p in extra])
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class SctpTransport(Parameter):
-    """SCTP Transport parameter (0x4): port, transport use, one or more addresses (multi-homing)."""
-
-    TYPE: ClassVar[int] = ParamType.SCTP_TRANSPORT
-    port: int
-    addresses: tuple[str, ...] = ()
-    transport_use: int = TransportUse.DATA_ONLY
-    extra: tuple[Parameter, ...] = ()
-
-    def encode(self) -> bytes:
-        return encode_tlv(self.TYPE, _u16("port", self.port) + _u16("transport use", self.transport_use)
-                          + _join_addresses(self.addresses, self.extra))
-
-
-@dataclass(frozen=True, slots=True)
-class TcpTransport(Parameter):
-    """TCP Transport parameter (0x5): port, transport use, address."""
-
-    TYPE: ClassVar[int] = ParamType.TCP_TRANSPORT
-    port: int
-    addresses: tuple[str, ...] = ()
-    transport_use: int = TransportUse.DATA_ONLY
-    extra: tuple[Parameter, ...] = ()
-
-    def encode(self) -> bytes:
-        return encode_tlv(self.TYPE, _u16("port", self.port) + _u16("transport use", self.transport_use)
-                          + _join_addresses(self.addresses, self.extra))
-
-
-@dataclass(frozen=True, slots=True)
-class UdpTransport(Parameter):
-    """UDP Transport parameter (0x6): port, reserved, address."""
-
-    TYPE: ClassVar[int] = ParamType.UDP_TRANSPORT
-    port: int
-    addresses: tuple[str, ...] = ()
-    reserved: int = 0
-    extra: tuple[Parameter, ...] = ()
-
-    def encode(self) -> bytes:
-        return encode_tlv(self.TYPE, _u16("port", self.port) + _u16("reserved", self.reserved)
-                          + _join_addresses(self.addresses, self.extra))
-
-
-@dataclass(frozen=True, slots=True)
-class UdpLiteTransport(Parameter):
-    """UDP-Lite Transport parameter (0x7): port, reserved, address."""
-
-    TYPE: ClassVar[int] = ParamType.UDP_LITE_TRANSPORT
-    port: int
-    addresses: tuple[str, ...] = ()
-    reserved: int = 0
-    extra: tuple[Parameter, ...] = ()
-
-    def encode(self) -> bytes:
-        return encode_tlv(self.TYPE, _u16("port", self.port) + _u16("reserved", self.reserved)
-                          + _join_addresses(self.addresses, self.extra))
-
-
-@dataclass(frozen=True, slots=True)
-class DccpTransport(Parameter):
-    """DCCP Transport parameter (0x3): port, reserved, service code (32 bit), address."""
-
-    TYPE: ClassVar[int] = ParamType.DCCP_TRANSPORT
-    port: int
-    addresses: tuple[str, ...] = ()
-    service_code: int = 0
-    reserved: int = 0
-    extra: tuple[Parameter, ...] = ()
-
-    def encode(self) -> bytes:
-        return encode_tlv(self.TYPE, _u16("port", self.port) + _u16("reserved", self.reserved)
-                          + _u32("service code", self.service_code) + _join_addresses(self.addresses, self.extra))
-
-
-Transport = SctpTransport | TcpTransport | UdpTransport | UdpLiteTransport | DccpTransport
-TRANSPORT_CLASSES = (SctpTransport, TcpTransport, UdpTransport, UdpLiteTransport, DccpTransport)
-
-
-def _dec_sctp(buf: bytes, s: int, e: int) -> SctpTransport:
-    _at_least("SCTP Transport parameter", s, e, 4)
-    port, use = _U16U16.unpack_from(buf, s)
-    addrs, extra = _split_addresses(buf, s + 4, e, "SCTP Transport parameter")
-    return SctpTransport(port, addrs, use, extra)
-
-
-def _dec_tcp(buf: bytes, s: int, e: int) -> TcpTransport:
-    _at_least("TCP Transport parameter", s, e, 4)
-    port, use = _U16U16.unpack_from(buf, s)
-    addrs, extra = _split_addresses(buf, s + 4, e, "TCP Transport parameter")
-    return TcpTransport(port, addrs, use, extra)
-
-
-def _dec_udp(buf: bytes, s: int, e: int) -> UdpTransport:
-    _at_least("UDP Transport parameter", s, e, 4)
-    port, res = _U16U16.unpack_from(buf, s)
-    addrs, extra = _split_addresses(buf, s + 4, e, "UDP Transport parameter")
-    return UdpTransport(port, addrs, res, extra)
-
-
-def _dec_udplite(buf: bytes, s: int, e: int) -> UdpLiteTransport:
-    _at_least("UDP-Lite Transport parameter", s, e, 4)
-    port, res = _U16U16.unpack_from(buf, s)
-    addrs, extra = _split_addresses(buf, s + 4, e, "UDP-Lite Transport parameter")
-    return UdpLiteTransport(port, addrs, res, extra)
-
-
-def _dec_dccp(buf: bytes, s: int, e: int) -> DccpTransport:
-    _at_least("DCCP Transport parameter", s, e, 8)
-    port, res = _U16U16.unpack_from(buf, s)
-    (code,) = _U32.unpack_from(buf, s + 4)
-    addrs, extra = _split_addresses(buf, s + 8, e, "DCCP Transport parameter")
-    return DccpTransport(port, addrs, code, res, extra)
-
 
 # ---------------------------------------------------------------------------------------------- policy
 
@@ -461,21 +215,6 @@ def _dec_hropt(buf: bytes, s: int, e: int) -> HandleResolutionOption:
     return HandleResolutionOption(_U32.unpack_from(buf, s)[0])
 
 
-@dataclass(frozen=True, slots=True)
-class UnknownParameter(Parameter):
-    """A parameter this codec does not interpret; kept verbatim (`type` includes the action bits)."""
-
-    type: int
-    value: bytes
-
-    @property
-    def TYPE(self) -> int:  # type: ignore[override]
-        return self.type
-
-    def encode(self) -> bytes:
-        return encode_tlv(self.type, self.value)
-
-
 # ---------------------------------------------------------------------------------------------- containers
 
 
@@ -608,13 +347,7 @@ def _dec_operror(buf: bytes, s: int, e: int) -> OperationError:
 # ---------------------------------------------------------------------------------------------- dispatch
 
 DECODERS: dict[int, Any] = {
-    ParamType.IPV4_ADDRESS: _dec_ipv4,
-    ParamType.IPV6_ADDRESS: _dec_ipv6,
-    ParamType.DCCP_TRANSPORT: _dec_dccp,
-    ParamType.SCTP_TRANSPORT: _dec_sctp,
-    ParamType.TCP_TRANSPORT: _dec_tcp,
-    ParamType.UDP_TRANSPORT: _dec_udp,
-    ParamType.UDP_LITE_TRANSPORT: _dec_udplite,
+    **TRANSPORT_DECODERS,
     ParamType.POOL_POLICY: _dec_policy,
     ParamType.POOL_HANDLE: _dec_handle,
     ParamType.POOL_ELEMENT: _dec_pe,
@@ -626,7 +359,6 @@ DECODERS: dict[int, Any] = {
     ParamType.HANDLE_RESOLUTION_OPTION: _dec_hropt,
 }
 DECODERS = {int(k): v for k, v in DECODERS.items()}
-
 
 
 def decode_parameter_value(tlv_type: int, buf: bytes, start: int, end: int) -> Parameter:
@@ -645,7 +377,6 @@ def _decode_child(tlv_type: int, buf: bytes, start: int, end: int, allowed: froz
     return UnknownParameter(tlv_type, buf[start:end])
 
 
-_ADDRESS_TYPES = frozenset({ParamType.IPV4_ADDRESS, ParamType.IPV6_ADDRESS})
 _TRANSPORT_TYPES = frozenset({ParamType.SCTP_TRANSPORT, ParamType.TCP_TRANSPORT, ParamType.UDP_TRANSPORT,
                               ParamType.UDP_LITE_TRANSPORT, ParamType.DCCP_TRANSPORT})
 _PE_CHILD_TYPES = _TRANSPORT_TYPES | {ParamType.POOL_POLICY}

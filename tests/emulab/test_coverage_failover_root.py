@@ -36,7 +36,7 @@ RECOVERY_BOUND_S = 15.0
 @pytest.fixture(scope="module")
 def coverage_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from emulab import control
-    from emulab.experiment import run_coverage_loss
+    from emulab.experiments.coverage import run_coverage_loss
 
     if control.read_state():
         pytest.fail("a testbed is already running: `emulab stop` / `emulab clean` first")

@@ -43,7 +43,7 @@ def _wait_for_free_testbed(timeout: float = 240.0) -> None:
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from emulab.experiment import PaperExperiment
+    from emulab.experiments.paper import PaperExperiment
 
     _wait_for_free_testbed()
     out = tmp_path_factory.mktemp("exp")

@@ -13,7 +13,8 @@ import pytest
 
 from emulab import control
 from emulab.cleanup import find_leftovers, marked_processes
-from emulab.testing import EMULAB
+
+from helpers.testbed import EMULAB
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(300)]
 

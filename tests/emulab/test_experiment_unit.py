@@ -1,21 +1,30 @@
-"""`emulab.experiment` helpers without a testbed: PE list with scenario overrides, record conversion."""
+"""`emulab.experiments` without a testbed: PE list with scenario overrides, record conversion, the
+coverage-loss metrics, the hooks and events of a sweep."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from emulab.experiment import (
+from emulab.experiments.base import EmulatedSweep, RunContext
+from emulab.experiments.coverage import coverage_metrics
+from emulab.experiments.events import ExperimentEvent, ProgressBar
+from emulab.experiments.records import (
+    ExperimentError,
+    RunOutput,
     address_map,
     pool_elements,
     read_pu_output,
     request_events,
     to_records,
 )
-from emulab.results import coverage_metrics
+from emulab.results import EventRecord, load_events, load_results
 from emulab.scenario import Scenario
 from emulab.topology import load
 
@@ -104,3 +113,195 @@ def test_events_round_trip_through_the_results_directory(tmp_path: Path) -> None
     bad.write_text(bad.read_text().replace("coverage_lost", "coverage_gone"))
     with pytest.raises(ResultsError, match="unknown event 'coverage_gone'"):
         load_events(path)
+
+
+# --------------------------------------------------------------------------- the sweep's hooks and events
+# EmulatedSweep's own code (elements, registration, the poll loop, records, results directory) runs
+# against a stand-in for the testbed's processes: PEs that write their statistics when stopped, a
+# registrar query that lists every element, pool users that run for a few polls and write two requests.
+
+
+class _Proc:
+    """A process of the stand-in: ``polls`` polls alive, then exited with ``code``."""
+
+    def __init__(self, polls: int, code: int = 0, on_stop: Callable[[], None] | None = None) -> None:
+        self.polls, self.code, self.on_stop = polls, code, on_stop
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.polls <= 0:
+            self.returncode = self.code
+        self.polls -= 1
+        return self.returncode
+
+    def stop(self) -> None:
+        if self.returncode is None:
+            self.returncode = -15
+        if self.on_stop:
+            self.on_stop()
+
+
+class _Services:
+    """What the sweep asks of ``emulab.services.ServiceManager``, without namespaces."""
+
+    def __init__(self, spec: Any, pu_code: int) -> None:
+        self.spec, self.pu_code = spec, pu_code
+        self.spawned: list[tuple[str, str]] = []
+        self.live: list[_Proc] = []
+
+    def command(self, node: str, kind: str, options: dict[str, Any]) -> list[str]:
+        return ["rserpool", kind, node]
+
+    def spawn(self, node: str, kind: str, cmd: list[str], *, env: dict[str, str] | None = None) -> _Proc:
+        self.spawned.append((node, kind))
+        if kind == "pe":
+            stats = Path(next(iter((env or {}).values())))
+            proc = _Proc(10**9, on_stop=lambda: stats.write_text(json.dumps(
+                {"used_calculations": 5.0, "accepted": 1, "rejected": 0, "series": [[100.5, 5.0, 0]]})))
+        else:
+            out = Path(cmd[cmd.index("-o") + 1])
+            mec = str(self.spec.primary_address("mec-pe1"))
+            lines = [{"pu": "pu0", "request_id": i, "size": 1.0, "queued_at": 0.0, "started_at": 0.1,
+                      "accepted_at": 0.2, "completed_at": 0.3, "element": mec, "rejected_by": [], "failovers": 0,
+                      "status": "completed", "accepts": [[0.2, mec]]} for i in (1, 2)]
+            out.write_text("".join(json.dumps(x) + "\n" for x in lines)
+                           + json.dumps({"summary": {"t0_epoch": 100.0, "elapsed": 1.0}}) + "\n")
+            proc = _Proc(3, self.pu_code)
+        self.live.append(proc)
+        return proc
+
+    def output(self, node: str, cmd: list[str], timeout: float = 10.0) -> str:
+        return json.dumps({"element_count": 7})
+
+    def stop(self, procs: list[_Proc] | None = None, timeout: float = 5.0) -> None:
+        for p in list(self.live if procs is None else procs):
+            p.stop()
+            if p in self.live:
+                self.live.remove(p)
+
+
+class _Recorder(EmulatedSweep):
+    """An experiment that notes every hook call."""
+
+    name = "recorder"
+    results_prefix = "rec"
+    poll_s = 0.0
+
+    def __init__(self, scenario: Scenario, pu_code: int = 0) -> None:
+        super().__init__(scenario, pcaps=False, progress=False, log=lambda _m: None)
+        self.pu_code = pu_code
+        self.calls: list[tuple[str, str]] = []
+
+    def _start_testbed(self, run_id: str) -> None:  # the stand-in instead of runner.build
+        self.spec = load(self.scenario.target)
+        self.elements = pool_elements(self.spec, self.scenario)
+        self.ue = "ue"
+        self.testbed = SimpleNamespace(caps=SimpleNamespace(to_json=dict), link_backend="tc", datapath="kernel",
+                                       radio_name="emulated")
+        self.svc = _Services(self.spec, self.pu_code)
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {"recorder": True}
+
+    def before_run(self, ctx: RunContext) -> None:
+        self.calls.append(("before", ctx.tag))
+
+    def during_run(self, ctx: RunContext, elapsed: float) -> None:
+        if not self.calls or self.calls[-1] != ("during", ctx.tag):
+            self.calls.append(("during", ctx.tag))
+
+    def end_run(self, ctx: RunContext) -> None:
+        self.calls.append(("end", ctx.tag))
+
+    def after_run(self, ctx: RunContext, out: RunOutput) -> None:
+        self.calls.append(("after", ctx.tag))
+        out.events.append(EventRecord(ctx.setting, ctx.run, 0.5, "coverage_lost"))
+
+    def summarise(self) -> dict[str, Any]:
+        return {"recorded_runs": sum(1 for c in self.calls if c[0] == "after")}
+
+
+@pytest.fixture
+def no_teardown(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """runner.teardown would forget a real testbed's state file: record the call instead."""
+    torn: list[Any] = []
+    monkeypatch.setattr("emulab.runner.teardown", lambda testbed, progress, server=None: torn.append(testbed))
+    return torn
+
+
+def test_sweep_calls_the_hooks_in_order_and_writes_their_results(tmp_path: Path, no_teardown: list[Any]) -> None:
+    exp = _Recorder(replace(Scenario(), pus=(1, 2), runs=1, duration=1.0, out=tmp_path))
+    events: list[ExperimentEvent] = []
+    exp.subscribe(events.append)
+    path = exp.run()
+    assert exp.calls == [(h, tag) for tag in ("1pus-run1", "2pus-run1") for h in ("before", "during", "end", "after")]
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "testbed_ready" and kinds[1] == "sweep_started" and kinds[-2:] == ["sweep_ended", "testbed_stopped"]
+    assert kinds.count("run_started") == kinds.count("run_finished") == 2 and "run_progress" in kinds
+    assert events[-2].data == {"ok": True, "results": str(path)} and all(e.experiment == "recorder" for e in events)
+    finished = [e.data for e in events if e.kind == "run_finished"]
+    assert [(d["tag"], d["requests"], d["completed"]) for d in finished] == [("1pus-run1", 2, 2), ("2pus-run1", 2, 2)]
+    # PEs afresh per run, PUs once per run; every process stopped, the testbed torn down
+    assert exp.svc.spawned.count(("ue", "calcapp-pu")) == 2 and exp.svc.live == [] and len(no_teardown) == 1
+    summary = json.loads((path / "summary.json").read_text())
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert summary["recorded_runs"] == 2 and summary["settings"]["2"]["counts"]["completed"] == 2
+    assert manifest["recorder"] is True and manifest["tool"] == "emulab experiment recorder"
+    assert manifest["seeds"] == {"1pus-run1": 100101, "2pus-run1": 100201} and manifest["pe_registrar"] == "topology"
+    assert path.name.endswith("-rec-paper-topology") and len(load_events(path)) == 2 * (2 + 2 + 1)
+    usage = load_results(path).usage
+    assert len(usage) == 2 * 7 and all(u.used_calculations == 5.0 for u in usage)
+
+
+def test_a_failed_run_still_ends_the_run_and_marks_the_results_aborted(tmp_path: Path,
+                                                                       no_teardown: list[Any]) -> None:
+    exp = _Recorder(replace(Scenario(), pus=(1,), runs=1, duration=1.0, out=tmp_path), pu_code=3)
+    events: list[ExperimentEvent] = []
+    exp.subscribe(events.append)
+    with pytest.raises(ExperimentError, match="calcapp-pu exited with code 3"):
+        exp.run()
+    assert exp.calls[-1] == ("end", "1pus-run1") and exp.svc.live == [] and len(no_teardown) == 1
+    assert [e.data for e in events if e.kind == "sweep_ended"] == [{"ok": False, "results": None}]
+    (path,) = tmp_path.iterdir()
+    assert json.loads((path / "manifest.json").read_text())["aborted"] is True
+
+
+def test_a_failing_listener_is_dropped_and_the_others_still_hear(tmp_path: Path, no_teardown: list[Any]) -> None:
+    exp = _Recorder(replace(Scenario(), pus=(1,), runs=1, duration=1.0, out=tmp_path))
+    heard: list[str] = []
+
+    def broken(_event: ExperimentEvent) -> None:
+        raise RuntimeError("dashboard bug")
+
+    exp.subscribe(broken)
+    unsubscribe = exp.subscribe(lambda e: heard.append(e.kind))
+    exp.run()
+    assert heard[-1] == "testbed_stopped" and broken not in exp._listeners
+    unsubscribe()
+    exp.emit("log", message="after")
+    assert heard[-1] == "testbed_stopped"
+
+
+def test_progress_bar_without_a_terminal_prints_one_line_per_run(capsys: pytest.CaptureFixture[str]) -> None:
+    bar = ProgressBar(show=False)
+    bar(ExperimentEvent("sweep_started", "paper", {"runs": 2, "total_s": 120.0, "results": "x"}))
+    bar(ExperimentEvent("run_started", "paper", {"index": 1, "total": 2, "setting": 4, "run": 1, "seed": 1,
+                                                  "tag": "4pus-run1"}))
+    bar(ExperimentEvent("run_progress", "paper", {"tag": "4pus-run1", "elapsed": 30.0, "duration": 60.0}))
+    assert capsys.readouterr().err == "emulab: run 1/2: 4 PUs, run 1\n"
+
+
+def test_experiment_commands_share_the_sweep_options() -> None:
+    """`emulab experiment paper`, `coverage-loss` and `emulab simulate` take the sweep's options from
+    one decorator; both experiments the emulated ones from another."""
+    from emulab.cli import main
+
+    commands = {"paper": main.commands["experiment"].commands["paper"],  # type: ignore[attr-defined]
+                "coverage-loss": main.commands["experiment"].commands["coverage-loss"],  # type: ignore[attr-defined]
+                "simulate": main.commands["simulate"]}
+    names = {k: {p.name for p in c.params} for k, c in commands.items()}
+    sweep = {"target", "pus", "runs", "duration", "seed", "policy", "increments", "capacity", "max_requests",
+             "size_mean", "size_dist", "interval_mean", "interval_dist", "jobs", "out"}
+    assert all(sweep <= n for n in names.values())
+    assert {"pe_registrar", "pcaps"} <= names["paper"] & names["coverage-loss"]
+    assert "quick" in names["paper"] and "quick" in names["simulate"] and "quick" not in names["coverage-loss"]

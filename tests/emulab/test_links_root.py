@@ -40,6 +40,8 @@ def _netem_available() -> bool:
 
 NETEM = _netem_available()
 needs_netem = pytest.mark.skipif(not NETEM, reason="kernel has no sch_netem")
+# The netem variants also run in the real-kernel lane (one link's RTT holds there within ±2 ms).
+netem_lane = [needs_netem, pytest.mark.realkernel]
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def _check_rtt(rtts: list[float], configured: float) -> None:
 
 
 def _backends() -> list[Any]:
-    return [pytest.param("shaper", id="shaper"), pytest.param("netem", id="netem", marks=needs_netem)]
+    return [pytest.param("shaper", id="shaper"), pytest.param("netem", id="netem", marks=netem_lane)]
 
 
 @pytest.fixture(params=_backends())
@@ -251,6 +253,7 @@ def handle_cmd(sock: Path, ns: str) -> list[str]:
 
 
 @needs_netem
+@pytest.mark.realkernel
 def test_netem_neutral_link_has_no_qdisc(hosts: tuple[Any, Any]) -> None:
     link = _link(hosts, LinkParams(), "netem", None, dynamic=False)
     try:

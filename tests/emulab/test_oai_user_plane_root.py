@@ -28,6 +28,7 @@ def ip(ns: str, *args: str) -> str:
 def test_rerouting_moves_the_user_plane_into_oais_tunnels() -> None:
     from emulab.capabilities import probe
     from emulab.network import Testbed
+    from emulab.radio_host import TestbedRadioHost
     from emulab.topology import load
     from radio.oai import ENB_TUN, UE_TUN, OaiPlan, OaiRfsimRadio
 
@@ -37,7 +38,7 @@ def test_rerouting_moves_the_user_plane_into_oais_tunnels() -> None:
     testbed = Testbed(spec, probe(), services=False)
     try:
         testbed.start()
-        radio = OaiRfsimRadio(testbed)  # not started: no OAI binaries; its rerouting step is what runs
+        radio = OaiRfsimRadio(TestbedRadioHost(testbed))  # not started: no OAI binaries; its rerouting step is what runs
         radio.plan = OaiPlan.from_testbed(spec, "ue--enb", {"bandwidth_mhz": 10})
         ue_ns, enb_ns = testbed.netns["ue"], testbed.netns["enb"]
         assert radio.user_plane == "radio link"

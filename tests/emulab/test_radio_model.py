@@ -1,9 +1,9 @@
-"""Unit tests of the radio: the LTE model (radio.lte), the emulated backend with a fake testbed, the
-OAI/B210 file and command-line generation, and the radio CLI formatting. No root, no network."""
+"""Unit tests of the radio: the LTE model (radio.lte), the emulated backend with a fake testbed (a
+``RadioHost``), the OAI/B210 file and command-line generation, the backend registry and the radio CLI
+formatting. No root, no network."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from types import SimpleNamespace
 
@@ -13,8 +13,10 @@ import pytest
 from emulab.cli_radio import format_state
 from emulab.linkparams import LinkParams
 from emulab.topology import load
+from radio import oai_install
 from radio.base import RadioError
 from radio.emulated import EmulatedRadio, build_model
+from radio.host import RadioLinkParams
 from radio.lte import (
     ATTACHED,
     ATTACHING,
@@ -191,18 +193,18 @@ def test_bad_profile():
 
 
 class FakeTestbed:
+    """The part of ``radio.host.RadioHost`` the emulated backend uses, recording what it is asked."""
+
     def __init__(self, options=None):
-        self.spec = SimpleNamespace(radio=SimpleNamespace(link="ue--enb", options=options or {}),
-                                    nodes={"ue": SimpleNamespace(role="ue"), "enb": SimpleNamespace(role="enb")})
-        self.applied: list[LinkParams] = []
+        link = SimpleNamespace(name="ue--enb", params=LinkParams(8.0, 1.0, 0.0, 30.0),
+                               a=SimpleNamespace(node="ue", intf="ue-eth0"), b=SimpleNamespace(node="enb", intf="enb-eth0"))
+        self.topology = SimpleNamespace(radio=SimpleNamespace(link="ue--enb", options=options or {}), links=[link],
+                                        nodes={"ue": SimpleNamespace(role="ue"), "enb": SimpleNamespace(role="enb")})
+        self.applied: list[RadioLinkParams] = []
         self.routes: list[tuple[str, bool, str]] = []
 
-    def link_spec(self, name):
-        assert name == "ue--enb"
-        return SimpleNamespace(params=LinkParams(8.0, 1.0, 0.0, 30.0),
-                               a=SimpleNamespace(node="ue", intf="ue-eth0"), b=SimpleNamespace(node="enb", intf="enb-eth0"))
-
     def set_link_params(self, name, params):
+        assert name == "ue--enb"
         self.applied.append(params)
 
     def set_routes(self, node, present, dev=None):
@@ -314,14 +316,15 @@ def test_b210_config():
         ue_command(plan, "x")  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(not shutil.which("lte-softmodem"),
-                    reason="OpenAirInterface's lte-softmodem is not installed (no package; build OAI by hand)")
+@pytest.mark.skipif(oai_install.find_install() is None,
+                    reason="OpenAirInterface's lte-softmodem is not installed (make oai)")
 def test_oai_softmodem_accepts_generated_config(plan, tmp_path):  # pragma: no cover - needs OAI
     import subprocess
 
     (tmp_path / "enb.conf").write_text(enb_config(plan))
     (tmp_path / "channelmod_rfsimu.conf").write_text(channelmod_config(plan))
-    proc = subprocess.Popen(enb_command(plan, tmp_path / "enb.conf"), cwd=tmp_path,
+    cmd = enb_command(plan, tmp_path / "enb.conf")
+    proc = subprocess.Popen([oai_install.binary_path(cmd[0]), *cmd[1:]], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(5)
@@ -331,7 +334,7 @@ def test_oai_softmodem_accepts_generated_config(plan, tmp_path):  # pragma: no c
         proc.wait(timeout=10)
 
 
-@pytest.mark.skipif(bool(shutil.which("lte-softmodem")), reason="OAI is installed here")
+@pytest.mark.skipif(oai_install.find_install() is not None, reason="OAI is installed here")
 def test_oai_backend_refuses_without_oai():
     from radio import get_backend
 

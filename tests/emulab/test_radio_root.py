@@ -12,7 +12,8 @@ import pytest
 
 from emulab import control
 from emulab.cleanup import find_leftovers
-from emulab.testing import run_emulab as emulab
+
+from helpers.testbed import run_emulab as emulab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

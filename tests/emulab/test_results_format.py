@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from emulab.experiments.coverage import coverage_metrics, coverage_summary
 from emulab.results import (
     ElementUsage,
     EventRecord,
     RequestRecord,
     ResultsError,
     ResultsWriter,
-    coverage_metrics,
-    coverage_summary,
     load_results,
     parse_sca,
     sca_text,

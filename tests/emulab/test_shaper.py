@@ -103,3 +103,49 @@ def test_wire_len_of_gso_frame() -> None:
     frame = hdr + bytes(66 + 3 * 1448)
     assert wire_len(frame) == 3 * (66 + 1448)
     assert wire_len(bytes(VNET_HDR_LEN) + bytes(100)) == 100
+
+
+def test_lateness_is_recorded_per_release() -> None:
+    import time
+
+    from emulab.shaper import LATE_EDGES
+
+    d, tx = _direction(delay_ms=1)
+    now = time.monotonic()
+    d.offer(_frame(60), now=now - 0.010)  # due 9 ms ago: released ~9 ms late
+    d.flush(time.monotonic())
+    st = d.stats()
+    assert len(tx.sent) == 1 and st["late_n"] == 1
+    assert 9.0 <= st["late_sum_ms"] < 9.0 + 50.0 and st["late_max_ms"] == pytest.approx(st["late_sum_ms"])
+    assert sum(st["late_hist"]) == 1 and len(st["late_hist"]) == len(LATE_EDGES) + 1
+    assert st["late_hist"][LATE_EDGES.index(0.01)] == 1 or st["late_hist"][LATE_EDGES.index(0.02)] == 1
+
+
+def test_flush_releases_what_is_due_within_the_lead() -> None:
+    d, tx = _direction(delay_ms=10)
+    d.offer(_frame(60, 1), now=0.0)  # due 0.010
+    d.offer(_frame(60, 2), now=0.001)  # due 0.011
+    assert d.flush(0.0098, lead=0.0) == pytest.approx(0.010) and tx.sent == []
+    assert d.flush(0.0098, lead=0.0003) == pytest.approx(0.011)  # 0.2 ms early is within the lead
+    assert len(tx.sent) == 1
+
+
+def test_server_learns_its_wake_up_lead(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from emulab.shaper import LEAD_MAX, LEAD_STEP, ShaperServer
+
+    server = ShaperServer(str(tmp_path / "s.sock"))
+    try:
+        assert server.lead == 0.0
+        for _ in range(10):  # woke 1 ms after the armed time, every time: the lead grows step by step
+            server._fired_at = time.monotonic() - 0.001
+            server._flush()
+        assert server.lead == pytest.approx(10 * LEAD_STEP)
+        server.lead = LEAD_MAX
+        server._fired_at = time.monotonic() + 1.0  # (impossible) early wake-up: the lead shrinks
+        server._flush()
+        assert server.lead == pytest.approx(LEAD_MAX - LEAD_STEP)
+        assert server.handle({"op": "ping"})["late_edges_ms"][0] == pytest.approx(-0.5)
+    finally:
+        server.close()

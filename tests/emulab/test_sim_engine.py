@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from emulab.cli import main
-from emulab.results import coverage_summary, load_events, load_results, load_usage_samples, summarize
+from emulab.experiments.coverage import coverage_summary
+from emulab.results import load_events, load_results, load_usage_samples, summarize
 from emulab.scenario import Scenario
 from emulab.sim import (
     CoverageLoss,
@@ -259,7 +260,7 @@ def test_element_failure_fails_over_by_keepalive_and_resumes() -> None:
 def test_timers_are_the_emulated_codes() -> None:
     """One source of truth: the simulator's defaults are the constants the emulated PE, PU, session
     layer, registrar and radio use."""
-    from emulab.experiment import run_coverage_loss
+    from emulab.experiments.coverage import run_coverage_loss
     from radio.lte import FRAME_S, LteConfig
     from rserpool.pu import PUConfig
     from rserpool.registrar import RegistrarConfig
@@ -487,3 +488,66 @@ def test_cli_simulate_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[st
     r = CliRunner().invoke(main, ["simulate", *args, "--duration", "10", "--out", str(tmp_path)])
     assert r.exit_code == 2, r.output
     assert "Traceback" not in r.output
+
+
+# ---------------------------------------------------------------- the engine's parts
+
+
+def test_fault_schedule_follows_the_radio_timers() -> None:
+    """A loss longer than N310 x 10 ms + T310 fails the radio link and re-attaches after coverage
+    is back; a shorter one goes unnoticed by the UE. Crashes unregister after the registrar's
+    detection time and recover after their duration."""
+    from emulab.sim import faults
+
+    model = build_model(Scenario())
+    radio = model.radio
+    p = RunParams(setting=1, run=1, duration=100.0, seed=1,
+                  failures=(Failure("mec-pe2", 10.0, 5.0), Failure("ue", 20.0)),
+                  coverage_losses=(CoverageLoss(30.0, 10.0), CoverageLoss(60.0, 0.5)))
+    mec2 = [e.name for e in model.elements].index("mec-pe2")
+    steps = faults.fault_schedule(model, p)
+    assert steps == [
+        (10.0, faults.CRASH, mec2), (10.0 + p.registrar_detect_s, faults.UNREGISTER, mec2),
+        (15.0, faults.RECOVER, mec2),
+        (20.0, faults.CRASH, 0), (20.0 + p.registrar_detect_s, faults.UNREGISTER, 0),
+        (30.0, faults.CUT, -1), (30.0 + radio.rlf_s, faults.RADIO_LINK_FAILURE, -1),
+        (40.0 + radio.reattach_s(10.0 - radio.rlf_s), faults.REACH, -1),
+        (30.0 + p.partition_detect_s, faults.PARTITION, -1),
+        (60.0, faults.CUT, -1), (60.5, faults.REACH, -1), (60.0 + p.partition_detect_s, faults.PARTITION, -1),
+    ]
+    with pytest.raises(ValueError, match="unknown element 'nope'"):
+        faults.fault_schedule(model, replace(p, failures=(Failure("nope", 1.0),)))
+
+
+def test_orphan_work_is_processor_sharing_until_the_keepalive_drops() -> None:
+    """A cut-off PE (1e6 calculations/s) works on alone: two jobs of 1e6 and 3e6 share it until the
+    first is done (2 s), then the second has it to itself until its keep-alive drops it."""
+    from emulab.sim.faults import orphan_work
+
+    cap = 1e6
+    assert orphan_work(cap, [1e6, 3e6], [100.0, 100.0], 0.0, 100.0) == pytest.approx(4e6)
+    assert orphan_work(cap, [1e6, 3e6], [100.0, 3.0], 0.0, 100.0) == pytest.approx(3e6)  # dropped at 3 s
+    assert orphan_work(cap, [1e6, 3e6], [100.0, 100.0], 0.0, 1.0) == pytest.approx(1e6)  # up to t_end
+    assert orphan_work(cap, [1e6], [100.0], 5.0, 100.0) == pytest.approx(1e6)  # from t0
+    assert orphan_work(cap, [1e6], [4.0], 5.0, 100.0) == 0.0  # dropped before the cut
+
+
+def test_simulation_has_one_handler_per_event_kind() -> None:
+    """The loop dispatches on an event's kind to its own ``on_…`` method; ``simulate_run`` is the
+    class's run."""
+    from emulab.sim import engine
+
+    model = build_model(Scenario())
+    params = RunParams(setting=4, run=1, duration=60.0, seed=2, coverage_losses=(CoverageLoss(20.0, 10.0),),
+                       drain_s=30.0)
+    sim = engine.Simulation(model, params)
+    kinds = ("ARRIVAL", "AT_ELEMENT", "ELEMENT_DONE", "COMPLETE", "LOAD_REPORT", "REJECT", "RETRY", "ACCEPT",
+             "KEEPALIVE_TIMEOUT", "CONNECT_FAILED", "FAULT")
+    assert [getattr(engine, k) for k in kinds] == list(range(len(sim.handlers)))
+    assert all(h.__name__.startswith("on_") for h in sim.handlers)
+    assert len({h.__name__ for h in sim.handlers}) == len(kinds)
+    res = sim.run()
+    again = simulate_run(model, params)
+    assert (res.requests, res.usage, res.samples, res.accepts, res.events) == (
+        again.requests, again.usage, again.samples, again.accepts, again.events)
+    assert res.events > 0 and res.accepts

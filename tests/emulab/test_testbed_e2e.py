@@ -19,8 +19,9 @@ import pytest
 from emulab import control
 from emulab.cleanup import find_leftovers
 from emulab.selfcheck import expected_rtt_ms
-from emulab.testing import run_emulab as emulab
 from emulab.topology import load
+
+from helpers.testbed import run_emulab as emulab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -32,6 +33,7 @@ def status_json() -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.realkernel
 def test_small_topology_lifecycle(testbed_guard):
     start = emulab("start", "small", "--detach", check=True)
     assert "is up in" in start.stdout
@@ -71,6 +73,8 @@ def test_small_topology_lifecycle(testbed_guard):
     assert find_leftovers() == []
 
 
+# Not `realkernel`: under qemu without KVM each hop adds emulated-CPU latency beyond the ±2 ms
+# tolerance (see .ci/run); benchmarks/links.py measures netem accuracy in that guest instead.
 def test_small_topology_rtt_matches_configuration(testbed_guard):
     emulab("start", "small", "--detach", check=True)
     spec = load("small")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from emulab.topology import TopologyError, TopologySpec, available, load
+from radio import backend_names
 
 DATA = Path(__file__).parent / "data"
 TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
@@ -351,7 +352,8 @@ BAD = {
     "bad-radio-two-links": "links[2].radio: expected at most one radio link, got a second one (links[0] is already the radio link)",
     "bad-radio-roles": "links[1].ends: expected a radio link between a node of role ue and one of role enb, got [enb, h1] (roles enb, host)",
     "bad-radio-without-link": "radio: expected a link marked 'radio: true' for the radio section to drive, got none",
-    "bad-radio-backend": "radio.backend: expected a radio backend (emulated, oai, b210), got 'sdr'",
+    # the choices are the registry's (radio.backend_names()): emulated, oai, b210 and any added since
+    "bad-radio-backend": f"radio.backend: expected a radio backend ({', '.join(backend_names())}), got 'sdr'",
     "bad-radio-link-name": "radio.link: expected the name of the radio link ('ue--enb'), got 'enb--ue'",
     "bad-radio-option-typo": "radio.options: expected options the emulated radio understands, got unknown option "
                              "'bandwith_mhz' (known: antenna_gain_dbi, attach_time_s, bandwidth_mhz, base_delay_ms, base_jitter_ms, bler_slope_db, bs_height_m, carrier_mhz, coverage_holes, distance_m, harq_rtt_ms, max_harq_tx, max_rate_mbit, min_distance_m, n310, n311, noise_figure_db, overhead, qin_db, qout_db, reestablish_time_s, seed, shadowing_corr_m, shadowing_std_db, snr_profile, t310_ms, t311_ms, tick_s, trajectory, tx_power_dbm)",

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from emulab.testing import REAL_KERNEL_NEEDS, real_kernel, run_emulab
+from helpers.testbed import REAL_KERNEL_NEEDS, real_kernel, run_emulab
 
 pytestmark = [
     pytest.mark.realkernel,

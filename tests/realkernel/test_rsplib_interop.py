@@ -232,7 +232,7 @@ def emulab_calcapp_pe(lab: Lab, name: str, registrar_port: int, identifier: int)
     """emulab's CalcApp PE; returns its statistics file (written on SIGINT, RSPLIB's CalcAppPE scalars)."""
     stats = lab.tmp / f"{name}.json"
     emulab_pe(lab, name, "CalcAppPool", registrar_port, identifier, "--service", "calcapp",
-              "--capacity", "1000000", env={"EMULAB_CALCAPP_STATS": str(stats)})
+              "--capacity", "1000000", env={"RSERPOOL_CALCAPP_STATS": str(stats)})
     return stats
 
 

@@ -18,9 +18,10 @@ import time
 
 import pytest
 
-from emulab.testing import REAL_KERNEL_NEEDS, real_kernel
-from emulab.testing import run_emulab as emulab
 from emulab.topology import load
+
+from helpers.testbed import REAL_KERNEL_NEEDS, real_kernel
+from helpers.testbed import run_emulab as emulab
 
 pytestmark = [
     pytest.mark.realkernel,

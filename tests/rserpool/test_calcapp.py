@@ -13,47 +13,14 @@ from typing import Any
 
 import pytest
 
-from rserpool.pe import PEConfig, PoolElement
-from rserpool.policy import PolicyInfo
-from rserpool.pu import PoolSession, PoolUser, PUConfig
-from rserpool.registrar import Registrar, RegistrarConfig
+from rserpool.pe import PoolElement
+from rserpool.pu import PoolSession, PoolUser
+from rserpool.registrar import Registrar
 from rserpool.services.calcapp import COOKIE, PPID_CALCAPP, decode_cookie, encode_cookie
 from rserpool.services.calcapp_pu import CalcAppPU, PUParams, run_pus, sampler
 from rserpool.wire.calcapp import CalcAppMessage, CalcAppType, decode_calcapp
 
-POOL = b"Processing Pool"
-
-
-def _reg() -> Registrar:
-    return Registrar(RegistrarConfig(listen=[("127.0.0.1", 0)], enrp_listen=None, announce=False, transport="tcp",
-                                     keepalive_interval=30.0, keepalive_timeout=30.0))
-
-
-async def _pe(reg: Registrar, capacity: float = 1e6, max_requests: int = 4, policy: str = "PLU:0.1") -> PoolElement:
-    pe = PoolElement(PEConfig(POOL, PolicyInfo.parse(policy), registrars=[("127.0.0.1", reg.port)],
-                              listen=("127.0.0.1", 0), transport="tcp", service="calcapp", capacity=capacity,
-                              max_requests=max_requests, request_timeout=1.0, retry_delay=0.2))
-    await pe.start()
-    return pe
-
-
-def _pu_config(reg: Registrar) -> PUConfig:
-    return PUConfig(registrars=[("127.0.0.1", reg.port)], transport="tcp", request_timeout=1.0,
-                    connect_timeout=1.0, stale_cache=0.0)
-
-
-def _run(body: Any) -> None:
-    async def main() -> None:
-        reg = _reg()
-        await reg.start()
-        pes: list[PoolElement] = []
-        try:
-            await asyncio.wait_for(body(reg, pes), 60)
-        finally:
-            for pe in pes:
-                await pe.kill()
-            await reg.stop()
-    asyncio.run(main())
+from helpers.pool_lab import POOL, pu_config, run_with_registrar, start_pe
 
 
 def test_cookie_codec_matches_rsplib_struct() -> None:
@@ -83,9 +50,9 @@ async def _raw_session(pu: PoolUser, inbox: asyncio.Queue[CalcAppMessage]) -> Po
 
 def test_processor_sharing_rejection_and_load() -> None:
     async def body(reg: Registrar, pes: list[PoolElement]) -> None:
-        pe = await _pe(reg, capacity=1e6, max_requests=2)
+        pe = await start_pe(reg, capacity=1e6, max_requests=2)
         pes.append(pe)
-        async with PoolUser(_pu_config(reg)) as pu:
+        async with PoolUser(pu_config(reg)) as pu:
             boxes = [asyncio.Queue() for _ in range(3)]
             sessions = [await _raw_session(pu, b) for b in boxes]
             t0 = time.monotonic()
@@ -107,14 +74,14 @@ def test_processor_sharing_rejection_and_load() -> None:
             assert pe.policy.load == 0
             for s in sessions:
                 s.close()
-    _run(body)
+    run_with_registrar(body)
 
 
 def test_processor_sharing_rate_changes_when_a_job_leaves() -> None:
     async def body(reg: Registrar, pes: list[PoolElement]) -> None:
-        pe = await _pe(reg, capacity=1e6, max_requests=4)
+        pe = await start_pe(reg, capacity=1e6, max_requests=4)
         pes.append(pe)
-        async with PoolUser(_pu_config(reg)) as pu:
+        async with PoolUser(pu_config(reg)) as pu:
             a, b = asyncio.Queue(), asyncio.Queue()
             sa, sb = await _raw_session(pu, a), await _raw_session(pu, b)
             t0 = time.monotonic()
@@ -130,17 +97,17 @@ def test_processor_sharing_rate_changes_when_a_job_leaves() -> None:
             assert 0.38 <= tb < 0.9 and tb - ta >= 0.17
             sa.close()
             sb.close()
-    _run(body)
+    run_with_registrar(body)
 
 
 def test_pu_statistics_fifo_one_at_a_time() -> None:
     async def body(reg: Registrar, pes: list[PoolElement]) -> None:
         for _ in range(2):
-            pes.append(await _pe(reg, capacity=1e6, max_requests=4))
+            pes.append(await start_pe(reg, capacity=1e6, max_requests=4))
         params = PUParams(pool_handle=POOL, size_mean=50_000, size_dist="const", interval_mean=0.1,
                           interval_dist="exp")
         t_before = time.time()
-        run = await run_pus(3, 3.0, _pu_config(reg), params, seed=5)
+        run = await run_pus(3, 3.0, pu_config(reg), params, seed=5)
         records, counters = run.records, run.counters
         assert t_before <= run.t0_epoch <= t_before + 1.0
         assert records
@@ -162,36 +129,36 @@ def test_pu_statistics_fifo_one_at_a_time() -> None:
                 assert prev["completed_at"] is not None and nxt["started_at"] >= prev["completed_at"]
         used = sum(pe._service.used_calculations for pe in pes)
         assert used >= 50_000 * len(done) - 1
-    _run(body)
+    run_with_registrar(body)
 
 
 def test_drain_finishes_every_queued_request() -> None:
     async def body(reg: Registrar, pes: list[PoolElement]) -> None:
-        pes.append(await _pe(reg, capacity=1e6, max_requests=4))
+        pes.append(await start_pe(reg, capacity=1e6, max_requests=4))
         # 2 PUs offering 2 x 0.2e6 / 0.1 s = 4e6 calc/s to a 1e6 PE: queues build up during the run
         params = PUParams(pool_handle=POOL, size_mean=200_000, size_dist="const", interval_mean=0.1,
                           interval_dist="const")
-        run = await run_pus(2, 1.0, _pu_config(reg), params, seed=3, drain=30.0)
+        run = await run_pus(2, 1.0, pu_config(reg), params, seed=3, drain=30.0)
         assert len(run.records) >= 15
         assert all(r["status"] == "completed" for r in run.records), [r for r in run.records if r["status"] != "completed"]
         assert max(r["queued_at"] for r in run.records) <= 1.05  # nothing new after --duration
-    _run(body)
+    run_with_registrar(body)
 
 
 def test_reject_leads_to_reselection_after_retry_delay() -> None:
     async def body(reg: Registrar, pes: list[PoolElement]) -> None:
-        full = await _pe(reg, capacity=1e6, max_requests=1, policy="RoundRobin")
+        full = await start_pe(reg, capacity=1e6, max_requests=1, policy="RoundRobin")
         pes.append(full)
-        async with PoolUser(_pu_config(reg)) as pu:
+        async with PoolUser(pu_config(reg)) as pu:
             box: asyncio.Queue[CalcAppMessage] = asyncio.Queue()
             blocker = await _raw_session(pu, box)
             blocker.send(CalcAppMessage(CalcAppType.REQUEST, 99, 5_000_000).encode(), PPID_CALCAPP)
             assert (await box.get()).type == CalcAppType.ACCEPT
-            free = await _pe(reg, capacity=1e6, max_requests=1, policy="RoundRobin")
+            free = await start_pe(reg, capacity=1e6, max_requests=1, policy="RoundRobin")
             pes.append(free)
             t0 = time.monotonic()
             params = PUParams(pool_handle=POOL, retry_delay=0.3)
-            p = CalcAppPU("pu0", _pu_config(reg), params, random.Random(1), lambda: time.monotonic() - t0)
+            p = CalcAppPU("pu0", pu_config(reg), params, random.Random(1), lambda: time.monotonic() - t0)
             await p.pu.start()
             from rserpool.services.calcapp_pu import Request
             # try until the round robin hands us the full PE first once (it alternates)
@@ -205,23 +172,23 @@ def test_reject_leads_to_reselection_after_retry_delay() -> None:
             assert all(x.status == "completed" and x.element_id == free.identifier for x in rejected)
             assert full._service.rejected >= 1
             blocker.close()
-    _run(body)
+    run_with_registrar(body)
 
 
 def test_cookie_failover_resumes_and_completes_exactly_once() -> None:
     async def body(reg: Registrar, pes: list[PoolElement]) -> None:
-        a = await _pe(reg, capacity=1e6, max_requests=4)
+        a = await start_pe(reg, capacity=1e6, max_requests=4)
         pes.append(a)
         a._service.cookie_max_calculations = 200_000  # a cookie every 0.2 s of work
         t0 = time.monotonic()
         params = PUParams(pool_handle=POOL, keepalive_interval=0.5, keepalive_timeout=0.5, retry_delay=0.2)
-        p = CalcAppPU("pu0", _pu_config(reg), params, random.Random(1), lambda: time.monotonic() - t0)
+        p = CalcAppPU("pu0", pu_config(reg), params, random.Random(1), lambda: time.monotonic() - t0)
         await p.pu.start()
         from rserpool.services.calcapp_pu import Request
         r = Request(1, 1_000_000, 0.0, started_at=0.0)
         task = asyncio.create_task(p._handle(r))
         await asyncio.sleep(0.55)  # A has done ~550,000 and sent cookies at 200k and 400k
-        b = await _pe(reg, capacity=1e6, max_requests=4)
+        b = await start_pe(reg, capacity=1e6, max_requests=4)
         pes.append(b)
         used_a = a._service.stats()["used_calculations"]
         await a.kill()
@@ -234,7 +201,7 @@ def test_cookie_failover_resumes_and_completes_exactly_once() -> None:
         # resumed from the last cookie (400,000), not from 0 and not beyond what A did
         assert 350_000 <= resumed_from <= used_a + 1
         assert p.counters["completes"] == 1
-    _run(body)
+    run_with_registrar(body)
 
 
 def test_calcapp_pu_command_writes_json_lines(tmp_path: Any) -> None:
@@ -244,13 +211,13 @@ def test_calcapp_pu_command_writes_json_lines(tmp_path: Any) -> None:
     out = tmp_path / "pus.jsonl"
 
     async def body(reg: Registrar, pes: list[PoolElement]) -> None:
-        pes.append(await _pe(reg))
+        pes.append(await start_pe(reg))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rserpool", "calcapp-pu", "--registrar", f"127.0.0.1:{reg.port}",
             "--transport", "tcp", "--pus", "2", "--duration", "2", "--size-mean", "20000",
             "--interval-mean", "0.2", "--seed", "3", "-o", str(out))
         assert await asyncio.wait_for(proc.wait(), 30) == 0
-    _run(body)
+    run_with_registrar(body)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert "summary" in lines[-1] and lines[-1]["summary"]["pus"] == 2
     recs = lines[:-1]

@@ -18,6 +18,8 @@ import pytest
 
 from rserpool.session import SessionChannel
 
+from helpers.pool_lab import POOL, pu_config, run_with_registrar, start_pe
+
 pytestmark = [
     pytest.mark.tshark,
     pytest.mark.skipif(not all(shutil.which(t) for t in ("tshark", "text2pcap")), reason="tshark/text2pcap missing"),
@@ -34,8 +36,6 @@ def _hexdump(packets: list[bytes]) -> str:
 
 
 def _record_exchange(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]:
-    import test_calcapp as T  # same directory (importlib mode puts it on sys.path via rootdir)
-
     from rserpool.services.calcapp_pu import CalcAppPU, PUParams, Request
 
     sent: list[tuple[bytes, int]] = []
@@ -48,32 +48,29 @@ def _record_exchange(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]
     monkeypatch.setattr(SessionChannel, "send", spy)
 
     async def body(reg, pes) -> None:  # type: ignore[no-untyped-def]
-        a = await T._pe(reg)
+        a = await start_pe(reg)
         pes.append(a)
         a._service.cookie_max_calculations = 100_000
         a._service.keepalive_interval = 0.1
         t0 = time.monotonic()
-        p = CalcAppPU("pu0", T._pu_config(reg), PUParams(pool_handle=T.POOL, keepalive_interval=0.5,
-                                                         keepalive_timeout=0.5, retry_delay=0.1),
+        p = CalcAppPU("pu0", pu_config(reg), PUParams(pool_handle=POOL, keepalive_interval=0.5,
+                                                      keepalive_timeout=0.5, retry_delay=0.1),
                       random.Random(1), lambda: time.monotonic() - t0)
         await p.pu.start()
         r = Request(1, 600_000, 0.0, started_at=0.0)
         task = asyncio.create_task(p._handle(r))
         await asyncio.sleep(0.35)
-        pes.append(await T._pe(reg))
+        pes.append(await start_pe(reg))
         await a.kill()
         await asyncio.wait_for(task, 15)
         await p.pu.close()
         assert r.status == "completed"
 
-    T._run(body)
+    run_with_registrar(body)
     return sent
 
 
 def test_emulab_calcapp_exchange_dissects_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
     sent = _record_exchange(monkeypatch)
     by_ppid = {34: [d for d, p in sent if p == 34], 11: [d for d, p in sent if p == 11]}
     assert len(by_ppid[34]) >= 5 and by_ppid[11], "expected CalcApp messages and ASAP cookies"

@@ -422,7 +422,7 @@ async def _chain_meshes_through_peer_lists(lab: Lab) -> None:
     # List Responses carry every peer with its ENRP endpoint
     assert r1.enrp is not None
     got = {s.server_id: (s.transport.addresses[0], s.transport.port)  # type: ignore[union-attr]
-           for s in r1.enrp.list_response(0).servers}
+           for s in r1.enrp.peer_lists.response(0).servers}
     assert got == {lab.regs[j].identifier: lab.enrp_addr(j) for j in (2, 3, 4)}
     # a Handle Update from 1 now reaches 4 directly
     await lab.pe(1, 111)
@@ -446,7 +446,7 @@ async def _list_does_not_revive_dead_peer(lab: Lab) -> None:
     # r3 has not noticed yet and still names 1 in its list: r2 must not take it back
     stale = ListResponse(sender_id=r3.identifier, receiver_id=r2.identifier,
                          servers=(ServerInformation(id1, TcpTransport(9, ("127.0.0.1",))),))
-    r2.enrp._on_list(stale)
+    r2.enrp.peer_lists.on_list(stale)
     assert id1 not in r2.enrp.peers
 
 

@@ -437,7 +437,7 @@ class CliLab:
 
     def __init__(self) -> None:
         self.asap, self.enrp, mcast = free_port(), free_port(), free_port(socket.SOCK_DGRAM)
-        self.env = dict(os.environ, EMULAB_RSERPOOL_TRANSPORT="tcp")
+        self.env = dict(os.environ, RSERPOOL_TRANSPORT="tcp")
         self.ann = ["--announce-interface", "127.0.0.1", "--announce-address", f"239.0.0.50:{mcast}"]
         self.procs: list[subprocess.Popen[str]] = []
 

@@ -14,7 +14,8 @@ import pytest
 from rserpool.hsdump import fetch_handlespace
 from rserpool.policy import PolicyInfo
 from rserpool.policytypes import PolicyType, fraction_to_u32
-from rserpool.registrar import HsEvent, Registrar, RegistrarConfig, policy_to_wire
+from rserpool.policywire import policy_to_wire
+from rserpool.registrar import HsEvent, Registrar, RegistrarConfig
 from rserpool.wire import (
     AsapError,
     Deregistration,

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from netns_lab import Lab, lab_session, sh  # noqa: E402
+from helpers.netns_lab import Lab, lab_session, sh
 
 pytestmark = pytest.mark.root
 

@@ -10,19 +10,16 @@ that has it). Everything created is removed in ``finally``, also when an asserti
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from netns_lab import Lab, lab_session  # noqa: E402
+from helpers.netns_lab import Lab, lab_session
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.realkernel]
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:

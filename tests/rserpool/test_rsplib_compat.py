@@ -205,8 +205,8 @@ def test_takeover_targets_registrator_transport_first() -> None:
                       TcpTransport(6000, ("127.0.0.6",)), owner=0x42)
             e = r.handlespace.get(POOL, 0xD)
             assert e is not None
-            assert r.takeover_targets(e) == (("127.0.0.6", 6000, tp.Framing.ASAP),
-                                             ("127.0.0.5", 5000, tp.Framing.TAGGED))
+            assert r.takeover.targets(e) == (("127.0.0.6", 6000, tp.Framing.ASAP),
+                                              ("127.0.0.5", 5000, tp.Framing.TAGGED))
         finally:
             await r.stop()
     run(body)
@@ -229,7 +229,7 @@ def test_takeover_reaches_an_rsplib_style_pe_at_its_asap_endpoint() -> None:
         try:
             _mirrored(r, 0xE, TcpTransport(1, ("127.0.0.8",), TransportUse.DATA_PLUS_CONTROL),
                       TcpTransport(srv.port, ("127.0.0.7",)), owner=0x42)
-            r.take_over(list(r.handlespace.owned_by(0x42)))
+            r.takeover.take_over(list(r.handlespace.owned_by(0x42)))
             # the Home Keep-Alive, then regular ones, all acked: the PE stays, owned by us
             await eventually(lambda: len(homes) >= 3, "three keep-alives at the ASAP endpoint")
             assert homes[0] is True and not any(homes[1:]), homes
@@ -254,7 +254,7 @@ def test_takeover_falls_back_to_the_user_transport_of_our_pes() -> None:
             wire = old.wire_element(entry)
             assert new.add_mirrored(POOL, wire, old.identifier)
             await old.stop()  # the PE's ASAP endpoint goes away with the old registrar's connection
-            new.take_over(list(new.handlespace.owned_by(old.identifier)))
+            new.takeover.take_over(list(new.handlespace.owned_by(old.identifier)))
             await eventually(lambda: p.home_registrar == new.identifier, "the PE to adopt the new registrar")
             # keep-alive rounds over the user transport, each acked (the keep-alive timeout is 2 rounds)
             answered = p.stats["keepalives"]

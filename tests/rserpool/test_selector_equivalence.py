@@ -10,11 +10,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rserpool import selector
 from rserpool.policy import POLICIES, PolicyElement, PolicyInfo, SelectionPool
 from rserpool.policytypes import MAX_LOAD, PolicyType
-from rserpool.selector import HAVE_C_SELECTOR, CSelector, PySelector, make_selector
+from rserpool.selector import (
+    ALLOW_PURE_PYTHON_ENV,
+    HAVE_C_SELECTOR,
+    CSelector,
+    PySelector,
+    accelerated,
+    acceleration_reason,
+    make_selector,
+    pure_python_allowed,
+)
 
-pytestmark = pytest.mark.skipif(not HAVE_C_SELECTOR, reason="C extension not built")
+
+@pytest.fixture(autouse=True, scope="module")
+def c_selector_built() -> None:
+    """Without the C extension these tests fail (the registrar would silently run slower), unless
+    the environment says that pure Python is intended."""
+    if HAVE_C_SELECTOR:
+        return
+    if pure_python_allowed():
+        pytest.skip(f"{ALLOW_PURE_PYTHON_ENV} is set: pure Python intended, nothing to compare")
+    pytest.fail(f"{acceleration_reason()}; or set {ALLOW_PURE_PYTHON_ENV}=1 if pure Python is intended",
+                pytrace=False)
+
 
 small = st.integers(min_value=0, max_value=20)
 u64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
@@ -78,11 +99,28 @@ def test_argument_errors_agree() -> None:
 
 
 def test_make_selector_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RSERPOOL_PURE_PYTHON_SELECTOR", raising=False)
     assert isinstance(make_selector(), CSelector)
+    assert accelerated() and acceleration_reason() == "C extension rserpool._selector"
     assert isinstance(make_selector(force_python=True), PySelector)
     monkeypatch.setenv("RSERPOOL_PURE_PYTHON_SELECTOR", "1")
     assert isinstance(make_selector(), PySelector)
+    assert not accelerated() and "RSERPOOL_PURE_PYTHON_SELECTOR is set" in acceleration_reason()
     assert isinstance(make_selector(force_python=False), CSelector)
+
+
+def test_missing_extension_is_reported(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Without the extension the fall-back is said (once in the log, in the reason doctor prints)."""
+    monkeypatch.delenv("RSERPOOL_PURE_PYTHON_SELECTOR", raising=False)
+    monkeypatch.setattr(selector, "HAVE_C_SELECTOR", False)
+    monkeypatch.setattr(selector, "_C_MISSING_BECAUSE", "No module named 'rserpool._selector'")
+    monkeypatch.setattr(selector, "_warned_fallback", False)
+    with caplog.at_level("WARNING", logger="rserpool.selector"):
+        assert isinstance(make_selector(), PySelector)
+        assert isinstance(make_selector(), PySelector)
+    assert not accelerated()
+    assert [r.getMessage() for r in caplog.records] == [acceleration_reason()]
+    assert "not built" in acceleration_reason() and "pip install -e ." in acceleration_reason()
 
 
 def random_info(rnd: random.Random, ptype: PolicyType) -> PolicyInfo:

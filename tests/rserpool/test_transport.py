@@ -10,7 +10,11 @@ import struct
 
 import pytest
 
+from rserpool import multicast, routewatch
 from rserpool import transport as tp
+
+# The whole module runs in the real-kernel lane too: there the SCTP paths are taken, not the fallbacks.
+pytestmark = pytest.mark.realkernel
 
 
 def test_parse_endpoint_forms() -> None:
@@ -152,8 +156,8 @@ def test_multicast_over_loopback_interface() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        listener = await tp.listen_multicast(lambda d, a: got.append((d, a)), "239.0.0.50", port, "127.0.0.1")
-        sender = tp.MulticastSender("239.0.0.50", port, interface="127.0.0.1", ttl=1)
+        listener = await multicast.listen_multicast(lambda d, a: got.append((d, a)), "239.0.0.50", port, "127.0.0.1")
+        sender = multicast.MulticastSender("239.0.0.50", port, interface="127.0.0.1", ttl=1)
         try:
             assert listener.joined
             for _ in range(20):
@@ -170,7 +174,7 @@ def test_multicast_over_loopback_interface() -> None:
 
 def test_multicast_no_route_is_reported_once_not_raised(monkeypatch: pytest.MonkeyPatch,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    sender = tp.MulticastSender("239.0.0.50", 9, interface="127.0.0.1", ttl=1)
+    sender = multicast.MulticastSender("239.0.0.50", 9, interface="127.0.0.1", ttl=1)
 
     class NoRoute:
         def sendto(self, data: bytes, addr: object) -> int:
@@ -190,7 +194,6 @@ def test_multicast_no_route_is_reported_once_not_raised(monkeypatch: pytest.Monk
         real.close()
 
 
-@pytest.mark.realkernel
 @pytest.mark.skipif(not tp.sctp_available(), reason="kernel has no SCTP")
 def test_sctp_message_connection_carries_ppid() -> None:
     async def main() -> None:
@@ -212,13 +215,13 @@ def test_sctp_message_connection_carries_ppid() -> None:
 
 def test_route_watcher_is_shared_per_event_loop_and_closed_by_its_last_user() -> None:
     async def main() -> None:
-        a, b = tp.RouteWatcher.shared(), tp.RouteWatcher.shared()
+        a, b = routewatch.RouteWatcher.shared(), routewatch.RouteWatcher.shared()
         assert a is b and a.active  # Linux: one rtnetlink socket for every user in this loop
         a.release()
         assert b.active  # still one user
         b.release()
         assert not b.active
-        c = tp.RouteWatcher.shared()  # closed: the next user gets a new one
+        c = routewatch.RouteWatcher.shared()  # closed: the next user gets a new one
         assert c is not a and c.active
         c.release()
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import struct
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-import wire_strategies as S  # noqa: E402
+from rserpool import wire
 
-from rserpool import wire  # noqa: E402
+import helpers.wire_strategies as S
 
 DECODERS = (wire.decode_asap, wire.decode_enrp, wire.decode_calcapp)
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 from hypothesis import given, settings
 
-sys.path.insert(0, os.path.dirname(__file__))
-import wire_strategies as S  # noqa: E402
+from rserpool import wire
+from rserpool.wire.params import decode_parameter
 
-from rserpool import wire  # noqa: E402
-from rserpool.wire.params import decode_parameter  # noqa: E402
+import helpers.wire_strategies as S
 
 
 def _decode(msg: wire.AnyMessage, data: bytes) -> wire.AnyMessage:

@@ -10,21 +10,18 @@ where the kernel has no SCTP would need a Decode-As rule and would test that rul
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-import wire_strategies as S  # noqa: E402
+from rserpool import wire
+from rserpool.policytypes import PolicyType
 
-from rserpool import wire  # noqa: E402
-from rserpool.policytypes import PolicyType  # noqa: E402
+import helpers.wire_strategies as S
 
 pytestmark = [
     pytest.mark.tshark,

@@ -12,7 +12,7 @@ eNB's radio-link address and, per round, measures
 
 Requests go straight to the control socket (the CLI's process start-up is not what is measured).
 
-    .venv/bin/python benchmarks/radio.py [--quick] [--topology paper-topology] [--rounds N]
+    .venv/bin/python benchmarks/coverage_rlf.py [--quick] [--topology paper-topology] [--rounds N]
 
 Runs as root; stops and cleans everything it starts. The last line is JSON with the figures and
 the timers used.
@@ -28,13 +28,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from emulab import control  # noqa: E402
-from emulab.topology import load  # noqa: E402
+from emulab import control
+from emulab.topology import load
 
 EMULAB = [sys.executable, "-m", "emulab"]
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .* icmp_seq=(\d+) ")

@@ -1,4 +1,4 @@
-"""Helpers for tests and CI scripts that drive the `emulab` command as a user would.
+"""Helpers for the tests that drive the `emulab` command as a user would.
 
 ``run_emulab`` runs the command line in a child process; ``testbed_guard`` refuses to start over a
 testbed somebody else is running and, however the body ends, stops and cleans the testbed and then
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from emulab import control
 from emulab.cleanup import find_leftovers
+from emulab.runstate import read_state
 
 EMULAB = [sys.executable, "-m", "emulab"]
 """The command line of this interpreter's emulab (works in a venv and in the real-kernel guest)."""
@@ -44,7 +44,7 @@ class BusyTestbedError(RuntimeError):
 @contextmanager
 def testbed_guard(stop_timeout: float = 60) -> Iterator[None]:
     """Run the body only when no testbed is running; afterwards stop + clean, then assert nothing is left."""
-    if control.read_state() is not None:
+    if read_state() is not None:
         raise BusyTestbedError("a testbed is already running (or crashed): run `emulab stop` / `emulab clean` first")
     try:
         yield

@@ -1,0 +1,210 @@
+"""`emulab experiment coverage-loss`: the paper run with the UE's radio coverage taken away and given back.
+
+The UE loses coverage (``radio.detach()``) at ``--lose-at`` and gets it back at ``--restore-at``
+seconds (counted from the start of the pool users' process, so a few tenths of a second before
+their clock starts; the summary has the exact times on the PUs' clock), and every run drains so that
+every request issued can finish. Its metrics, also what `emulab simulate --coverage-loss` writes
+(``coverage_metrics`` / ``coverage_summary``): summary.json adds ``failover_s`` (coverage lost →
+first Accept from a UE element), ``recovery_s`` (coverage back → first Accept from a MEC element),
+the request counts, ``coverage_runs`` (per run) and ``timers`` (what bounds both times);
+``events.csv`` has every Accept, completion and coverage change for the timeline plot
+(``emulab.plots.fig_coverage_timelines``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from emulab.experiments.base import EmulatedSweep, RunContext, emulated_options
+from emulab.experiments.records import ExperimentError, RunOutput
+from emulab.results import CLASSES, EventRecord, RequestRecord
+from emulab.scenario import Scenario, scenario_options
+
+if TYPE_CHECKING:  # not at run time: the simulator imports this module's metrics
+    from emulab.sim.engine import CoverageLoss
+
+DRAIN_S = 60.0
+"""``--drain``'s default; `emulab simulate --coverage-loss` drains as long, so both count lost
+requests the same way."""
+
+
+# --------------------------------------------------------------------------- metrics (summary.json)
+# Shared with `emulab simulate --coverage-loss`, so that both put the same numbers, computed the
+# same way, under the same keys of summary.json.
+
+
+def coverage_metrics(events: Iterable[EventRecord], requests: Iterable[RequestRecord], lost_at: float | None,
+                     restored_at: float | None) -> dict[str, Any]:
+    """One coverage-loss run: fail-over and recovery times, and whether every request finished once.
+
+    ``failover_s``: coverage lost → the first Accept by a UE element after it; ``recovery_s``:
+    coverage back → the first Accept by a MEC element after it (None when it never happened).
+    ``requests_lost`` counts every request issued that did not complete (after the drain), and
+    ``requests_duplicated`` every request recorded more than once (both must be 0).
+    """
+    accepts = [e for e in events if e.event == "accept"]
+    reqs = list(requests)
+
+    def first_after(t0: float | None, cls: str) -> float | None:
+        if t0 is None:
+            return None
+        ts = [e.t for e in accepts if e.element_class == cls and e.t >= t0]
+        return round(min(ts) - t0, 3) if ts else None
+
+    keys = [(r.pu, r.request_id) for r in reqs]
+    issued = len(set(keys))
+    # distinct requests: a request recorded twice as completed must not hide one that never was
+    completed = len({(r.pu, r.request_id) for r in reqs if r.status == "completed"})
+    during = [e for e in accepts if lost_at is not None and e.t >= lost_at
+              and (restored_at is None or e.t < restored_at)]
+    return {
+        "lost_at_s": None if lost_at is None else round(lost_at, 3),
+        "restored_at_s": None if restored_at is None else round(restored_at, 3),
+        "failover_s": first_after(lost_at, "ue"),
+        "recovery_s": first_after(restored_at, "mec"),
+        "requests_issued": issued,
+        "requests_completed": completed,
+        "requests_lost": issued - completed,
+        "requests_duplicated": len(keys) - issued,
+        "requests_failed_over": sum(1 for r in reqs if r.failovers),
+        "accepts_during_loss": {cls: sum(1 for e in during if e.element_class == cls) for cls in CLASSES},
+    }
+
+
+def coverage_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's coverage-loss keys over ``coverage_metrics`` of every run: the worst fail-over
+    and recovery times (None if any run had none), the summed request counts, and the runs themselves."""
+
+    def worst(key: str) -> float | None:
+        vals = [r[key] for r in runs]
+        return None if not vals or any(v is None for v in vals) else max(vals)
+
+    return {
+        "failover_s": worst("failover_s"),
+        "recovery_s": worst("recovery_s"),
+        **{k: sum(r[k] for r in runs) for k in ("requests_issued", "requests_completed", "requests_lost",
+                                                 "requests_duplicated", "requests_failed_over")},
+        "coverage_runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
+class CoverageLossExperiment(EmulatedSweep):
+    """The paper run with one coverage loss per run (``coverage``: when and how long)."""
+
+    name = "coverage-loss"
+    results_prefix = "coverage-loss"
+    poll_s = 0.05  # the loss and the restore are timed to this
+
+    def __init__(self, scenario: Scenario, coverage: CoverageLoss, *, drain: float = DRAIN_S,
+                 **kwargs: Any) -> None:
+        super().__init__(scenario, drain=drain, **kwargs)
+        self.coverage = coverage
+        self.coverage_runs: list[dict[str, Any]] = []
+
+    def manifest_extra(self) -> dict[str, Any]:
+        c = self.coverage
+        return {"coverage_loss": {"lose_at": c.at, "restore_at": c.at + c.duration}}
+
+    def during_run(self, ctx: RunContext, elapsed: float) -> None:
+        """Take coverage away / give it back when the run's clock passes the scheduled times."""
+        c = self.coverage
+        # the time is taken before the radio acts (its link update takes a moment): the loss and
+        # the restore count from the request, so fail-over and recovery are not measured short
+        if "lost" not in ctx.marks and elapsed >= c.at:
+            ctx.marks["lost"] = time.time()
+            self.testbed.radio.detach()
+            self.log(f"coverage lost at {elapsed:.1f} s")
+            self.emit("coverage_lost", tag=ctx.tag, elapsed=elapsed)
+        elif "lost" in ctx.marks and "restored" not in ctx.marks and elapsed >= c.at + c.duration:
+            ctx.marks["restored"] = time.time()
+            self.testbed.radio.attach()
+            self.log(f"coverage restored at {elapsed:.1f} s")
+            self.emit("coverage_restored", tag=ctx.tag, elapsed=elapsed)
+
+    def end_run(self, ctx: RunContext) -> None:
+        if "lost" in ctx.marks and "restored" not in ctx.marks:
+            with contextlib.suppress(Exception):  # the next run (or the teardown) finds the UE covered
+                self.testbed.radio.attach()
+
+    def after_run(self, ctx: RunContext, out: RunOutput) -> None:
+        t0_epoch = float(out.summary.get("t0_epoch") or 0.0)
+        lost_at = ctx.marks["lost"] - t0_epoch if "lost" in ctx.marks else None
+        restored_at = ctx.marks["restored"] - t0_epoch if "restored" in ctx.marks else None
+        for what, at in (("coverage_lost", lost_at), ("coverage_restored", restored_at)):
+            if at is not None:
+                out.events.append(EventRecord(ctx.setting, ctx.run, at, what))
+        m = coverage_metrics(out.events, out.requests, lost_at, restored_at)
+        self.coverage_runs.append({"setting": ctx.setting, "run": ctx.run, **m})
+        self.log(f"{ctx.tag}: fail-over {m['failover_s']} s, recovery {m['recovery_s']} s, "
+                 f"{m['requests_completed']}/{m['requests_issued']} requests completed")
+
+    def summarise(self) -> dict[str, Any]:
+        """summary.json's coverage-loss keys: per run, and over all runs (worst times, summed counts)."""
+        return {**coverage_summary(self.coverage_runs), "timers": self.timers()}
+
+    def timers(self) -> dict[str, Any]:
+        """The timers that bound fail-over and recovery, as this run used them."""
+        from rserpool.pu import PUConfig
+        from rserpool.registrar import RegistrarConfig
+        from rserpool.services.calcapp import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
+
+        radio = self.testbed.radio.state() if self.testbed is not None and self.testbed.radio else {}
+        reg = RegistrarConfig()
+        return {
+            "radio": radio.get("timers", {}),
+            "calcapp_keepalive_interval_s": KEEPALIVE_INTERVAL,
+            "calcapp_keepalive_timeout_s": KEEPALIVE_TIMEOUT,
+            "pu_connect_timeout_s": PUConfig().connect_timeout,
+            "pu_watch_routes": PUConfig().watch_routes,
+            "registrar_max_bad_pe_reports": reg.max_bad_pe_reports,
+            "enrp_peer_max_time_last_heard_s": reg.peer_max_time_last_heard,
+        }
+
+
+def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, drain: float = DRAIN_S,
+                      pe_registrar: str = "auto", pcaps: bool = True, progress: bool = True) -> Path:
+    """The paper run with the UE out of coverage from ``lose_at`` to ``restore_at`` s; returns the results directory."""
+    from emulab.sim.engine import CoverageLoss
+
+    if not 0 <= lose_at < restore_at:
+        raise ExperimentError(f"--lose-at ({lose_at:g}) must be >= 0 and before --restore-at ({restore_at:g})")
+    if restore_at >= scenario.duration:
+        raise ExperimentError(f"--restore-at ({restore_at:g}) must be before the end of the run "
+                              f"(--duration {scenario.duration:g})")
+    if drain < 0:
+        raise ExperimentError(f"--drain must not be negative, got {drain:g}")
+    return CoverageLossExperiment(scenario, CoverageLoss(lose_at, restore_at - lose_at), drain=drain,
+                                  pe_registrar=pe_registrar, pcaps=pcaps, progress=progress).run()
+
+
+@click.command(name="coverage-loss")
+@scenario_options(pus="8", runs=1, duration=90.0, quick=False)
+@click.option("--lose-at", default=30.0, show_default=True, type=float,
+              help="Take the UE's radio coverage away this many seconds into the run.")
+@click.option("--restore-at", default=60.0, show_default=True, type=float,
+              help="Give coverage back this many seconds into the run (before --duration).")
+@click.option("--drain", default=DRAIN_S, show_default=True, type=float,
+              help="After --duration, issue no new requests and wait up to this long for the queued ones.")
+@emulated_options
+def command(scenario: Scenario, lose_at: float, restore_at: float, drain: float, pe_registrar: str,
+            pcaps: bool) -> None:
+    """CalcApp pool users on the UE while the UE loses radio coverage and gets it back; prints the results path last.
+
+    Work fails over to the UE's own pool element while the UE is cut off and returns to the MEC when
+    coverage is back. summary.json gives failover_s (coverage lost -> first Accept from the UE
+    element), recovery_s (coverage back -> first Accept from a MEC element) and the counts of
+    requests issued, completed and lost; events.csv the timeline that `emulab plot` draws.
+    """
+    path = run_coverage_loss(scenario, lose_at, restore_at, drain=drain, pe_registrar=pe_registrar, pcaps=pcaps,
+                             progress=sys.stderr.isatty())
+    click.echo(str(path))

@@ -1,0 +1,44 @@
+"""`emulab experiment paper`: the papers' CalcApp sweep in the emulated testbed.
+
+PUs 1 … 64 on the UE, 5 runs of 300 s per setting by default (``--quick``: PUs 1, 16, 64, one run of
+60 s), with the papers' pool (Priority Least Used, per-class increments and capacities). Everything
+it does is ``EmulatedSweep``'s; its metrics are the statistics every results directory has (the
+papers' Figures 4-8 and Table 1), so it adds no summary keys. The results directory has the format
+of `emulab simulate`, so `emulab plot A --compare B` overlays the two.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from emulab.experiments.base import EmulatedSweep, emulated_options
+from emulab.scenario import Scenario, scenario_options
+
+
+class PaperExperiment(EmulatedSweep):
+    """The papers' sweep: the base's runs, nothing added."""
+
+    name = "paper"
+    results_prefix = "exp"
+
+
+def run_paper(scenario: Scenario, *, pe_registrar: str = "auto", pcaps: bool = True,
+              progress: bool = True) -> Path:
+    """Run the sweep; returns the results directory (pcaps under ``pcaps/``)."""
+    return PaperExperiment(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=progress).run()
+
+
+@click.command(name="paper")
+@scenario_options
+@emulated_options
+def command(scenario: Scenario, pe_registrar: str, pcaps: bool) -> None:
+    """Run the CalcApp sweep on TARGET (default paper-topology) in the emulated testbed; prints the results path last.
+
+    Same sweep options as `emulab simulate` and the same results format, so
+    `emulab plot DIR --compare SIMDIR` overlays emulated and simulated results.
+    """
+    path = run_paper(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=sys.stderr.isatty())
+    click.echo(str(path))
