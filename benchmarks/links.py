@@ -259,7 +259,7 @@ def run_topology(backend: str, topology: str) -> dict[str, Any]:
     from emulab.capabilities import probe
     from emulab.links import ENV_BACKEND
     from emulab.network import Testbed
-    from emulab.selfcheck import check, per_hop_cost_ms
+    from emulab.selfcheck import check, describe, per_hop_cost_ms
     from emulab.topology import load
 
     os.environ[ENV_BACKEND] = backend  # the one place that picks the backend honours it
@@ -283,7 +283,9 @@ def run_topology(backend: str, topology: str) -> dict[str, Any]:
                                                               for r in delayed), 3) if delayed else None,
         "shaper_cost_per_hop_ms": per_hop_cost_ms(results),
         "max_abs_error_ms": round(max(abs(e) for e in errors), 3) if errors else None,
-        "worst": None if worst is None else {"path": f"{worst.src}->{worst.dst}", "configured_ms": worst.expected_ms,
+        "failed": [f"{describe(r)}; likely cause: {r.cause}" for r in results if r.reachable and not r.within_tolerance],
+        "worst": None if worst is None else {"path": f"{worst.src}->{worst.dst}", "expected_ms": round(worst.expected_ms, 3),
+                                             "configured_ms": worst.configured_ms,
                                              "measured_ms": worst.measured_ms,
                                              "tolerance_ms": round(worst.tolerance, 3), "cause": worst.cause},
         "ok": bool(delayed) and all(r.reachable for r in results) and all(r.within_tolerance for r in results
@@ -296,7 +298,9 @@ def print_topology(backend: str, t: dict[str, Any]) -> None:
     print(f"{t['topology']} on {backend}: {t['reachable']}/{t['pairs']} pairs reachable, "
           f"{t['within_tolerance']}/{t['delayed_paths']} delayed paths within tolerance, mean error "
           f"{t['mean_error_ms']:+.2f} ms, worst {w.get('path')} {w.get('measured_ms')} ms vs "
-          f"{w.get('configured_ms')} ms (±{w.get('tolerance_ms')}) {'yes' if t['ok'] else 'NO'}")
+          f"{w.get('expected_ms')} ms expected (±{w.get('tolerance_ms')}) {'yes' if t['ok'] else 'NO'}")
+    for line in t["failed"]:
+        print(f"  FAIL {line}")
 
 
 def print_table(res: dict[str, Any]) -> None:

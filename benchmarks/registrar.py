@@ -1,27 +1,50 @@
-"""Benchmark: handle resolutions per second and latency of one registrar over TCP on loopback.
+"""Benchmark: handle resolutions per second and latency of a registrar, emulab's or any other.
 
 Set-up (like RSPLIB's ``testregistrator`` + ``hrestest``): a registrar process pinned to one core,
 1,000 PEs registered in one pool by a "PE farm" process (which also answers the endpoint
 keep-alives, so nothing expires), and client processes that drive ASAP Handle Resolutions over
-persistent TCP connections, each connection keeping ``--depth`` requests in flight. Latency is
+persistent connections (TCP or SCTP), each keeping ``--depth`` requests in flight. Latency is
 measured per request (send to response, FIFO per connection). The last line printed is one JSON
-object with ``resolutions_per_s``, ``p50_ms`` and ``p99_ms``.
+object with ``resolutions_per_s``, ``p50_ms``, ``p99_ms`` and ``valid``.
 
-Two modes:
+What counts: every reply is decoded (its parameters walked; every 64th one also through the full
+codec, ``rserpool.wire.decode_asap``). Only Handle Resolution Responses that carry at least one
+pool element count as resolutions; answers with an Operation Error (unknown pool, rate refusal,
+...) or without elements, and any other message, are counted under ``errors`` and make the run
+invalid (``"valid": false``, exit status 1), as does a registration the registrar refused.
 
-* closed loop (default): every connection keeps ``--depth`` requests in flight, so the registrar
-  runs flat out; ``resolutions_per_s`` is its capacity and the latencies are those of a saturated,
-  CPU-bound registrar.
-* ``--rate R``: open loop, R requests per second in all (spread over the connections, sent every
-  millisecond whatever the answers do), the way many independent PUs load a registrar; the
-  latencies are those at that load, e.g. at the goal's 10,000/s.
+Policies: ``--policy NAME`` (RSPLIB's short names: RR, RAND, LU, LUD, PLU, PLUD, RLU, RPLU, ...).
+For the load-ordered ones the farm gives every PE a load (and PLU/PLUD a load increment) and keeps
+re-registering PEs with changed loads (``--load-updates`` per second, 200 by default, a load report
+per PE every 5 s), so the handlespace changes under the resolutions and no reply can be reused.
 
-The machine is shared: a registrar preempted by other work answers late whatever its code does.
-So the JSON also has ``registrar_cpu_us_per_resolution`` (the registrar process's user+system CPU
-time over the run, from /proc, divided by the resolutions answered; it includes the PE farm's
-keep-alive traffic, 200 messages/s for 1,000 PEs) and ``loadavg_1m`` at start and end.
+Registrars:
 
-Usage: python benchmarks/registrar.py [--quick] [--clients N] [--connections C] [--depth D] [--rate R]
+* default: emulab's registrar is started here (``--transport tcp`` or ``sctp``, SCTP where the
+  kernel has it).
+* ``--registrar HOST:PORT``: drive a registrar that is already running there (any
+  implementation); the farm registers the pool ``--pool`` at it first.
+* ``--vs-rsplib``: start RSPLIB's ``rspregistrar`` (SCTP only: it has no TCP mode) and emulab's
+  registrar one after the other, several rounds alternating (``--rounds``), same pool, farm and
+  client, and report emulab/RSPLIB ratios: ``ratio_throughput`` (resolutions/s, >= 1 is emulab
+  faster), ``ratio_p99`` (<= 1 is emulab no worse), ``ratio_registration`` (PE registrations
+  handled per second while the farm registers its 1,000 PEs, >= 1 better) and
+  ``ratio_enrp_propagation`` (median time from a registration at one registrar until a Handle
+  Resolution at a second registrar of the same kind, its ENRP peer, finds the PE; <= 1 better).
+  As root with ``ip`` at hand it runs inside its own network namespace with a dummy interface
+  (RSPLIB's defaults want a site-local address); otherwise on 127.0.0.1 with
+  ``-minaddressscope=loopback``.
+
+Modes of load: closed loop (default; every connection keeps ``--depth`` requests in flight, the
+registrar runs flat out) or ``--rate R`` (open loop, R requests/s in all, sent every millisecond
+whatever the answers do). The machine may be shared: the JSON also has
+``registrar_cpu_us_per_resolution`` (the registrar's user+system CPU time from /proc over the run,
+divided by all answers; it includes the farm's keep-alive and load-update traffic) and
+``loadavg_1m`` at start and end.
+
+Usage: python benchmarks/registrar.py [--quick] [--transport tcp|sctp] [--policy NAME]
+       [--registrar HOST:PORT] [--vs-rsplib [--rounds N]] [--clients N] [--connections C]
+       [--depth D] [--rate R] [--load-updates U]
 """
 
 from __future__ import annotations
@@ -29,92 +52,206 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
+import random
+import shutil
+import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from rserpool import transport as tp
 from rserpool.policy import PolicyInfo
-from rserpool.policytypes import PolicyType
+from rserpool.policytypes import ADAPTIVE_POLICIES, SHORT_NAMES, PolicyType, fraction_to_u32
 from rserpool.policywire import policy_to_wire
 from rserpool.wire import (
     EndpointKeepAliveAck,
     HandleResolution,
+    HandleResolutionResponse,
     PoolElement,
     Registration,
+    SctpTransport,
     TcpTransport,
     decode_asap,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-POOL = b"BenchPool"
+POOL = "BenchPool"
 _LEN = struct.Struct("!H")
+_TLVH = struct.Struct("!HH")
+_U16 = struct.Struct("!H")
+POLICIES = {name: pt for pt, name in SHORT_NAMES.items() if pt is not PolicyType.UNDEFINED
+            and "DPF" not in name}  # the DPF variants need distances the farm does not have
+FULL_DECODE_EVERY = 64
+NETNS_ADDR = "10.79.0.1"
 
 
-def free_port() -> int:
+def free_port(kind: str = "tcp") -> int:
+    # an ephemeral port free for TCP is as good as any for SCTP (separate port spaces)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def make_policy(name: str, rnd: random.Random) -> PolicyInfo:
+    pt = POLICIES[name]
+    if pt not in ADAPTIVE_POLICIES:
+        return PolicyInfo(pt, weight=1 if name in ("WRR", "WRAND", "PRIO") else 0)
+    load = fraction_to_u32(rnd.random() * 0.8)
+    degr = fraction_to_u32(0.01) if name in ("LUD", "PLU", "PLUD", "RLUD", "RPLU", "RPLUD") else 0
+    return PolicyInfo(pt, load=load, load_degradation=degr)
+
+
+def classify(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, str | None]:
+    """(pool elements, error) of the ASAP message ``buf[pos:end]``: walks its parameters.
+
+    error is None for a Handle Resolution Response with elements and no Operation Error, else a
+    short description (the first error cause's code, "no pool element", or the message type)."""
+    if buf[pos] != 0x06:
+        return 0, f"message type 0x{buf[pos]:02x}"
+    p, pes, cause = pos + 4, 0, -1
+    while p + 4 <= end:
+        t, n = _TLVH.unpack_from(buf, p)
+        if n < 4 or p + n > end:
+            return 0, "malformed parameter"
+        if t == 0x000A:
+            pes += 1
+        elif t == 0x000C:
+            cause = _U16.unpack_from(buf, p + 4)[0] if n >= 6 else 0
+        p += (n + 3) & ~3
+    if cause >= 0:
+        return pes, f"operation error cause 0x{cause:x}"
+    if not pes:
+        return 0, "no pool element"
+    return pes, None
+
+
+class Tally:
+    """What the replies said: resolutions counted, errors by kind, full decodes checked."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.checked = 0
+
+    def reply(self, buf: bytes | bytearray, pos: int, end: int) -> None:
+        pes, err = classify(buf, pos, end)
+        if err is not None:
+            self.errors[err] += 1
+            return
+        self.ok += 1
+        if self.ok % FULL_DECODE_EVERY == 1:
+            self.checked += 1
+            try:
+                msg = decode_asap(bytes(buf[pos:end]))
+            except Exception as exc:  # the codec's own verdict on the registrar's bytes
+                self.errors[f"undecodable: {exc}"[:80]] += 1
+                return
+            if not isinstance(msg, HandleResolutionResponse) or len(msg.pool_elements) != pes or msg.reject:
+                self.errors["full decode disagrees"] += 1
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, port = tp.parse_endpoint(text, tp.ASAP_PORT, "127.0.0.1")
+    return host, port
+
+
 # ------------------------------------------------------------------------------------ PE farm
 
 
-class Farm(asyncio.Protocol):
-    """Registers N PEs over one connection and acks every keep-alive."""
+class Farm:
+    """Registers N PEs over one association, acks every keep-alive, sends load updates."""
 
-    def __init__(self, n: int, done: asyncio.Future[None]) -> None:
-        self.n, self.done, self.buf, self.acked = n, done, bytearray(), 0
+    def __init__(self, n: int, policy: str, kind: str, host: str, pool: bytes, first_id: int = 1) -> None:
+        self.n, self.policy, self.kind, self.host, self.pool = n, policy, kind, host, pool
+        self.ids = list(range(first_id, first_id + n))
+        self.rnd = random.Random(1)
+        self.acked = self.rejected = self.updates = self.keepalives = 0
+        self.done = asyncio.get_running_loop().create_future()
+        self.conn: tp.MessageConnection | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.t = transport
-        pol = policy_to_wire(PolicyInfo(PolicyType.ROUND_ROBIN))
-        out = []
-        for i in range(1, self.n + 1):
-            pe = PoolElement(i, 0, 3_600_000, TcpTransport(20000 + i % 40000, ("127.0.0.1",)), pol)
-            out.append(Registration(pool_handle=POOL, pool_element=pe).encode())
-        transport.write(b"".join(out))  # type: ignore[attr-defined]
+    def registration(self, ident: int) -> bytes:
+        pol = policy_to_wire(make_policy(self.policy, self.rnd))
+        cls = SctpTransport if self.kind == "sctp" else TcpTransport
+        user = cls(20000 + ident % 40000, (self.host,))
+        pe = PoolElement(ident, 0, 3_600_000, user, pol)
+        return Registration(pool_handle=self.pool, pool_element=pe).encode()
 
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= 4:
-            length = _LEN.unpack_from(self.buf, 2)[0]
-            if len(self.buf) < length:
-                break
-            msg = decode_asap(bytes(self.buf[:length]))
-            del self.buf[:length]
-            name = type(msg).__name__
-            if name == "RegistrationResponse":
-                self.acked += 1
-                if self.acked == self.n and not self.done.done():
-                    self.done.set_result(None)
-            elif name == "EndpointKeepAlive":
-                ack = EndpointKeepAliveAck(pool_handle=msg.pool_handle, identifier=msg.identifier)  # type: ignore[attr-defined]
-                self.t.write(ack.encode())  # type: ignore[attr-defined]
+    def connection_made(self, conn: tp.MessageConnection) -> None:
+        self.conn = conn
+
+    def register_all(self) -> None:
+        assert self.conn is not None
+        for ident in self.ids:
+            self.conn.send(self.registration(ident))
+
+    def update(self, count: int) -> None:
+        assert self.conn is not None
+        for _ in range(count):
+            self.conn.send(self.registration(self.rnd.choice(self.ids)))
+            self.updates += 1
+
+    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+        msg = decode_asap(data)
+        name = type(msg).__name__
+        if name == "RegistrationResponse":
+            if msg.reject:  # type: ignore[attr-defined]
+                self.rejected += 1
+            self.acked += 1
+            if self.acked >= self.n and not self.done.done():
+                self.done.set_result(None)
+        elif name == "EndpointKeepAlive":
+            self.keepalives += 1
+            ack = EndpointKeepAliveAck(pool_handle=msg.pool_handle, identifier=msg.identifier)  # type: ignore[attr-defined]
+            conn.send(ack.encode())
+
+    def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"registrar closed the farm's association: {exc}"))
 
 
-async def farm_main(port: int, n: int) -> None:
+async def farm_main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    await loop.create_connection(lambda: Farm(n, done), "127.0.0.1", port)
-    await done
-    print("registered", flush=True)
-    await asyncio.Event().wait()
+    host, port = host_port(args.registrar)
+    farm = Farm(args.pes, args.policy, args.transport, args.pe_host or host, args.pool.encode())
+    await tp.connect(farm, host, port, kind=args.transport, timeout=30)
+    t0 = time.perf_counter()
+    farm.register_all()
+    await asyncio.wait_for(farm.done, 120)
+    print(json.dumps({"registered": farm.acked, "rejected": farm.rejected,
+                      "registration_s": time.perf_counter() - t0}), flush=True)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    t0, sent = time.perf_counter(), 0
+    while not stop.is_set():
+        if args.load_updates > 0:
+            due = int((time.perf_counter() - t0) * args.load_updates)
+            if due > sent:
+                farm.update(due - sent)
+                sent = due
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.01)
+    print(json.dumps({"updates": farm.updates, "acked": farm.acked - args.pes, "rejected": farm.rejected,
+                      "keepalives": farm.keepalives}), flush=True)
 
 
 # ------------------------------------------------------------------------------------ clients
 
 
-class Client(asyncio.Protocol):
-    """One connection. Closed loop (``depth`` > 0): each answer triggers the next request.
-    Paced (``depth`` 0): requests go out only through ``send()``."""
+class TcpClient(asyncio.Protocol):
+    """One TCP connection. Closed loop (``depth`` > 0): each answer triggers the next request.
+    Paced (``depth`` 0): requests go out only through ``send()``. Answers of one read leave
+    their follow-ups in one write."""
 
-    def __init__(self, depth: int, stats: dict[str, list[float]], req: bytes) -> None:
-        self.depth, self.stats, self.req = depth, stats, req
+    def __init__(self, depth: int, lat: list[float], req: bytes, tally: Tally) -> None:
+        self.depth, self.lat, self.req, self.tally = depth, lat, req, tally
         self.sent: collections.deque[float] = collections.deque()
         self.buf = bytearray()
         self.recording = False
@@ -122,46 +259,79 @@ class Client(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.t = transport
-        now = time.perf_counter()
-        for _ in range(self.depth):
-            self.sent.append(now)
         if self.depth:
-            transport.write(self.req * self.depth)  # type: ignore[attr-defined]
+            self.send(self.depth)
 
     def send(self, n: int) -> None:
         now = time.perf_counter()
-        for _ in range(n):
-            self.sent.append(now)
+        self.sent.extend([now] * n)
         self.t.write(self.req * n)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
         pos, n, done = 0, len(buf), 0
+        tally = self.tally
         while n - pos >= 4:
             length = _LEN.unpack_from(buf, pos + 2)[0]
+            if length < 4:
+                raise SystemExit("framing lost: ASAP message length < 4")
             if pos + length > n:
                 break
-            if buf[pos] != 0x06 or buf[pos + 1] != 0:
-                raise SystemExit(f"unexpected reply type 0x{buf[pos]:02x}")
+            if self.recording:
+                tally.reply(buf, pos, pos + length)
             pos += length
             done += 1
         if pos:
             del buf[:pos]
-        now = time.perf_counter()
-        lat = self.stats["lat"]
         self.answered += done
-        for _ in range(done):
-            t0 = self.sent.popleft()
-            if self.recording:
-                lat.append(now - t0)
-        if done and self.depth:
+        now = time.perf_counter()
+        sent = self.sent
+        if self.recording:
+            lat = self.lat
             for _ in range(done):
-                self.sent.append(now)
-            self.t.write(self.req * done)  # type: ignore[attr-defined]
+                lat.append(now - sent.popleft())
+        else:
+            for _ in range(done):
+                sent.popleft()
+        if done and self.depth:
+            self.send(done)
 
 
-async def pace(protos: list[Client], rate: float, stop: asyncio.Event) -> None:
+class SctpClient:
+    """One SCTP association (``rserpool.transport``: one user message per ASAP message)."""
+
+    def __init__(self, depth: int, lat: list[float], req: bytes, tally: Tally) -> None:
+        self.depth, self.lat, self.req, self.tally = depth, lat, req, tally
+        self.sent: collections.deque[float] = collections.deque()
+        self.recording = False
+        self.answered = 0
+        self.conn: tp.MessageConnection | None = None
+
+    def connection_made(self, conn: tp.MessageConnection) -> None:
+        self.conn = conn
+
+    def send(self, n: int) -> None:
+        assert self.conn is not None
+        for _ in range(n):
+            self.sent.append(time.perf_counter())
+            self.conn.send(self.req)
+
+    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+        now = time.perf_counter()
+        t0 = self.sent.popleft()
+        self.answered += 1
+        if self.recording:
+            self.tally.reply(data, 0, len(data))
+            self.lat.append(now - t0)
+        if self.depth:
+            self.send(1)
+
+    def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
+        pass
+
+
+async def pace(protos: list[Any], rate: float, stop: asyncio.Event) -> None:
     """Open loop: ``rate`` requests per second over ``protos`` in turn, topped up every millisecond
     (the event loop's timer resolution) to what is due by the clock, so a late wake-up sends more."""
     t0 = time.perf_counter()
@@ -178,17 +348,26 @@ async def pace(protos: list[Client], rate: float, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.001)
 
 
-async def client_main(port: int, connections: int, depth: int, warmup: float, duration: float,
-                      rate: float = 0.0) -> None:
+async def client_main(args: argparse.Namespace, warmup: float, duration: float) -> None:
     loop = asyncio.get_running_loop()
-    stats: dict[str, list[float]] = {"lat": []}
-    req = HandleResolution(pool_handle=POOL).encode()
-    protos = []
-    for _ in range(connections):
-        _, p = await loop.create_connection(lambda: Client(0 if rate else depth, stats, req), "127.0.0.1", port)
+    host, port = host_port(args.registrar)
+    lat: list[float] = []
+    tally = Tally()
+    req = HandleResolution(pool_handle=args.pool.encode()).encode()
+    depth = 0 if args.rate else args.depth
+    protos: list[Any] = []
+    for _ in range(args.connections):
+        if args.transport == "tcp":
+            _, p = await loop.create_connection(lambda: TcpClient(depth, lat, req, tally), host, port)
+            p.t.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        else:
+            p = SctpClient(depth, lat, req, tally)
+            await tp.connect(p, host, port, kind="sctp", timeout=30)
+            if depth:
+                p.send(depth)
         protos.append(p)
     stop = asyncio.Event()
-    pacer = asyncio.ensure_future(pace(protos, rate, stop)) if rate else None
+    pacer = asyncio.ensure_future(pace(protos, args.rate, stop)) if args.rate else None
     await asyncio.sleep(warmup)
     for p in protos:
         p.recording = True
@@ -200,9 +379,77 @@ async def client_main(port: int, connections: int, depth: int, warmup: float, du
     stop.set()
     if pacer is not None:
         await pacer
-    lat = stats["lat"]
-    print(json.dumps({"count": len(lat), "elapsed": elapsed, "answered": sum(p.answered for p in protos),
+    print(json.dumps({"ok": tally.ok, "errors": dict(tally.errors), "checked": tally.checked,
+                      "elapsed": elapsed, "answered": sum(p.answered for p in protos),
                       "lat": sorted(lat)[:: max(1, len(lat) // 20000)]}), flush=True)
+
+
+# ------------------------------------------------------------------------------------ ENRP probe
+
+
+class Probe:
+    """A minimal ASAP endpoint: sends what it is told, hands every reply to a queue."""
+
+    def __init__(self) -> None:
+        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+        self.conn: tp.MessageConnection | None = None
+
+    def connection_made(self, conn: tp.MessageConnection) -> None:
+        self.conn = conn
+
+    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+        if data[0] == 0x0D:  # Endpoint Keep-Alive for the probe PE: ack it
+            msg = decode_asap(data)
+            conn.send(EndpointKeepAliveAck(pool_handle=msg.pool_handle,  # type: ignore[attr-defined]
+                                           identifier=msg.identifier).encode())  # type: ignore[attr-defined]
+            return
+        self.replies.put_nowait(data)
+
+    def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
+        pass
+
+
+async def enrp_propagation(a: tuple[str, int], b: tuple[str, int], kind: str, pe_host: str, samples: int,
+                           first_timeout: float) -> list[float]:
+    """Seconds from a PE's registration at ``a`` until a Handle Resolution at ``b`` finds it.
+
+    Each sample registers a new PE in a pool of its own and resolves that pool at ``b`` in a
+    closed loop until an answer carries it (before that, b answers "unknown pool"). The first
+    sample waits for the peering itself and is not counted."""
+    pa, pb = Probe(), Probe()
+    await tp.connect(pa, *a, kind=kind, timeout=30)
+    await tp.connect(pb, *b, kind=kind, timeout=30)
+    assert pa.conn is not None and pb.conn is not None
+    rnd = random.Random(2)
+    out: list[float] = []
+    for i in range(samples + 1):
+        pool = f"EnrpProbe{os.getpid()}-{i}".encode()
+        ident = 0x70000000 + i
+        farm = Farm(1, "RR", kind, pe_host, pool, ident)
+        farm.rnd = rnd
+        t0 = time.perf_counter()
+        pa.conn.send(farm.registration(ident))
+        limit = t0 + (first_timeout if i == 0 else 30.0)
+        req = HandleResolution(pool_handle=pool).encode()
+        while True:
+            pb.conn.send(req)
+            data = await asyncio.wait_for(pb.replies.get(), 30)
+            pes, err = classify(data, 0, len(data))
+            if err is None and pes:
+                break
+            if time.perf_counter() > limit:
+                raise SystemExit(f"ENRP: PE registered at {a} not visible at {b} after {limit - t0:.0f} s")
+            await asyncio.sleep(0.0005)
+        if i:
+            out.append(time.perf_counter() - t0)
+        while not pa.replies.empty():
+            pa.replies.get_nowait()
+    pa.conn.close()
+    pb.conn.close()
+    return out
+
+
+# ------------------------------------------------------------------------------------ processes
 
 
 def cpu_seconds(pid: int) -> float:
@@ -212,13 +459,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def loadavg() -> float:
-    return os.getloadavg()[0]
-
-
-# ------------------------------------------------------------------------------------ driver
-
-
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -226,103 +466,303 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+class Procs:
+    """The processes a run started; all stopped (TERM, then KILL) by ``close``."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        cpus = sorted(os.sched_getaffinity(0))
+        self.reg_cpus, self.client_cpus = [cpus[0]], (cpus[1:] or cpus)
+
+    def spawn(self, cmd: list[str], cpuset: list[int], out: int | None = None) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.PIPE if out else subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, cpuset))
+        self.procs.append(p)
+        return p
+
+    def stop(self, p: subprocess.Popen[bytes]) -> bytes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        try:
+            out, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+        return out or b""
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def wait_listening(host: str, port: int, kind: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"registrar exited with status {proc.returncode} before listening on {host}:{port}")
+        proto = tp.IPPROTO_SCTP if kind == "sctp" else 0
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto) as s:
+                s.settimeout(1.0)
+                s.connect((host, port))
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"registrar not listening on {host}:{port} after {timeout:.0f} s") from None
+            time.sleep(0.05)
+
+
+def registrar_cmd(impl: str, host: str, port: int, enrp_port: int | None, kind: str, event_loop: str,
+                  peer: int | None = None) -> list[str]:
+    if impl == "rsplib":
+        cmd = ["rspregistrar", f"-asap={host}:{port}", f"-enrp={host}:{enrp_port}", "-asapannounce=off",
+               "-enrpannounce=off", "-loglevel=0", "-logcolor=off", "-quiet", "-minaddressscope=loopback"]
+        if peer:
+            cmd.append(f"-peer={host}:{peer}")
+        return cmd
+    cmd = [sys.executable, "-m", "rserpool", "registrar", "--listen", f"{host}:{port}",
+           "--enrp-listen", f"{host}:{enrp_port}" if enrp_port else "none", "--no-announce",
+           "--transport", kind, "--log-level", "warning", "--event-loop", event_loop]
+    if peer:
+        cmd += ["--peer", f"{host}:{peer}"]
+    return cmd
+
+
+def run_load(args: argparse.Namespace, procs: Procs, target: str, reg_pid: int | None,
+             duration: float) -> dict[str, Any]:
+    """Farm + clients against the registrar at ``target``; the measurement of one run."""
+    me = [sys.executable, str(Path(__file__).resolve()), "--registrar", target, "--transport", args.transport,
+          "--policy", args.policy, "--pool", args.pool]
+    if args.pe_host:
+        me += ["--pe-host", args.pe_host]
+    farm = procs.spawn(me + ["--role", "farm", "--pes", str(args.pes), "--load-updates", str(args.load_updates)],
+                       procs.client_cpus, subprocess.PIPE)
+    assert farm.stdout is not None
+    line = farm.stdout.readline()
+    if not line:
+        err = procs.stop(farm) + (farm.stderr.read() if farm.stderr else b"")
+        raise SystemExit(f"PE farm failed: {err.decode(errors='replace')[-2000:]}")
+    reg = json.loads(line)
+    cpu0 = cpu_seconds(reg_pid) if reg_pid else 0.0
+    load0 = os.getloadavg()[0]
+    clients = [procs.spawn(me + ["--role", "client", "--connections", str(args.connections), "--depth",
+                                 str(args.depth), "--duration", str(duration), "--rate",
+                                 str(args.rate / args.clients)], procs.client_cpus, subprocess.PIPE)
+               for _ in range(args.clients)]
+    ok, answered, elapsed, checked = 0, 0, 0.0, 0
+    errors: collections.Counter[str] = collections.Counter()
+    lat: list[float] = []
+    for c in clients:
+        out, err = c.communicate(timeout=duration + 60)
+        if c.returncode != 0:
+            raise SystemExit(f"client failed ({c.returncode}): {err.decode(errors='replace')[-2000:]}")
+        r = json.loads(out.decode().strip().splitlines()[-1])
+        ok += r["ok"]
+        answered += r["answered"]
+        checked += r["checked"]
+        errors.update(r["errors"])
+        elapsed = max(elapsed, r["elapsed"])
+        lat += r["lat"]
+    cpu = (cpu_seconds(reg_pid) - cpu0) if reg_pid else float("nan")
+    fout = procs.stop(farm).decode().strip().splitlines()
+    fstats = json.loads(fout[-1]) if fout else {}
+    if reg["rejected"] or fstats.get("rejected", 0):
+        errors["registration rejected"] += reg["rejected"] + fstats.get("rejected", 0)
+    rate = ok / elapsed if elapsed else 0.0
+    return {"resolutions_per_s": round(rate, 1), "p50_ms": round(pct(lat, 0.50) * 1000, 4),
+            "p99_ms": round(pct(lat, 0.99) * 1000, 4), "resolutions": ok, "errors": dict(errors),
+            "full_decodes_checked": checked,
+            "valid": ok > 0 and not errors and reg["registered"] == args.pes,
+            "registration_s": round(reg["registration_s"], 4),
+            "registrations_per_s": round(args.pes / reg["registration_s"], 1),
+            "load_updates": fstats.get("updates"),
+            "registrar_cpu_us_per_resolution": round(cpu / answered * 1e6, 2) if answered and reg_pid else None,
+            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+
+
+def single(args: argparse.Namespace, duration: float) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = Procs(env)
+    try:
+        if args.registrar:
+            return {"registrar": args.registrar, **run_load(args, procs, args.registrar, None, duration)}
+        host = "127.0.0.1"
+        port = free_port()
+        reg = procs.spawn(registrar_cmd("emulab", host, port, None, args.transport, args.event_loop),
+                          procs.reg_cpus)
+        wait_listening(host, port, args.transport, reg)
+        return {"registrar": "emulab (started here)", "registrar_cpu": procs.reg_cpus[0],
+                **run_load(args, procs, f"{host}:{port}", reg.pid, duration)}
+    finally:
+        procs.close()
+
+
+def one_kind(args: argparse.Namespace, impl: str, host: str, duration: float, samples: int) -> dict[str, Any]:
+    """One round for one implementation: registrar alone, farm, clients; then its ENRP peer."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = Procs(env)
+    try:
+        port, eport = free_port(), free_port()
+        reg = procs.spawn(registrar_cmd(impl, host, port, eport, args.transport, args.event_loop), procs.reg_cpus)
+        wait_listening(host, port, args.transport, reg)
+        res = run_load(args, procs, f"{host}:{port}", reg.pid, duration)
+        if samples:
+            port2, eport2 = free_port(), free_port()
+            reg2 = procs.spawn(registrar_cmd(impl, host, port2, eport2, args.transport, args.event_loop,
+                                             peer=eport), procs.client_cpus)
+            wait_listening(host, port2, args.transport, reg2)
+            prop = asyncio.run(enrp_propagation((host, port), (host, port2), args.transport, host, samples,
+                                                first_timeout=60))
+            res["enrp_propagation_ms"] = [round(x * 1000, 3) for x in prop]
+        return res
+    finally:
+        procs.close()
+
+
+def in_own_netns(argv: list[str]) -> int | None:
+    """As root: re-run this command in a fresh network namespace (loopback + a dummy interface
+    with a site-local address, which RSPLIB's registrar accepts for PEs by default); returns its
+    exit status, or None where that is not possible (then the run stays on 127.0.0.1)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return None
+    ns = f"regbench{os.getpid()}"
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    try:
+        for cmd in (["link", "set", "lo", "up"], ["link", "add", "d0", "type", "dummy"],
+                    ["addr", "add", f"{NETNS_ADDR}/24", "dev", "d0"], ["link", "set", "d0", "up"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True, timeout=30)
+        return subprocess.run(["ip", "netns", "exec", ns, sys.executable, *argv, "--in-netns"]).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
+
+
+def vs_rsplib(args: argparse.Namespace, duration: float) -> dict[str, Any]:
+    if args.anchor == "rsplib" and shutil.which("rspregistrar") is None:
+        raise SystemExit("rspregistrar not found (apt-get install rsplib-registrar)")
+    if args.anchor == "rsplib" and args.transport != "sctp":
+        raise SystemExit("RSPLIB's registrar speaks ASAP over SCTP only: use --transport sctp")
+    host = NETNS_ADDR if args.in_netns else "127.0.0.1"
+    args.pe_host = host
+    a_key = "rsplib" if args.anchor == "rsplib" else "emulab_b"
+    rounds: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        # alternate who goes first, so a drift of the machine's load favours neither
+        order = [("emulab", "emulab"), (a_key, args.anchor)]
+        row: dict[str, Any] = {"round": r + 1}
+        for key, impl in order if r % 2 == 0 else order[::-1]:
+            row[key] = one_kind(args, impl, host, duration, args.enrp_samples)
+            print(f"round {r + 1} {key}: {row[key]['resolutions_per_s']:,.0f}/s p99 {row[key]['p99_ms']:.3f} ms "
+                  f"registration {row[key]['registration_s']:.3f} s ENRP {row[key].get('enrp_propagation_ms')} ms "
+                  f"valid={row[key]['valid']} errors={row[key]['errors']}", flush=True)
+        rounds.append(row)
+
+    def med(impl: str, field: str) -> float:
+        vals = [x[impl][field] for x in rounds]
+        return statistics.median(vals)
+
+    def med_enrp(impl: str) -> float | None:
+        vals = [v for x in rounds for v in x[impl].get("enrp_propagation_ms", [])]
+        return statistics.median(vals) if vals else None
+
+    out: dict[str, Any] = {"mode": "vs-rsplib", "anchor": args.anchor, "rounds": rounds}
+    for impl in ("emulab", a_key):
+        out[impl] = {"resolutions_per_s": med(impl, "resolutions_per_s"), "p99_ms": med(impl, "p99_ms"),
+                     "p50_ms": med(impl, "p50_ms"), "registrations_per_s": med(impl, "registrations_per_s"),
+                     "enrp_propagation_ms": med_enrp(impl)}
+    e, a = out["emulab"], out[a_key]
+    out["ratio_throughput"] = round(e["resolutions_per_s"] / a["resolutions_per_s"], 3) if a["resolutions_per_s"] else None
+    out["ratio_p99"] = round(e["p99_ms"] / a["p99_ms"], 3) if a["p99_ms"] else None
+    out["ratio_registration"] = (round(e["registrations_per_s"] / a["registrations_per_s"], 3)
+                                 if a["registrations_per_s"] else None)
+    out["ratio_enrp_propagation"] = (round(e["enrp_propagation_ms"] / a["enrp_propagation_ms"], 3)
+                                     if e["enrp_propagation_ms"] and a["enrp_propagation_ms"] else None)
+    out["valid"] = all(x[k]["valid"] for x in rounds for k in ("emulab", a_key))
+    return out
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="short run (3 s)")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short run (3 s per measurement, 2 rounds)")
+    ap.add_argument("--registrar", default=None, metavar="HOST:PORT", help="drive the registrar there")
+    ap.add_argument("--transport", choices=["tcp", "sctp"], default="tcp")
+    ap.add_argument("--policy", choices=sorted(POLICIES), default="RR", metavar="NAME",
+                    help=f"pool policy of the farm's PEs: {', '.join(sorted(POLICIES))} (default RR)")
+    ap.add_argument("--load-updates", type=float, default=None,
+                    help="re-registrations with a changed load per second (default: 200 for load-ordered "
+                         "policies, 0 otherwise)")
+    ap.add_argument("--pool", default=POOL)
     ap.add_argument("--pes", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=1, help="client processes")
-    ap.add_argument("--connections", type=int, default=4, help="TCP connections per client")
+    ap.add_argument("--connections", type=int, default=4, help="connections per client")
     ap.add_argument("--depth", type=int, default=2, help="requests in flight per connection (closed loop)")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="open loop: requests per second over all clients (0: closed loop)")
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
-                    help="registrar's event loop (auto: uvloop if installed)")
+                    help="emulab registrar's event loop (auto: uvloop if installed)")
+    ap.add_argument("--vs-rsplib", action="store_true", help="emulab's registrar against RSPLIB's rspregistrar")
+    ap.add_argument("--rounds", type=int, default=None, help="--vs-rsplib rounds (default 4, --quick 2)")
+    ap.add_argument("--enrp-samples", type=int, default=None, help="--vs-rsplib ENRP propagation samples per round")
+    ap.add_argument("--anchor", choices=["rsplib", "emulab"], default="rsplib",
+                    help="--vs-rsplib: the other registrar (emulab: check the procedure against itself)")
     ap.add_argument("--role", choices=["driver", "farm", "client"], default="driver", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--pe-host", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     duration = args.duration or (3.0 if args.quick else 10.0)
+    if args.load_updates is None:
+        args.load_updates = 200.0 if POLICIES[args.policy] in ADAPTIVE_POLICIES else 0.0
+    if args.transport == "sctp" and not tp.sctp_available():
+        raise SystemExit("--transport sctp: this kernel has no SCTP sockets (the real-kernel lane has)")
 
     if args.role == "farm":
-        asyncio.run(farm_main(args.port, args.pes))
+        asyncio.run(farm_main(args))
         return
     if args.role == "client":
-        asyncio.run(client_main(args.port, args.connections, args.depth, 1.0, duration, args.rate))
+        asyncio.run(client_main(args, 1.0, duration))
         return
 
-    port = free_port()
-    env = dict(os.environ, RSERPOOL_TRANSPORT="tcp", PYTHONPATH=str(ROOT))
-    cpus = sorted(os.sched_getaffinity(0))
-    reg_cpu, client_cpus = cpus[0], (cpus[1:] or cpus)
-    reg_cmd = [sys.executable, "-m", "rserpool", "registrar", "--listen", f"127.0.0.1:{port}",
-               "--enrp-listen", "none", "--no-announce", "--transport", "tcp", "--log-level", "warning",
-               "--event-loop", args.event_loop]
-    procs: list[subprocess.Popen[bytes]] = []
+    if args.vs_rsplib:
+        if not args.in_netns and args.anchor == "rsplib":
+            rc = in_own_netns(sys.argv)
+            if rc is not None:
+                sys.exit(rc)
+        args.rounds = args.rounds or (2 if args.quick else 4)
+        args.enrp_samples = 5 if args.enrp_samples is None else args.enrp_samples
+        res = vs_rsplib(args, duration)
+        res.update(policy=args.policy, transport=args.transport, pes=args.pes, duration_s=duration,
+                   load_updates_per_s=args.load_updates, connections=args.connections, depth=args.depth)
+        print(f"emulab/{res['anchor']}: throughput x{res['ratio_throughput']}, p99 x{res['ratio_p99']}, "
+              f"registration x{res['ratio_registration']}, ENRP propagation x{res['ratio_enrp_propagation']}; "
+              f"valid={res['valid']}")
+        print(json.dumps(res))
+        sys.exit(0 if res["valid"] else 1)
 
-    def spawn(cmd: list[str], cpuset: list[int], out: int | None = None) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.DEVNULL,
-                             preexec_fn=lambda: os.sched_setaffinity(0, cpuset))
-        procs.append(p)
-        return p
-
-    load0 = loadavg()
-    try:
-        registrar = spawn(reg_cmd, [reg_cpu])
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("registrar did not start") from None
-                time.sleep(0.05)
-        me = [sys.executable, str(Path(__file__).resolve()), "--port", str(port)]
-        farm = spawn(me + ["--role", "farm", "--pes", str(args.pes)], client_cpus, subprocess.PIPE)
-        assert farm.stdout is not None
-        if farm.stdout.readline().strip() != b"registered":
-            raise SystemExit("PE farm failed")
-        load_desc = (f"open loop, {args.rate:g}/s in all" if args.rate
-                     else f"closed loop, depth {args.depth}")
-        print(f"registrar on CPU {reg_cpu}, {args.pes} PEs registered; {args.clients} client process(es) x "
-              f"{args.connections} connection(s), {load_desc}, {duration:g} s; load average {load0:.2f}",
-              flush=True)
-        cpu0 = cpu_seconds(registrar.pid)
-        clients = [spawn(me + ["--role", "client", "--connections", str(args.connections), "--depth",
-                               str(args.depth), "--duration", str(duration), "--rate",
-                               str(args.rate / args.clients)], client_cpus, subprocess.PIPE)
-                   for _ in range(args.clients)]
-        total, answered, elapsed, lat = 0, 0, 0.0, []
-        for c in clients:
-            out, _ = c.communicate(timeout=duration + 30)
-            r = json.loads(out.decode().strip().splitlines()[-1])
-            total += r["count"]
-            answered += r["answered"]
-            elapsed = max(elapsed, r["elapsed"])
-            lat += r["lat"]
-        cpu = cpu_seconds(registrar.pid) - cpu0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    rate = total / elapsed if elapsed else 0.0
-    p50, p99 = pct(lat, 0.50) * 1000, pct(lat, 0.99) * 1000
-    cpu_us = cpu / answered * 1e6 if answered else float("nan")
-    load1 = loadavg()
-    print(f"handle resolutions: {total} in {elapsed:.2f} s = {rate:,.0f}/s; latency p50 {p50:.3f} ms, "
-          f"p99 {p99:.3f} ms; registrar CPU {cpu_us:.1f} us per resolution; load average {load0:.2f} -> "
-          f"{load1:.2f}")
-    print(json.dumps({"resolutions_per_s": round(rate, 1), "p50_ms": round(p50, 4), "p99_ms": round(p99, 4),
-                      "registrar_cpu_us_per_resolution": round(cpu_us, 2),
-                      "mode": "open" if args.rate else "closed", "offered_per_s": args.rate or None,
-                      "pes": args.pes, "clients": args.clients, "connections": args.connections,
-                      "depth": args.depth, "duration_s": duration, "transport": "tcp",
-                      "event_loop": args.event_loop, "loadavg_1m": [round(load0, 2), round(load1, 2)]}))
+    res = single(args, duration)
+    res.update(policy=args.policy, transport=args.transport, mode="open" if args.rate else "closed",
+               offered_per_s=args.rate or None, pes=args.pes, clients=args.clients,
+               connections=args.connections, depth=args.depth, duration_s=duration,
+               load_updates_per_s=args.load_updates, event_loop=args.event_loop)
+    print(f"{args.policy} over {args.transport}: {res['resolutions']} resolutions = "
+          f"{res['resolutions_per_s']:,.0f}/s; p50 {res['p50_ms']:.3f} ms, p99 {res['p99_ms']:.3f} ms; "
+          f"errors {res['errors'] or 'none'}; registrar CPU {res['registrar_cpu_us_per_resolution']} us/resolution; "
+          f"valid={res['valid']}")
+    print(json.dumps(res))
+    sys.exit(0 if res["valid"] else 1)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,10 @@ def doctor(as_json: bool) -> None:
 @click.option("--self-check", is_flag=True, help="Build, check reachability and RTTs against the configuration, tear down.")
 @click.option("--no-services", is_flag=True, help="Do not start the RSerPool services listed in the topology.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for a detached start.")
-def start(topology: str, detach: bool, radio: str | None, self_check: bool, no_services: bool, timeout: float) -> None:
+@click.option("--dashboard", "dashboard_port", type=int, default=None, is_flag=False, flag_value=8050,
+              metavar="[PORT]", help="Also serve the web dashboard on 127.0.0.1:PORT (8050); it ends with the testbed.")
+def start(topology: str, detach: bool, radio: str | None, self_check: bool, no_services: bool, timeout: float,
+          dashboard_port: int | None) -> None:
     """Build TOPOLOGY (a name under topologies/ or a path to a YAML file) and start it.
 
     Without --detach, opens Mininet's CLI and tears everything down when you leave it.
@@ -108,7 +111,15 @@ def start(topology: str, detach: bool, radio: str | None, self_check: bool, no_s
     )
     if detach:
         click.echo(runner.start_detached(options, timeout=timeout, progress=click.echo))
+        if dashboard_port is not None:
+            from emulab.dashboard.launch import launch_detached
+
+            click.echo(launch_detached(dashboard_port))
     else:
+        if dashboard_port is not None:  # it waits for the testbed, then ends with it
+            from emulab.dashboard.launch import launch_detached
+
+            click.echo(launch_detached(dashboard_port, wait=False))
         sys.exit(runner.run_foreground(options, progress=click.echo))
 
 
@@ -190,6 +201,12 @@ from emulab.cli_radio import coverage, radio  # noqa: E402 - radio/coverage comm
 
 main.add_command(radio)
 main.add_command(coverage)
+
+from emulab.dashboard.cli import dashboard, link, service  # noqa: E402 - dashboard and its controls' commands
+
+main.add_command(dashboard)
+main.add_command(service)
+main.add_command(link)
 
 
 # ==== results: plot and simulate (emulab.plots, emulab.sim; issue 7) ===================================

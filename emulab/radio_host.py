@@ -71,4 +71,8 @@ class TestbedRadioHost:
             return self.testbed.host(node).popen(list(argv), cwd=str(cwd), stdout=out, stderr=subprocess.STDOUT)
 
     def run(self, node: str, command: str) -> str:
-        return str(self.testbed.host(node).cmd(command))
+        # a fresh process in the node's namespace, not Mininet's per-node shell: a backend's supervising
+        # thread and the control socket's thread may both run commands, and that shell serves one at a time
+        out = subprocess.run(["ip", "netns", "exec", self.testbed.netns[node], "sh", "-c", command],
+                             capture_output=True, text=True, timeout=60, check=False)
+        return out.stdout + out.stderr

@@ -81,6 +81,14 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 return {"ok": True, "applied": self.testbed.link(request["link"]).applied()}
             if cmd == "controller":
                 return self.testbed.controller_action(request.get("action", "status"))
+            if cmd == "service":  # kill (crash) or restart a node's registrar / pool element
+                svc = self.testbed.services
+                if svc is None:
+                    raise EmulabError("this testbed runs no services")
+                action = request.get("action")
+                if action not in ("kill", "restart"):
+                    raise EmulabError(f"unknown service action {action!r} (kill, restart)")
+                return getattr(svc, action)(request["node"], request["kind"])
             if cmd == "radio":
                 action = request.get("action")
                 radio = self.testbed.radio

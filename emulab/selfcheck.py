@@ -368,7 +368,7 @@ def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = DEFAULT
             between(j)
         procs = []
         for src, dst in batch:
-            addr = spec.primary_address(dst)
+            addr = _address(testbed, dst)
             script = f"ping -n -c 1 -W 3 {addr} >/dev/null; ping -n -c {count} -i {interval} -W 3 {addr}"
             procs.append((src, dst, testbed.host(src).popen(["sh", "-c", script], stdout=-1, stderr=-1, text=True)))
         for src, dst, proc in procs:
@@ -438,8 +438,30 @@ class LinkView:
         return None
 
 
+def _radio_measured(testbed: Any, name: str) -> dict[str, LinkParams] | None:
+    """A radio link whose backend carries the user plane itself (OAI) applies nothing on the link;
+    what it does is the backend's measured radio delay and jitter (``measured_link_params``: per
+    "uplink"/"downlink"), mapped onto the link's directions ("1to2" is from end a)."""
+    measured = getattr(getattr(testbed, "radio", None), "measured_link_params", None)
+    link = next((lk for lk in testbed.spec.links if lk.name == name), None)
+    if link is None or not link.radio or not callable(measured) or (m := measured()) is None:
+        return None
+    up = "1to2" if testbed.spec.nodes[link.a.node].role == "ue" else "2to1"
+    return {d: LinkParams(p.delay_ms, p.jitter_ms, p.loss_pct, p.rate_mbit)
+            for d in DIRECTIONS for p in [m["uplink" if d == up else "downlink"]]}
+
+
+def _address(testbed: Any, node: str) -> Any:
+    """The address a probe targets: the node's primary one, unless the radio backend reaches the node
+    elsewhere (OAI: the UE at its tunnel address, so both directions cross OAI's radio)."""
+    other = getattr(getattr(testbed, "radio", None), "address_of", None)
+    return (other(node) if callable(other) else None) or testbed.spec.primary_address(node)
+
+
 def _applied(testbed: Any, name: str) -> dict[str, LinkParams] | None:
     try:
+        if (measured := _radio_measured(testbed, name)) is not None:
+            return measured
         a = testbed.link(name).applied()
         return {d: _params_of(a, d) for d in DIRECTIONS}
     except Exception:  # noqa: BLE001 - a read-back failure leaves the mismatch unknown, not the check broken

@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from emulab import paths
-from emulab.errors import StartError
+from emulab.errors import EmulabError, StartError
 
 ASAP_PORT = 3863
 ENRP_PORT = 9901
@@ -136,6 +136,28 @@ class ServiceManager:
                 proc.kill()
                 proc.wait()
         self.procs = [t for t in self.procs if t[2] not in mine]
+
+    def kill(self, node: str, kind: str) -> dict[str, Any]:
+        """SIGKILL ``node``'s ``kind`` service (a crash: no deregistration); `restart` brings it back."""
+        entry = self._find(node, kind)
+        if entry[2].poll() is None:
+            entry[2].kill()
+            entry[2].wait()
+        return {"node": node, "kind": kind, "pid": entry[2].pid, "alive": False}
+
+    def restart(self, node: str, kind: str) -> dict[str, Any]:
+        """Start ``node``'s ``kind`` service again with its command (ending it first if it still runs)."""
+        entry = self._find(node, kind)
+        self.stop([entry[2]])
+        proc = self.spawn(node, kind, entry[3])
+        return {"node": node, "kind": kind, "pid": proc.pid, "alive": proc.poll() is None}
+
+    def _find(self, node: str, kind: str) -> tuple[str, str, subprocess.Popen[bytes], list[str]]:
+        for entry in reversed(self.procs):
+            if entry[0] == node and entry[1] == kind:
+                return entry
+        known = ", ".join(sorted({f"{n}/{k}" for n, k, _, _ in self.procs})) or "none"
+        raise EmulabError(f"no {kind} service on {node!r} (services: {known})")
 
     def status(self) -> list[dict[str, Any]]:
         return [

@@ -43,346 +43,50 @@ plan are unit-tested; starting the softmodems is exercised only where OAI is ins
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import math
+import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from radio import oai_install
+from radio import oai_install, oai_sched
 from radio.base import RadioBackend, RadioError, RadioProbe, binaries_probe
-from radio.host import Process, RadioHost, RadioLinkParams, TopologyView
-from radio.lte import LteConfig, LteModelError
+from radio.host import Process, RadioHost, RadioLinkParams
+from radio.oai_conf import (  # noqa: F401 - re-exported: the generated files are part of this backend
+    BAND7_DL_HZ,
+    BAND7_UL_OFFSET_HZ,
+    ENB_TELNET_PORT,
+    ENB_TUN,
+    OAI_BINARIES,
+    RFSIM_PORT,
+    SAMPLE_RATE_MSPS,
+    TUN_WAIT_S,
+    UE_TELNET_PORT,
+    UE_TUN,
+    OaiPlan,
+    RouteChange,
+    channelmod_command,
+    channelmod_config,
+    enb_command,
+    enb_config,
+    telnet_shell,
+    ue_command,
+    user_plane_routes,
+)
+from radio.oai_log import UeLog
 
 log = logging.getLogger(__name__)
 
-OAI_BINARIES = ("lte-softmodem", "lte-uesoftmodem")
-UE_TUN, ENB_TUN = "oaitun_ue1", "oaitun_enb1"  # the tunnel devices OAI 4G creates with --noS1
-TUN_WAIT_S = 90.0  # UE attach over rfsim (cell search, RRC, noS1 bearer) before the user plane is rerouted
-RFSIM_PORT = 4043
-ENB_TELNET_PORT = 9090
-UE_TELNET_PORT = 9091
-BAND7_DL_HZ = 2_680_000_000
-BAND7_UL_OFFSET_HZ = -120_000_000
-SAMPLE_RATE_MSPS = {25: 7.68, 50: 15.36, 100: 30.72}
-
-
-@dataclass(frozen=True)
-class OaiPlan:
-    """Everything the generated files depend on, taken from the topology and ``radio.options``."""
-
-    ue_node: str
-    enb_node: str
-    ue_addr: str
-    enb_addr: str  # on the radio link: the rfsim server address the UE connects to
-    ue_intf: str = "eth0"  # the UE's radio-link interface
-    radio_subnet: str = "10.0.0.0/30"
-    enb_s1_addr: str = "127.0.0.1"
-    mme_addr: str = "127.0.0.1"
-    s1_intf: str = "lo"
-    n_rb: int = 50
-    dl_hz: int = BAND7_DL_HZ
-    t310_ms: int = 1000
-    n310: int = 20
-    n311: int = 1
-    t311_ms: int = 10000
-    ploss_db: float = 0.0
-    coverage_ploss_db: float = 60.0
-    no_s1: bool = True
-    usrp: bool = False
-    b210_serial: str | None = None
-    enb_telnet_port: int = ENB_TELNET_PORT
-    ue_telnet_port: int = UE_TELNET_PORT
-
-    @classmethod
-    def from_testbed(cls, spec: TopologyView, link_name: str, options: dict[str, Any],
-                     usrp: bool = False) -> OaiPlan:
-        link = next((lk for lk in spec.links if lk.name == link_name), None)
-        if link is None:
-            raise RadioError(f"radio link {link_name!r} is not in the topology")
-        ends = {spec.nodes[e.node].role: e for e in (link.a, link.b)}
-        if set(ends) != {"ue", "enb"} or any(e.address is None for e in ends.values()):
-            raise RadioError(f"radio link {link_name!r} needs addressed ue and enb ends")
-        try:
-            cfg = LteConfig.from_options({k: v for k, v in options.items() if k == "bandwidth_mhz"})
-        except LteModelError as exc:
-            raise RadioError(f"radio.options: {exc}") from None
-        if cfg.n_prb not in SAMPLE_RATE_MSPS:
-            raise RadioError(f"radio.options.bandwidth_mhz: OAI 4G here supports 5/10/20 MHz, got {cfg.bandwidth_mhz}")
-        enb, ue = ends["enb"], ends["ue"]
-        assert enb.address is not None and ue.address is not None  # checked above
-        s1 = {"addr": "127.0.0.1", "intf": "lo", "mme": "127.0.0.1"}
-        for lk in spec.links:  # S1-C: the eNB's address towards the MME, and the MME's
-            roles = {spec.nodes[e.node].role: e for e in (lk.a, lk.b) if e.node in spec.nodes}
-            if set(roles) == {"enb", "mme"} and roles["enb"].address and roles["mme"].address:
-                s1 = {"addr": str(roles["enb"].address.ip), "intf": roles["enb"].intf,
-                      "mme": str(roles["mme"].address.ip)}
-        return cls(
-            ue_node=ue.node, enb_node=enb.node, ue_addr=str(ue.address.ip), enb_addr=str(enb.address.ip),
-            ue_intf=ue.intf, radio_subnet=str(ue.address.network),
-            enb_s1_addr=s1["addr"], mme_addr=s1["mme"], s1_intf=s1["intf"], n_rb=cfg.n_prb,
-            dl_hz=int(options.get("downlink_hz", BAND7_DL_HZ)),
-            t310_ms=int(options.get("t310_ms", 1000)), n310=int(options.get("n310", 20)),
-            n311=int(options.get("n311", 1)), t311_ms=int(options.get("t311_ms", 10000)),
-            ploss_db=float(options.get("ploss_db", 0.0)),
-            coverage_ploss_db=float(options.get("coverage_ploss_db", 60.0)),
-            no_s1=bool(options.get("no_s1", True)), usrp=usrp, b210_serial=options.get("b210_serial"),
-            enb_telnet_port=int(options.get("telnet_port", ENB_TELNET_PORT)),
-            ue_telnet_port=int(options.get("ue_telnet_port", UE_TELNET_PORT)),
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# the user plane through OAI's tunnels
-
-
-@dataclass(frozen=True)
-class RouteChange:
-    """``ip route replace DEST [via VIA] [dev DEV] [src SRC]`` in NODE."""
-
-    node: str
-    dest: str
-    via: str | None = None
-    dev: str | None = None
-    src: str | None = None
-
-
-def user_plane_routes(spec: TopologyView, plan: OaiPlan, ue_tun: ipaddress.IPv4Interface) -> list[RouteChange]:
-    """The routes that put the UE's user plane through OAI once its tunnel has address ``ue_tun``.
-
-    The UE: every topology route out of its radio interface goes into ``oaitun_ue1`` from its tunnel
-    address. The eNB: the tunnel subnet into ``oaitun_enb1``. Every other node: the tunnel subnet
-    the way it reaches the radio subnet (nothing to add where a default route covers both).
-    """
-    radio_net = ipaddress.IPv4Network(plan.radio_subnet)
-    tun_net = ue_tun.network
-    clash = [a for n in spec.nodes for a in spec.addresses(n) if a.network.overlaps(tun_net)]
-    if clash:
-        raise RadioError(f"OAI's tunnel subnet {tun_net} overlaps the topology's {clash[0].network}: "
-                         "renumber the topology")
-    routes = spec.routes()
-    changes = [RouteChange(plan.ue_node, str(r.dest), dev=UE_TUN, src=str(ue_tun.ip))
-               for r in routes.get(plan.ue_node, ()) if r.dev == plan.ue_intf]
-    changes.append(RouteChange(plan.enb_node, str(tun_net), dev=ENB_TUN))
-    for node in spec.nodes:
-        if node in (plan.ue_node, plan.enb_node):
-            continue
-        covering = [r for r in routes.get(node, ()) if radio_net.subnet_of(r.dest)]
-        if not covering:
-            continue
-        best = max(covering, key=lambda r: r.dest.prefixlen)
-        if best.dest.prefixlen > 0:  # a default route already covers the tunnel subnet
-            changes.append(RouteChange(node, str(tun_net), via=str(best.via)))
-    return changes
-
-
-# ---------------------------------------------------------------------------------------------
-# generated files (libconfig syntax, as OAI's ci-scripts/conf_files)
-
-
-def enb_config(plan: OaiPlan) -> str:
-    """The lte-softmodem configuration: one FDD band-7 cell, OAI's B210 CI values otherwise."""
-    ru_extra = ""
-    if plan.usrp:
-        args = "type=b200" + (f",serial={plan.b210_serial}" if plan.b210_serial else "")
-        ru_extra = f'\n    sdr_addrs = "{args}";'
-    return f"""# generated by emulab (radio.oai) - {'B210' if plan.usrp else 'rfsimulator'}, {plan.n_rb} PRB
-Active_eNBs = ( "emulab-enb" );
-Asn1_verbosity = "none";
-
-eNBs = (
-  {{
-    eNB_ID = 0xe00;
-    cell_type = "CELL_MACRO_ENB";
-    eNB_name = "emulab-enb";
-    tracking_area_code = 1;
-    plmn_list = ( {{ mcc = 208; mnc = 93; mnc_length = 2; }} );
-    tr_s_preference = "local_mac";
-
-    component_carriers = (
-      {{
-        node_function = "3GPP_eNODEB";
-        node_timing = "synch_to_ext_device";
-        node_synch_ref = 0;
-        frame_type = "FDD";
-        tdd_config = 3;
-        tdd_config_s = 0;
-        prefix_type = "NORMAL";
-        eutra_band = 7;
-        downlink_frequency = {plan.dl_hz}L;
-        uplink_frequency_offset = {BAND7_UL_OFFSET_HZ};
-        Nid_cell = 0;
-        N_RB_DL = {plan.n_rb};
-        Nid_cell_mbsfn = 0;
-        nb_antenna_ports = 1;
-        nb_antennas_tx = 1;
-        nb_antennas_rx = 1;
-        tx_gain = 90;
-        rx_gain = 125;
-        pbch_repetition = "FALSE";
-        prach_root = 0;
-        prach_config_index = 0;
-        prach_high_speed = "DISABLE";
-        prach_zero_correlation = 1;
-        prach_freq_offset = 2;
-        pucch_delta_shift = 1;
-        pucch_nRB_CQI = 0;
-        pucch_nCS_AN = 0;
-        pucch_n1_AN = 0;
-        pdsch_referenceSignalPower = -27;
-        pdsch_p_b = 0;
-        pusch_n_SB = 1;
-        pusch_enable64QAM = "DISABLE";
-        pusch_hoppingMode = "interSubFrame";
-        pusch_hoppingOffset = 0;
-        pusch_groupHoppingEnabled = "ENABLE";
-        pusch_groupAssignment = 0;
-        pusch_sequenceHoppingEnabled = "DISABLE";
-        pusch_nDMRS1 = 1;
-        phich_duration = "NORMAL";
-        phich_resource = "ONESIXTH";
-        srs_enable = "DISABLE";
-        pusch_p0_Nominal = -96;
-        pusch_alpha = "AL1";
-        pucch_p0_Nominal = -104;
-        msg3_delta_Preamble = 6;
-        pucch_deltaF_Format1 = "deltaF2";
-        pucch_deltaF_Format1b = "deltaF3";
-        pucch_deltaF_Format2 = "deltaF0";
-        pucch_deltaF_Format2a = "deltaF0";
-        pucch_deltaF_Format2b = "deltaF0";
-        rach_numberOfRA_Preambles = 64;
-        rach_preamblesGroupAConfig = "DISABLE";
-        rach_powerRampingStep = 4;
-        rach_preambleInitialReceivedTargetPower = -108;
-        rach_preambleTransMax = 10;
-        rach_raResponseWindowSize = 10;
-        rach_macContentionResolutionTimer = 48;
-        rach_maxHARQ_Msg3Tx = 4;
-        pcch_default_PagingCycle = 128;
-        pcch_nB = "oneT";
-        bcch_modificationPeriodCoeff = 2;
-        ue_TimersAndConstants_t300 = 1000;
-        ue_TimersAndConstants_t301 = 1000;
-        ue_TimersAndConstants_t310 = {plan.t310_ms};
-        ue_TimersAndConstants_t311 = {plan.t311_ms};
-        ue_TimersAndConstants_n310 = {plan.n310};
-        ue_TimersAndConstants_n311 = {plan.n311};
-        ue_TransmissionMode = 1;
-      }}
-    );
-
-    srb1_parameters : {{
-      timer_poll_retransmit = 80;
-      timer_reordering = 35;
-      timer_status_prohibit = 0;
-      poll_pdu = 4;
-      poll_byte = 99999;
-      max_retx_threshold = 4;
-    }};
-
-    SCTP : {{ SCTP_INSTREAMS = 2; SCTP_OUTSTREAMS = 2; }};
-
-    mme_ip_address = ( {{ ipv4 = "{plan.mme_addr}"; ipv6 = "::1"; active = "yes"; preference = "ipv4"; }} );
-
-    enable_measurement_reports = "no";
-    enable_x2 = "no";
-
-    NETWORK_INTERFACES : {{
-      ENB_INTERFACE_NAME_FOR_S1_MME = "{plan.s1_intf}";
-      ENB_IPV4_ADDRESS_FOR_S1_MME = "{plan.enb_s1_addr}";
-      ENB_INTERFACE_NAME_FOR_S1U = "{plan.s1_intf}";
-      ENB_IPV4_ADDRESS_FOR_S1U = "{plan.enb_s1_addr}";
-      ENB_PORT_FOR_S1U = 2152;
-      ENB_IPV4_ADDRESS_FOR_X2C = "{plan.enb_s1_addr}";
-      ENB_PORT_FOR_X2C = 36422;
-    }};
-  }}
-);
-
-MACRLCs = ( {{ num_cc = 1; tr_s_preference = "local_L1"; tr_n_preference = "local_RRC";
-              phy_test_mode = 0; puSch10xSnr = 160; puCch10xSnr = 160; }} );
-
-L1s = ( {{ num_cc = 1; tr_n_preference = "local_mac"; }} );
-
-RUs = (
-  {{
-    local_rf = "yes";
-    nb_tx = 1;
-    nb_rx = 1;
-    att_tx = 0;
-    att_rx = 0;
-    bands = [7];
-    max_pdschReferenceSignalPower = -27;
-    max_rxgain = 120;
-    eNB_instances = [0];{ru_extra}
-  }}
-);
-
-THREAD_STRUCT = ( {{ parallel_config = "PARALLEL_SINGLE_THREAD"; worker_config = "WORKER_ENABLE"; }} );
-
-log_config : {{
-  global_log_level = "info";
-  hw_log_level = "info";
-  phy_log_level = "info";
-  mac_log_level = "info";
-  rlc_log_level = "info";
-  pdcp_log_level = "info";
-  rrc_log_level = "info";
-}};
-""" + ("" if plan.usrp else '\n@include "channelmod_rfsimu.conf"\n')
-
-
-def channelmod_config(plan: OaiPlan) -> str:
-    """``channelmod_rfsimu.conf``: AWGN, static, model 0 = downlink at the UE, model 1 = uplink."""
-
-    def model(name: str) -> str:
-        return (f'    {{ model_name = "{name}"; type = "AWGN"; ploss_dB = {plan.ploss_db:g}; '
-                "noise_power_dB = -50; forgetfact = 0; offset = 0; ds_tdl = 0; }")
-
-    return ("channelmod = {\n  max_chan = 10;\n  modellist = \"modellist_rfsimu_1\";\n"
-            "  modellist_rfsimu_1 = (\n" + model("rfsimu_channel_enB0") + ",\n"
-            + model("rfsimu_channel_ue0") + "\n  );\n};\n")
-
-
-def _rfsim_args(serveraddr: str, telnet_port: int) -> list[str]:
-    return ["--rfsim", "--rfsimulator.serveraddr", serveraddr, "--rfsimulator.serverport", str(RFSIM_PORT),
-            "--rfsimulator.options", "chanmod", "--telnetsrv", "--telnetsrv.listenport", str(telnet_port)]
-
-
-def enb_command(plan: OaiPlan, conf: Path) -> list[str]:
-    cmd = ["lte-softmodem", "-O", str(conf)]
-    if plan.no_s1:
-        cmd.append("--noS1")
-    if plan.usrp:
-        return cmd  # device args come from the RU's sdr_addrs
-    return cmd + _rfsim_args("server", plan.enb_telnet_port)
-
-
-def ue_command(plan: OaiPlan, conf_dir: Path) -> list[str]:
-    if plan.usrp:
-        raise RadioError("--radio b210: the UE is a real device; emulab starts no lte-uesoftmodem")
-    cmd = ["lte-uesoftmodem", "-C", str(plan.dl_hz), "-r", str(plan.n_rb), "--ue-rxgain", "140",
-           "--ue-txgain", "120", "--nokrnmod", "1", "-O", str(conf_dir / "channelmod_rfsimu.conf")]
-    if plan.no_s1:
-        cmd.append("--noS1")
-    return cmd + _rfsim_args(plan.enb_addr, plan.ue_telnet_port)
-
-
-def channelmod_command(ploss_db: float, model_id: int = 0) -> str:
-    """The telnet line that sets the path loss of rfsim channel model ``model_id``."""
-    return f"channelmod modify {model_id} ploss {ploss_db:g}"
-
-
-def telnet_shell(port: int, line: str) -> str:
-    """A bash command sending ``line`` to the OAI telnet server on localhost (run inside a node)."""
-    return (f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf '%s\\n' {shlex.quote(line)} >&3 "
-            "&& sleep 0.2 && exec 3>&-")
+ATTACH_TIMEOUT_S = 60.0  # start → RRC attach (OAI needs ~3-10 s on 2 busy cores); option attach_timeout_s
+SUPERVISE_PERIOD_S = 0.5
+RTT_PROBES = 20  # pings through the tunnel after attach: the radio's measured RTT
+PING_RTT = re.compile(r"time=([0-9.]+) ms")
 
 
 def b210_present() -> bool:
@@ -450,9 +154,17 @@ class OaiRfsimRadio(RadioBackend):
         self.procs: dict[str, Process] = {}
         self.coverage_lost = False
         self.conf_dir: Path | None = None
-        self.user_plane = "radio link"  # or "waiting for oaitun_ue1 …", "OAI tunnel <addr>", an error
+        self.shim: Path | None = None
+        self.ue_log: UeLog | None = None
+        self.user_plane = "radio link"  # or "waiting for …", "OAI tunnel <addr>", an error
+        self.failure: str | None = None  # why the radio is down (a softmodem exited, no attach)
+        self.started_at: float | None = None
+        self.attach_s: float | None = None  # start (or UE restart) → RRC attached, last time
+        self.radio_rtt: dict[str, float] | None = None  # measure_rtt() after attach
+        self._routed_for: float | None = None  # the attach (UeLog.attached_at) the routes were put in for
         self._stop = threading.Event()
-        self._rerouter: threading.Thread | None = None
+        self._lock = threading.RLock()
+        self._supervisor: threading.Thread | None = None
 
     def _check_installed(self) -> None:
         missing = [b for b in OAI_BINARIES if not oai_install.binary_path(b)]
@@ -473,6 +185,11 @@ class OaiRfsimRadio(RadioBackend):
             files["channelmod"].write_text(channelmod_config(self.plan))
         return files
 
+    def _popen(self, role: str, node: str, argv: list[str], log_name: str) -> None:
+        assert self.conf_dir is not None and self.shim is not None
+        self.procs[role] = self.host.popen(node, oai_sched.wrap(_installed(argv), self.shim), cwd=self.conf_dir,
+                                           log=self.host.log_dir / log_name)
+
     def start(self) -> None:
         self._check_installed()
         if self.link_name is None:
@@ -480,70 +197,161 @@ class OaiRfsimRadio(RadioBackend):
         self.plan = OaiPlan.from_testbed(self.host.topology, self.link_name, self.options, usrp=self.usrp)
         self.conf_dir = self.host.run_dir / "oai"
         files = self.write_files(self.conf_dir)
+        try:
+            self.shim = oai_sched.build_shim(self.conf_dir)
+        except oai_sched.ShimError as exc:
+            raise RadioError(f"--radio {self.name}: {exc}") from None
         # the IQ stream needs the raw link: OAI's PHY is the radio now
         self.host.set_link_params(self.link_name, RadioLinkParams())
-        logs = self.host.log_dir
-        self.procs["enb"] = self.host.popen(self.plan.enb_node, _installed(enb_command(self.plan, files["enb"])),
-                                            cwd=self.conf_dir, log=logs / "oai-enb.log")
-        if not self.usrp:
-            self.procs["ue"] = self.host.popen(self.plan.ue_node, _installed(ue_command(self.plan, self.conf_dir)),
-                                               cwd=self.conf_dir, log=logs / "oai-ue.log")
-            if self.plan.no_s1:
-                self.user_plane = f"waiting for {UE_TUN} (UE attach)"
-                self._stop.clear()
-                self._rerouter = threading.Thread(target=self._reroute, name="emulab-oai-user-plane", daemon=True)
-                self._rerouter.start()
+        self.started_at = time.time()
+        self._popen("enb", self.plan.enb_node, enb_command(self.plan, files["enb"]), "oai-enb.log")
+        if self.usrp:
+            return
+        self._popen("ue", self.plan.ue_node, ue_command(self.plan, self.conf_dir), "oai-ue.log")
+        self.ue_log = UeLog(self.host.log_dir / "oai-ue.log")
+        self.user_plane = "waiting for the UE's RRC attach"
+        timeout = float(self.options.get("attach_timeout_s", ATTACH_TIMEOUT_S))
+        self._wait_attached(timeout)
+        self.radio_rtt = self.measure_rtt()
+        self._stop.clear()
+        self._supervisor = threading.Thread(target=self._supervise, name="emulab-oai", daemon=True)
+        self._supervisor.start()
 
-    def _reroute(self) -> None:
-        """Wait for both tunnel devices to have addresses, then move the user plane into them."""
+    def _wait_attached(self, timeout: float) -> None:
+        """Until OAI's UE reports RRC attach and the user plane is through its tunnel; RadioError
+        (naming the softmodem and its log) when a softmodem exits first or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                self._check_alive()
+                if self.failure:
+                    raise RadioError(f"--radio {self.name}: {self.failure}")
+                if self._step():
+                    return
+            if time.monotonic() > deadline:
+                state = self.ue_log.rrc_state if self.ue_log else None
+                raise RadioError(f"--radio {self.name}: the UE did not attach within {timeout:g} s (last RRC "
+                                 f"state: {state or 'none: no cell found'}; see {self.host.log_dir}/oai-ue.log "
+                                 "and oai-enb.log)")
+            time.sleep(0.2)
+
+    def measure_rtt(self, count: int = RTT_PROBES, interval_s: float = 0.1) -> dict[str, float] | None:
+        """Ping the eNB's tunnel address from the UE's: the round trip through OAI's radio alone (UE
+        PDCP/RLC/MAC/PHY up, the eNB's kernel, and back down). Median, spread and range in ms."""
         assert self.plan is not None
-        plan, host = self.plan, self.host
-        deadline = time.monotonic() + TUN_WAIT_S
-        done = 0
-        try:
-            while not self._stop.wait(0.5):
-                ue_tun = host.interface_address(plan.ue_node, UE_TUN)
-                if ue_tun is not None and host.interface_address(plan.enb_node, ENB_TUN) is not None:
-                    changes = user_plane_routes(host.topology, plan, ue_tun)
-                    for c in changes:
-                        host.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
-                        done += 1
-                    self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
-                    log.info("user plane rerouted through OAI: %s", self.user_plane)
-                    return
-                if time.monotonic() > deadline:
-                    self.user_plane = (f"not rerouted: no {UE_TUN}/{ENB_TUN} address after {TUN_WAIT_S:g} s "
-                                       "(did the UE attach? see oai-ue.log)")
-                    log.warning("OAI user plane: %s", self.user_plane)
-                    return
-        except Exception as exc:  # keep the radio up; status shows how far the user plane moved
-            how = f"partially rerouted ({done} route(s) changed)" if done else "not rerouted"
-            self.user_plane = f"{how}: {type(exc).__name__}: {exc}"
-            log.warning("OAI user plane: %s", self.user_plane)
+        enb_tun = self.host.interface_address(self.plan.enb_node, ENB_TUN)
+        if enb_tun is None:
+            return None
+        out = self.host.run(self.plan.ue_node, f"ping -n -c {count} -i {interval_s} -W 2 {enb_tun.ip}")
+        rtts = [float(x) for x in PING_RTT.findall(out)]
+        if len(rtts) < 3:
+            return None
+        return {"median_ms": round(statistics.median(rtts), 3), "sd_ms": round(statistics.stdev(rtts), 3),
+                "min_ms": min(rtts), "max_ms": max(rtts), "n": len(rtts), "sent": count, "at": time.time()}
+
+    def measured_link_params(self) -> dict[str, RadioLinkParams] | None:
+        """What OAI's radio does to the user plane, per direction ("uplink", "downlink"), from the
+        round trip measured after attach: half the median RTT each way (OAI's uplink has the
+        scheduling-request/grant wait, its downlink not: the split is not measurable without
+        synchronised clocks, the sum is), and a jitter J such that two independent uniform ±J hops
+        have the measured RTT's variance (2 J^2 / 3 = sd^2). The testbed's self-check uses this in
+        place of the radio link's configured delay."""
+        m = self.radio_rtt
+        if not m:
+            return None
+        p = RadioLinkParams(delay_ms=m["median_ms"] / 2, jitter_ms=m["sd_ms"] * math.sqrt(1.5))
+        return {"uplink": p, "downlink": p}
+
+    def address_of(self, node: str) -> str | None:
+        """Where ``node`` is reached through OAI's radio: the UE at its tunnel address (OAI's eNB hands
+        the UE only what is addressed to it; what goes to its radio-link address takes the plain link)."""
+        if self.plan is None or node != self.plan.ue_node or self.failure:
+            return None
+        tun = self.host.interface_address(self.plan.ue_node, UE_TUN)
+        return str(tun.ip) if tun else None
+
+    def _check_alive(self) -> None:
+        for role, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and not self.failure:
+                fatal = self.ue_log.fatal if (role == "ue" and self.ue_log) else None
+                self.failure = (f"the {role} softmodem exited (status {code})" + (f": {fatal}" if fatal else "")
+                                + f"; see {self.host.log_dir}/oai-{role}.log")
+                self.user_plane = "down: " + self.failure
+                log.warning("OAI: %s", self.failure)
+
+    def _step(self) -> bool:
+        """Read the UE's log; once it is attached, put (or put back) the user plane into the tunnel.
+        True when the UE is attached and the user plane goes through OAI."""
+        assert self.ue_log is not None and self.plan is not None
+        self.ue_log.poll()
+        if not self.ue_log.attached:
+            return False
+        attached_at = self.ue_log.attached_at
+        if self._routed_for != attached_at or not self._routes_present():
+            # OAI (re)configures oaitun_ue1 when the data bearer comes up (nas_config: interface down, address,
+            # up), which drops every route through it: so the routes go in after the RRC attach, not before
+            ue_tun = self.host.interface_address(self.plan.ue_node, UE_TUN)
+            if ue_tun is None or self.host.interface_address(self.plan.enb_node, ENB_TUN) is None:
+                return False
+            for c in user_plane_routes(self.host.topology, self.plan, ue_tun):
+                self.host.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
+            self._routed_for = attached_at
+            if attached_at is not None and self.started_at is not None and self.attach_s is None:
+                self.attach_s = round(attached_at - self.started_at, 3)
+            self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
+            log.info("user plane through OAI: %s", self.user_plane)
+        return True
+
+    def _routes_present(self) -> bool:
+        """Whether the UE still routes into its tunnel (OAI's interface reconfiguration removes them)."""
+        assert self.plan is not None
+        out = self.host.run(self.plan.ue_node, f"ip -4 route show dev {UE_TUN}")
+        return any(line.strip() and "proto kernel" not in line for line in out.splitlines())
+
+    def _supervise(self) -> None:
+        """While the radio runs: follow the UE's log, keep the user plane in the tunnel, notice exits."""
+        while not self._stop.wait(SUPERVISE_PERIOD_S):
+            try:
+                with self._lock:
+                    self._check_alive()
+                    if not self.failure:
+                        self._step()
+            except Exception as exc:  # keep supervising; status shows the error
+                self.user_plane = f"error: {type(exc).__name__}: {exc}"
+                log.warning("OAI supervisor: %s", self.user_plane)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._rerouter is not None:
-            self._rerouter.join(timeout=5)
-            self._rerouter = None
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         self.procs.clear()
+        if self.conf_dir is not None:  # generated files and the shim (the logs stay, with the testbed's)
+            shutil.rmtree(self.conf_dir, ignore_errors=True)
+
+    def _telnet(self, port: int, line: str) -> str:
+        assert self.plan is not None
+        node = self.plan.ue_node if port == self.plan.ue_telnet_port else self.plan.enb_node
+        out = self.host.run(node, "bash -c " + shlex.quote(telnet_shell(port, line)) + " 2>&1")
+        low = out.lower()
+        if "refused" in low or "no such" in low or "not found" in low or "unknown command" in low:
+            raise RadioError(f"OAI telnet server ({node}, port {port}) rejected {line!r}: {out.strip()[:300]}")
+        return out
 
     def _channelmod(self, ploss_db: float) -> None:
         if self.plan is None or "ue" not in self.procs:
             raise RadioError(f"--radio {self.name} is not running")
-        out = self.host.run(
-            self.plan.ue_node,
-            "bash -c " + shlex.quote(telnet_shell(self.plan.ue_telnet_port, channelmod_command(ploss_db))))
-        if "refused" in out.lower() or "no such" in out.lower():
-            raise RadioError(f"OAI telnet server (UE, port {self.plan.ue_telnet_port}): {out.strip()}")
+        self._telnet(self.plan.ue_telnet_port, channelmod_command(ploss_db))
 
     def attach(self) -> None:
         self._channelmod(self.plan.ploss_db if self.plan else 0.0)
@@ -557,14 +365,22 @@ class OaiRfsimRadio(RadioBackend):
 
     def state(self) -> dict[str, Any]:
         alive = {k: p.poll() is None for k, p in self.procs.items()}
+        ue = self.ue_log
+        rrc = ue.rrc_state if ue else None
+        attached = bool(ue and ue.attached and alive.get("ue") and not self.failure)
         return {
             "backend": self.name,
             "link": self.link_name,
-            # OAI's RRC state is in its logs, not queryable here: report coverage and processes
-            "attached": bool(alive) and all(alive.values()) and not self.coverage_lost,
-            "attach": "unknown (see oai-ue.log)",
+            "attached": attached,
+            "attach": "attached" if attached else ("failed" if self.failure else "detached"),
+            "since": ue.rrc_since if ue else None,
+            "rrc_state": rrc,
+            "attach_s": self.attach_s,
+            "radio_rtt": self.radio_rtt,
+            "dci_problems": ue.dci_problems if ue else None,
             "coverage": "lost" if self.coverage_lost else "ok",
             "user_plane": self.user_plane,
+            "last_error": self.failure,
             "processes": alive,
             "conf_dir": str(self.conf_dir) if self.conf_dir else None,
         }

@@ -7,7 +7,28 @@ import click
 from rserpool import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose ``lazy`` commands are imported only when named (or listed by ``--help``).
+
+    Why: a command's module may import heavy libraries (the fractal PU imports numpy) that every
+    other ``rserpool`` process, the registrar above all, would otherwise pay for at start.
+    """
+
+    lazy: dict[str, str] = {}  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = self.lazy[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="rserpool")
 def main() -> None:
     """A compact RSerPool stack (RFC 5351-5356): run a registrar, a pool element or a pool user,
@@ -36,9 +57,8 @@ main.add_command(hsdump_cmd)
 from rserpool.services.calcapp_cli import calcapp_pu_cmd  # noqa: E402
 
 main.add_command(calcapp_pu_cmd)
-from rserpool.services.fractal_cli import fractal_pu_cmd  # noqa: E402
-
-main.add_command(fractal_pu_cmd)
+# imported when named: the fractal PU imports numpy, which the registrar must not pay for
+main.lazy = {"fractal-pu": "rserpool.services.fractal_cli:fractal_pu_cmd"}  # type: ignore[attr-defined]
 from rserpool.hsdump import peers_cmd  # noqa: E402
 
 main.add_command(peers_cmd)

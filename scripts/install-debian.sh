@@ -15,6 +15,8 @@ PACKAGES=(
   uhd-host
   # real-kernel lane and RSPLIB interoperability
   rsplib-registrar rsplib-services rsplib-tools qemu-system-x86 linux-image-amd64 busybox-static cpio kmod
+  # the dashboard's browser tests (Playwright drives this system browser)
+  chromium
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -5,8 +5,10 @@ seconds (counted from the start of the pool users' process, so a few tenths of a
 their clock starts; the summary has the exact times on the PUs' clock), and every run drains so that
 every request issued can finish. Its metrics, also what `emulab simulate --coverage-loss` writes
 (``coverage_metrics`` / ``coverage_summary``): summary.json adds ``failover_s`` (coverage lost →
-first Accept from a UE element), ``recovery_s`` (coverage back → first Accept from a MEC element),
-the request counts, ``coverage_runs`` (per run) and ``timers`` (what bounds both times);
+first Accept from a UE element), ``failover_job_s`` (per job cut off by the loss: its cut → its
+first Accept after it; n, p50, p90, max), ``runs_without_failover``, ``recovery_s`` (coverage back →
+first Accept from a MEC element), the request counts, ``coverage_runs`` (per run, with every cut-off
+job: when it resumed and where) and ``timers`` (what bounds both times);
 ``events.csv`` has every Accept, completion and coverage change for the timeline plot
 (``emulab.plots.fig_coverage_timelines``).
 """
@@ -40,15 +42,90 @@ requests the same way."""
 # same way, under the same keys of summary.json.
 
 
+def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
+    """``{"n", "p50", "p90", "max"}`` of ``values`` (quantiles by linear interpolation; None when empty)."""
+    import numpy as np
+
+    a = np.asarray(list(values), dtype=float)
+    if a.size == 0:
+        return {"n": 0, "p50": None, "p90": None, "max": None}
+    p50, p90 = np.quantile(a, [0.5, 0.9])
+    return {"n": int(a.size), "p50": round(float(p50), 3), "p90": round(float(p90), 3), "max": round(float(a.max()), 3)}
+
+
+def job_failovers(events: Iterable[EventRecord], requests: Iterable[RequestRecord], lost_at: float | None,
+                  restored_at: float | None) -> list[dict[str, Any]]:
+    """Every job the loss cut off, with when and where it resumed (its first Accept after the cut).
+
+    A job counts when it was ``in_flight`` at the loss (its PU had started serving it and it had not
+    completed) or ``started_during`` the loss (its PU began serving it while the UE had no coverage:
+    issued during the loss, or waiting in the PU's queue until then). Its cut is the loss for the
+    first, the start of its service for the second; ``failover_s`` = its first Accept at or after the
+    cut − the cut. A job in flight on a UE element at the loss was not cut off (``from_class`` "ue",
+    kept for the record, never counted as a fail-over); one with no Accept after the cut has
+    ``resumed_at`` None (``completed`` says whether it still finished, e.g. its Complete was already
+    on the way).
+    """
+    if lost_at is None:
+        return []
+    end = restored_at if restored_at is not None else float("inf")
+    accepts: dict[tuple[str | None, int | None], list[EventRecord]] = {}
+    for e in events:
+        if e.event == "accept":
+            accepts.setdefault((e.pu, e.request_id), []).append(e)
+    out = []
+    for r in sorted(requests, key=lambda r: (r.started_at is None, r.started_at or 0.0, r.pu, r.request_id)):
+        if r.started_at is None or r.started_at >= end:
+            continue
+        if r.completed_at is not None and r.completed_at < lost_at:
+            continue
+        mine = sorted(accepts.get((r.pu, r.request_id), []), key=lambda e: e.t)
+        if r.started_at < lost_at:
+            kind, cut = "in_flight", lost_at
+            before = [e for e in mine if e.t < lost_at]
+            src = before[-1] if before else None
+        else:
+            kind, cut, src = "started_during", r.started_at, None
+        nxt = next((e for e in mine if e.t >= cut), None)
+        out.append({
+            "pu": r.pu, "request_id": r.request_id, "kind": kind, "cut_at": round(cut, 3),
+            "from_element": src.element if src else None, "from_class": src.element_class if src else None,
+            "resumed_at": None if nxt is None else round(nxt.t, 3),
+            "failover_s": None if nxt is None else round(nxt.t - cut, 3),
+            "element": nxt.element if nxt else None, "element_class": nxt.element_class if nxt else None,
+            "completed": r.status == "completed",
+        })
+    return out
+
+
+def _failed_over(jobs: list[dict[str, Any]], failover_s: float | None, restored_at: float | None) -> str | None:
+    """Why a run did not fail over (None: it did): a UE element accepted work during the loss, and every
+    job in flight on a remote element (or in start-up) at the loss resumed on a UE element while cut off."""
+    if failover_s is None:
+        return "no Accept by a UE element during the loss"
+    end = restored_at if restored_at is not None else float("inf")
+    stuck = [j for j in jobs if j["kind"] == "in_flight" and j["from_class"] != "ue"
+             and not (j["element_class"] == "ue" and j["resumed_at"] is not None and j["resumed_at"] < end)
+             and not (j["resumed_at"] is None and j["completed"])]
+    if stuck:
+        return (f"{len(stuck)} job(s) in flight at the loss did not resume on a UE element before coverage came "
+                f"back: " + ", ".join(f"{j['pu']}#{j['request_id']}" for j in stuck[:5]))
+    return None
+
+
 def coverage_metrics(events: Iterable[EventRecord], requests: Iterable[RequestRecord], lost_at: float | None,
                      restored_at: float | None) -> dict[str, Any]:
     """One coverage-loss run: fail-over and recovery times, and whether every request finished once.
 
-    ``failover_s``: coverage lost → the first Accept by a UE element after it; ``recovery_s``:
-    coverage back → the first Accept by a MEC element after it (None when it never happened).
-    ``requests_lost`` counts every request issued that did not complete (after the drain), and
-    ``requests_duplicated`` every request recorded more than once (both must be 0).
+    ``failover_s``: coverage lost → the first Accept by a UE element at or after it, of any request
+    (one resumed or a new one); ``recovery_s``: coverage back → the first Accept by a MEC element
+    after it (None when it never happened). ``failover_jobs`` (``job_failovers``) times every job
+    the loss cut off, ``failover_job_s`` their distribution; ``failed_over`` says whether the run
+    failed over (``failover_problem`` why not). ``requests_lost`` counts every request issued that did
+    not complete (after the drain), ``requests_duplicated`` every request recorded more than once
+    (both must be 0), ``requests_restarted`` those started again from scratch after an Accept.
     """
+    events = list(events)
     accepts = [e for e in events if e.event == "accept"]
     reqs = list(requests)
 
@@ -64,30 +141,49 @@ def coverage_metrics(events: Iterable[EventRecord], requests: Iterable[RequestRe
     completed = len({(r.pu, r.request_id) for r in reqs if r.status == "completed"})
     during = [e for e in accepts if lost_at is not None and e.t >= lost_at
               and (restored_at is None or e.t < restored_at)]
+    failover_s = first_after(lost_at, "ue")
+    jobs = job_failovers(events, reqs, lost_at, restored_at)
+    counted = [j["failover_s"] for j in jobs if j["failover_s"] is not None and j["from_class"] != "ue"]
+    problem = _failed_over(jobs, failover_s, restored_at)
+    known = all(r.restarts is not None for r in reqs)
     return {
         "lost_at_s": None if lost_at is None else round(lost_at, 3),
         "restored_at_s": None if restored_at is None else round(restored_at, 3),
-        "failover_s": first_after(lost_at, "ue"),
+        "failover_s": failover_s,
         "recovery_s": first_after(restored_at, "mec"),
+        "failed_over": problem is None,
+        "failover_problem": problem,
+        "failover_job_s": distribution(counted),
+        "jobs_not_resumed": sum(1 for j in jobs if j["resumed_at"] is None and j["from_class"] != "ue"),
+        "failover_jobs": jobs,
         "requests_issued": issued,
         "requests_completed": completed,
         "requests_lost": issued - completed,
         "requests_duplicated": len(keys) - issued,
         "requests_failed_over": sum(1 for r in reqs if r.failovers),
+        "requests_restarted": sum(1 for r in reqs if r.restarts) if known else None,
+        "calculations_discarded": sum(r.calculations_discarded or 0.0 for r in reqs) if known else None,
         "accepts_during_loss": {cls: sum(1 for e in during if e.element_class == cls) for cls in CLASSES},
     }
 
 
 def coverage_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """summary.json's coverage-loss keys over ``coverage_metrics`` of every run: the worst fail-over
-    and recovery times (None if any run had none), the summed request counts, and the runs themselves."""
+    and recovery times (None if any run had none), the distribution of every cut-off job's fail-over
+    time over all runs, the runs that did not fail over, the summed request counts, and the runs themselves."""
 
     def worst(key: str) -> float | None:
         vals = [r[key] for r in runs]
         return None if not vals or any(v is None for v in vals) else max(vals)
 
+    jobs = [j for r in runs for j in r.get("failover_jobs", ()) if j["from_class"] != "ue"]
     return {
         "failover_s": worst("failover_s"),
+        "failover_job_s": distribution(j["failover_s"] for j in jobs if j["failover_s"] is not None),
+        "failover_job_in_flight_s": distribution(j["failover_s"] for j in jobs
+                                                 if j["failover_s"] is not None and j["kind"] == "in_flight"),
+        "jobs_not_resumed": sum(1 for j in jobs if j["resumed_at"] is None),
+        "runs_without_failover": sum(1 for r in runs if not r.get("failed_over")),
         "recovery_s": worst("recovery_s"),
         **{k: sum(r[k] for r in runs) for k in ("requests_issued", "requests_completed", "requests_lost",
                                                  "requests_duplicated", "requests_failed_over")},
@@ -145,8 +241,11 @@ class CoverageLossExperiment(EmulatedSweep):
                 out.events.append(EventRecord(ctx.setting, ctx.run, at, what))
         m = coverage_metrics(out.events, out.requests, lost_at, restored_at)
         self.coverage_runs.append({"setting": ctx.setting, "run": ctx.run, **m})
-        self.log(f"{ctx.tag}: fail-over {m['failover_s']} s, recovery {m['recovery_s']} s, "
-                 f"{m['requests_completed']}/{m['requests_issued']} requests completed")
+        jobs = m["failover_job_s"]
+        self.log(f"{ctx.tag}: fail-over {m['failover_s']} s (per job: n {jobs['n']}, p50 {jobs['p50']} s, max "
+                 f"{jobs['max']} s{'' if m['failed_over'] else '; ' + str(m['failover_problem'])}), recovery "
+                 f"{m['recovery_s']} s, {m['requests_completed']}/{m['requests_issued']} requests completed, "
+                 f"{m['requests_restarted']} restarted")
 
     def summarise(self) -> dict[str, Any]:
         """summary.json's coverage-loss keys: per run, and over all runs (worst times, summed counts)."""
@@ -202,7 +301,7 @@ def command(scenario: Scenario, lose_at: float, restore_at: float, drain: float,
 
     Work fails over to the UE's own pool element while the UE is cut off and returns to the MEC when
     coverage is back. summary.json gives failover_s (coverage lost -> first Accept from the UE
-    element), recovery_s (coverage back -> first Accept from a MEC element) and the counts of
+    element), failover_job_s (per cut-off job: cut -> its first Accept after it), recovery_s (coverage back -> first Accept from a MEC element) and the counts of
     requests issued, completed and lost; events.csv the timeline that `emulab plot` draws.
     """
     path = run_coverage_loss(scenario, lose_at, restore_at, drain=drain, pe_registrar=pe_registrar, pcaps=pcaps,

@@ -81,19 +81,25 @@ def to_records(lines: list[dict[str, Any]], setting: int, run: int, addrs: dict[
             queued_at=d["queued_at"], started_at=d["started_at"], accepted_at=d["accepted_at"],
             completed_at=d["completed_at"], element=elem, element_class=classes.get(elem) if elem else None,
             rejected_by=tuple(addrs.get(x, x) for x in d.get("rejected_by", ())), failovers=int(d.get("failovers", 0)),
-            status=d["status"]))
+            status=d["status"], restarts=len(d.get("restarts", ())),
+            calculations_discarded=float(sum(x[3] for x in d.get("restarts", ())))))
     return out
 
 
 def request_events(lines: list[dict[str, Any]], setting: int, run: int, addrs: dict[str, str],
                    classes: dict[str, str]) -> list[EventRecord]:
-    """Every Accept (first and after fail-overs) and every completion, on the PUs' clock."""
+    """Every Accept (first and after fail-overs), every restart from scratch (the element it left)
+    and every completion, on the PUs' clock."""
     out = []
     for d in lines:
         for t, host in d.get("accepts", ()):
             elem = addrs.get(host, host)
             out.append(EventRecord(setting, run, float(t), "accept", d["pu"], int(d["request_id"]), elem,
                                    classes.get(elem)))
+        for t, _why, host, _done in d.get("restarts", ()):
+            left = addrs.get(host, host) if host else None
+            out.append(EventRecord(setting, run, float(t), "restart", d["pu"], int(d["request_id"]), left,
+                                   classes.get(left) if left else None))
         if d.get("status") == "completed" and d.get("completed_at") is not None:
             elem = addrs.get(d["element"], d["element"]) if d.get("element") else None
             out.append(EventRecord(setting, run, float(d["completed_at"]), "complete", d["pu"],

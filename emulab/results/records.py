@@ -17,7 +17,7 @@ CLASSES: tuple[str, ...] = ("ue", "mec", "pmc")
 
 REQUEST_FIELDS: tuple[str, ...] = (
     "setting", "run", "pu", "request_id", "size", "queued_at", "started_at", "accepted_at", "completed_at",
-    "element", "element_class", "rejected_by", "failovers", "status",
+    "element", "element_class", "rejected_by", "failovers", "status", "restarts", "calculations_discarded",
 )
 USAGE_FIELDS: tuple[str, ...] = (
     "setting", "run", "element", "element_class", "capacity", "duration_s", "used_calculations",
@@ -25,7 +25,7 @@ USAGE_FIELDS: tuple[str, ...] = (
 )
 EVENT_FIELDS: tuple[str, ...] = ("setting", "run", "t", "event", "pu", "request_id", "element", "element_class")
 SAMPLE_FIELDS: tuple[str, ...] = ("setting", "run", "t", "element", "element_class", "used_calculations", "jobs")
-EVENTS: tuple[str, ...] = ("accept", "complete", "coverage_lost", "coverage_restored")
+EVENTS: tuple[str, ...] = ("accept", "complete", "restart", "coverage_lost", "coverage_restored")
 
 
 class ResultsError(EmulabError):
@@ -56,6 +56,11 @@ class RequestRecord:
     failovers: int = 0
     status: str = "completed"
     """completed | lost | unfinished (still queued or running when the run ended)."""
+    restarts: int | None = None
+    """How often the request started again from scratch after a PE had accepted it (None: not recorded)."""
+    calculations_discarded: float | None = None
+    """Calculations those restarts gave up: the progress of the request's last cookie at each restart
+    (work a PE did after its last cookie is not seen by the PU; None: not recorded)."""
 
     @property
     def queuing_time(self) -> float | None:
@@ -109,7 +114,8 @@ class EventRecord:
     run: int
     t: float
     event: str
-    """One of EVENTS: an Accept (first or after a fail-over), a completion, coverage lost/restored."""
+    """One of EVENTS: an Accept (first or after a fail-over), a completion, a restart from scratch of
+    an accepted request (``element``: the PE it left), coverage lost/restored."""
     pu: str | None = None
     request_id: int | None = None
     element: str | None = None

@@ -52,6 +52,10 @@ class _Setting:
     failed_over: int = 0
     failovers: int = 0
     rejections: int = 0
+    # restarts from scratch after an Accept; None once a record did not say (the simulator's)
+    restarted: int | None = 0
+    restarts: int | None = 0
+    discarded: float | None = 0.0
     usage: list[ElementUsage] = field(default_factory=list)
 
 
@@ -74,6 +78,12 @@ class Aggregator:
         if r.failovers:
             s.failed_over += 1
             s.failovers += r.failovers
+        if r.restarts is None or s.restarts is None:
+            s.restarted = s.restarts = s.discarded = None
+        else:
+            s.restarted = (s.restarted or 0) + (r.restarts > 0)
+            s.restarts += r.restarts
+            s.discarded = (s.discarded or 0.0) + (r.calculations_discarded or 0.0)
         if r.status == "completed" and r.completed_at is not None and r.accepted_at is not None \
                 and r.started_at is not None:
             s.completed += 1
@@ -107,6 +117,11 @@ class Aggregator:
         for setting in sorted(self.settings):
             s = self.settings[setting]
             out["settings"][str(setting)] = self._setting_summary(setting, s, size_mean, interval_mean)
+        # the work thrown away over the whole sweep (per setting under "counts"); null if not recorded
+        ss = list(self.settings.values())
+        known = all(s.restarts is not None for s in ss)
+        out["requests_restarted"] = sum(s.restarted or 0 for s in ss) if known else None
+        out["calculations_discarded"] = sum(s.discarded or 0.0 for s in ss) if known else None
         return out
 
     @staticmethod
@@ -177,6 +192,7 @@ class Aggregator:
             "counts": {
                 "issued": s.issued, "completed": s.completed, "lost": s.lost, "unfinished": s.unfinished,
                 "failed_over": s.failed_over, "failovers": s.failovers, "rejections": s.rejections,
+                "restarted": s.restarted, "restarts": s.restarts, "calculations_discarded": s.discarded,
             },
         }
 

@@ -59,14 +59,14 @@ Limits: the PUs' registrar is taken to be reachable during a coverage loss (it r
 the papers' topology), and jobs left running on a cut-off element are accounted as if they had
 the element to themselves.
 
-
 The loop is lean on purpose: events are plain tuples on a heapq, ``(time, sequence, kind, subject,
 token, …)``, dispatched to one ``Simulation`` method per kind; requests and elements are integer
 indexes into per-request and per-element columns (lists), and a PE's completion is recomputed only
 when its own job set changes (stale completion events are skipped by a per-element version number,
 stale request events by a per-request token). Everything only faults need lives in dicts touched
 only when ``faults`` is true, so the papers' sweep pays nothing for it. The run's inputs and outputs
-are in ``emulab.sim.runs``, the fault timeline in ``emulab.sim.faults``.
+are in ``emulab.sim.runs``, the columns in ``emulab.sim.state``, the fault timeline in
+``emulab.sim.faults``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ FIFO queue. The head request is served by a fresh ASAP session (RSPLIB opens one
 fields of ``emulab.results.RequestRecord`` without setting/run; times in seconds since the start,
 ``PURun.t0_epoch`` being that start on the wall clock). Each record also lists every Accept the
 request got (``accepts``: [time, element]), the first one and those after fail-overs, so a coverage
-loss's fail-over and recovery can be timed. With ``drain`` the PUs stop generating at ``duration``
+loss's fail-over and recovery can be timed, and every restart of an accepted request from scratch
+(``restarts``: [time, reason, element left, calculations given up]; reasons in ``RESTART_REASONS``),
+so work thrown away is counted. With ``drain`` the PUs stop generating at ``duration``
 and get up to ``drain`` more seconds to finish what they have queued, so a run can end with every
 request issued either completed or visibly not.
 """
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rserpool.pu import NoPoolElementError, PoolSession, PoolUser, PUConfig
-from rserpool.services.calcapp import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, PPID_CALCAPP
+from rserpool.services.calcapp import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, PPID_CALCAPP, decode_cookie
 from rserpool.wire.calcapp import CalcAppMessage, CalcAppType, decode_calcapp
 from rserpool.wire.errors import CodecError
 
@@ -43,6 +45,12 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY = 1.0  # calcappclient: pause after a reject / an unreachable pool before trying again
 DISTRIBUTIONS = ("exp", "const", "uniform")
+RESTART_REASONS = {
+    "no_cookie": "the PE was lost before a cookie of the job reached the PU: the request goes to another PE anew",
+    "session_lost": "the session ended after the Accept (a fail-over found no PE, the fail-overs ran out, or "
+                    "the request could not be sent): a new session starts the request anew, its cookie unused",
+}
+"""Why an accepted request was started again from scratch (``Request.restarts``)."""
 
 
 def pu_rng(seed: int, index: int) -> random.Random:
@@ -90,13 +98,17 @@ class Request:
     failovers: int = 0
     status: str = "unfinished"
     accepts: list[tuple[float, str]] = field(default_factory=list)  # (time, element) of every Accept
+    # (time, reason, element left, calculations the job had reached by its last cookie) of every
+    # restart from scratch after an Accept
+    restarts: list[tuple[float, str, str | None, int]] = field(default_factory=list)
 
     def to_dict(self, pu: str) -> dict[str, Any]:
         return {"pu": pu, "request_id": self.request_id, "size": float(self.size), "queued_at": self.queued_at,
                 "started_at": self.started_at, "accepted_at": self.accepted_at,
                 "completed_at": self.completed_at, "element": self.element, "element_id": self.element_id,
                 "rejected_by": list(self.rejected_by), "failovers": self.failovers, "status": self.status,
-                "accepts": [[round(t, 6), e] for t, e in self.accepts]}
+                "accepts": [[round(t, 6), e] for t, e in self.accepts],
+                "restarts": [[round(t, 6), why, e, done] for t, why, e, done in self.restarts]}
 
 
 class _Session:
@@ -104,6 +116,7 @@ class _Session:
 
     def __init__(self, pu: PoolUser, handle: bytes) -> None:
         self.queue: asyncio.Queue[CalcAppMessage] = asyncio.Queue()
+        self.accepted = False  # a PE accepted the job on this session (a loss now throws work away)
         self.session = PoolSession(pu, handle, on_data=self._data, on_failover=None, max_attempts=8)
 
     def _data(self, data: bytes, ppid: int) -> None:
@@ -140,6 +153,17 @@ class _Session:
             return self.queue.get_nowait()
         return None
 
+    def progress(self) -> int:
+        """Calculations the job had reached by the last cookie this session holds (0: none)."""
+        ch = self.session.channel
+        cookie = ch.cookie if ch is not None and ch.cookie is not None else self.session.cookie
+        if cookie is None:
+            return 0
+        try:
+            return int(decode_cookie(cookie)[2])
+        except CodecError:
+            return 0
+
     def close(self) -> None:
         self.session.close()
 
@@ -163,7 +187,7 @@ class CalcAppPU:
         # RSPLIB calcappclient's counters: Keep-Alives and Keep-Alive Acks are the ones this PU *sent*
         # (TotalCalcAppKeepAlives / TotalCalcAppKeepAliveAcks); the PE's answers are counted apart.
         self.counters = {"requests": 0, "accepts": 0, "rejects": 0, "completes": 0, "keepalives": 0,
-                         "keepalive_acks": 0, "keepalive_acks_received": 0}
+                         "keepalive_acks": 0, "keepalive_acks_received": 0, "restarts": 0}
 
     async def run(self) -> None:
         await self.pu.start()
@@ -223,6 +247,9 @@ class CalcAppPU:
                 continue
             try:
                 result = await self._run_job(s, r)
+                if result == "lost" and s.accepted:
+                    # the session held the job after an Accept: the next session starts it anew
+                    self._restart(r, "session_lost", s)
             finally:
                 s.close()
             if result == "completed":
@@ -243,7 +270,7 @@ class CalcAppPU:
         except ConnectionError:
             return "lost"
         self.counters["requests"] += 1
-        accepted = False
+        s.accepted = accepted = False
         waiting_ack = False
         while True:
             msg = await s.next(p.keepalive_timeout if waiting_ack else p.keepalive_interval)
@@ -266,8 +293,10 @@ class CalcAppPU:
                 try:
                     if s.session.cookie is None and (s.session.channel is None or s.session.channel.cookie is None):
                         # no cookie yet: nothing to resume from, start over on another PE
+                        left = s.session.pe.endpoint[0] if s.session.pe is not None else None
                         await s.session.failover()
                         s.send(CalcAppMessage(CalcAppType.REQUEST, r.request_id, r.size))
+                        self._restart(r, "no_cookie", s, left)
                     else:
                         await s.session.failover()  # sends the Cookie Echo; the new PE answers Accept/Reject
                 except (NoPoolElementError, ConnectionError, OSError):
@@ -281,7 +310,7 @@ class CalcAppPU:
                 self.counters["accepts"] += 1
                 now = self.clock()
                 if not accepted:
-                    accepted = True
+                    s.accepted = accepted = True
                     r.accepted_at = now
                 host, ident = s.element
                 r.element, r.element_id = host, ident
@@ -312,6 +341,14 @@ class CalcAppPU:
                     self.counters["keepalive_acks"] += 1
             elif msg.type == CalcAppType.KEEPALIVE_ACK:
                 self.counters["keepalive_acks_received"] += 1
+
+    def _restart(self, r: Request, reason: str, s: _Session, left: str | None = None) -> None:
+        """Note that accepted request ``r`` starts again from scratch (``left``: the PE it leaves)."""
+        if left is None and s.session.pe is not None:
+            left = s.session.pe.endpoint[0]
+        r.restarts.append((self.clock(), reason, left, s.progress()))
+        self.counters["restarts"] += 1
+        log.info("%s: request %d restarts from scratch (%s)", self.name, r.request_id, reason)
 
     def records(self) -> list[dict[str, Any]]:
         return [r.to_dict(self.name) for r in self.requests]

@@ -3,13 +3,17 @@ element, and returns to the MEC when coverage is back (`emulab experiment covera
 
 paper-topology with the emulated radio, 8 CalcApp PUs on the UE for 60 s, coverage lost from 15 s to
 35 s, then a drain so every request issued can finish. It runs with whatever this kernel offers (on
-CI: the userspace shaper and RSerPool over TCP) and tears the testbed down itself, also on failure.
+the host: the userspace shaper and RSerPool over TCP) and, marked ``realkernel``, also in the
+real-kernel lane, where it must have run over sch_netem, the kernel OVS datapath and SCTP; it tears
+the testbed down itself, also on failure.
 
-Bounds used below, from the default timers (summary.json's "timers"):
-* fail-over: RLF after N310 x 10 ms + T310 = 1.2 s, then a new request fails over at once (the UE's
-  routes are gone, connects fail with ENETUNREACH); a connect begun while T310 ran waits the PU's
-  3 s connect timeout; a job in flight is noticed by the CalcApp keep-alive (2.5 s + 2.5 s). So the
-  first Accept by the UE element comes at most ~1.2 + 5 s after the loss (plus scheduling slack).
+Bounds used below, from the timers the run reports (summary.json's "timers"):
+* fail-over: the UE learns it is offline at radio link failure (RLF), N310 x 10 ms + T310 = 1.2 s
+  after the loss; its routes go then and the PUs' route watcher ends every session and connect
+  beyond the radio at once, so jobs in flight fail over to the UE's element (with their cookie) and
+  new ones go there. Every cut-off job must resume within RLF + 0.5 s of its cut (measured
+  2026-12-06 on the host: the first UE Accept 1.2-1.3 s after the loss); a regression to the
+  keep-alive (2.5 s + 2.5 s) or to the PU's 3 s connect timeout breaks it.
 * recovery: re-attach after 1 s, then ENRP peers reconnect and the UE's registrar downloads their
   handle tables (presence/reconnect within a few seconds), and the next request goes to the MEC.
 """
@@ -25,12 +29,20 @@ import pytest
 from emulab.results import load_events, load_results
 from emulab.scenario import Scenario
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
+from helpers.testbed import real_kernel
+
+pytestmark = [pytest.mark.root, pytest.mark.realkernel, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SCENARIO = Scenario(pus=(8,), runs=1, duration=60.0, seed=11)
 LOSE_AT, RESTORE_AT = 15.0, 35.0
-FAILOVER_BOUND_S = 1.2 + 5.0 + 1.5
+FAILOVER_SLACK_S = 0.5  # beyond the radio's RLF time
 RECOVERY_BOUND_S = 15.0
+
+
+def rlf_s(summary: dict) -> float:
+    """The radio's RLF time as the run used it (N310 x 10 ms + T310)."""
+    radio = summary["timers"]["radio"]
+    return radio["n310"] * 0.01 + radio["t310_ms"] / 1000.0
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +75,8 @@ def test_work_moves_to_the_ue_during_the_loss_and_back_to_the_mec(coverage_run: 
     # while cut off, nothing beyond the UE can accept; the UE's own element does the work
     during = run["accepts_during_loss"]
     assert during["mec"] == 0 and during["pmc"] == 0 and during["ue"] >= 1, during
-    assert summary["failover_s"] is not None and summary["failover_s"] <= FAILOVER_BOUND_S, summary["failover_s"]
+    bound = rlf_s(summary) + FAILOVER_SLACK_S
+    assert summary["failover_s"] is not None and summary["failover_s"] <= bound, (summary["failover_s"], bound)
     # once back, the MEC takes the work again and the UE is the last resort as before
     assert summary["recovery_s"] is not None and summary["recovery_s"] <= RECOVERY_BOUND_S, summary["recovery_s"]
     events = load_events(coverage_run)
@@ -78,6 +91,49 @@ def test_work_moves_to_the_ue_during_the_loss_and_back_to_the_mec(coverage_run: 
     assert {e.event for e in events} >= {"coverage_lost", "coverage_restored", "accept", "complete"}
 
 
+def test_every_cut_off_job_fails_over_within_rlf_plus_half_a_second(coverage_run: Path) -> None:
+    summary = json.loads((coverage_run / "summary.json").read_text())
+    run = summary["coverage_runs"][0]
+    lost, restored = run["lost_at_s"], run["restored_at_s"]
+    jobs = [j for j in run["failover_jobs"] if j["from_class"] != "ue"]
+    # 8 PUs issue 0.8 requests/s: jobs start while the loss lasts (whether one is in flight at the
+    # very moment of the loss is chance: about 1 s of service each)
+    assert sum(j["kind"] == "started_during" for j in jobs) >= 5, jobs
+    assert run["failed_over"] and run["failover_problem"] is None and summary["runs_without_failover"] == 0
+    assert summary["jobs_not_resumed"] == 0, [j for j in jobs if j["resumed_at"] is None]
+    bound = rlf_s(summary) + FAILOVER_SLACK_S
+    for j in jobs:
+        assert j["failover_s"] == pytest.approx(j["resumed_at"] - j["cut_at"], abs=0.002), j
+        assert j["failover_s"] <= bound, (j, bound)
+        if j["resumed_at"] < restored:  # while cut off, only the UE's element can take it
+            assert j["element_class"] == "ue", j
+    dist = summary["failover_job_s"]
+    assert dist["n"] == len(jobs) and dist["max"] <= bound and dist["p50"] <= dist["p90"] <= dist["max"], dist
+    in_flight = [j["failover_s"] for j in jobs if j["kind"] == "in_flight"]
+    assert summary["failover_job_in_flight_s"]["n"] == len(in_flight)
+    # a job in flight on a remote element waits for RLF (nothing tells the UE earlier)
+    assert all(j["failover_s"] >= rlf_s(summary) - 0.05 for j in jobs
+               if j["kind"] == "in_flight" and j["from_class"] is not None), jobs
+    assert lost < restored
+
+
+def test_every_restart_is_recorded(coverage_run: Path) -> None:
+    summary = json.loads((coverage_run / "summary.json").read_text())
+    reqs = load_results(coverage_run).requests
+    restarts = [e for e in load_events(coverage_run) if e.event == "restart"]
+    # the records, the events and the summaries tell the same restarts (the emulated PUs record them)
+    assert all(r.restarts is not None for r in reqs)
+    assert sum(r.restarts or 0 for r in reqs) == len(restarts)
+    assert {(e.pu, e.request_id) for e in restarts} == {(r.pu, r.request_id) for r in reqs if r.restarts}
+    restarted = sum(1 for r in reqs if r.restarts)
+    assert summary["requests_restarted"] == summary["coverage_runs"][0]["requests_restarted"] == restarted
+    assert summary["settings"]["8"]["counts"]["restarts"] == len(restarts)
+    assert summary["calculations_discarded"] == pytest.approx(sum(r.calculations_discarded or 0.0 for r in reqs))
+    # a restart gives up no more than the request asked for, and a restarted request still completed
+    assert all((r.calculations_discarded or 0.0) <= r.size * (r.restarts or 0) for r in reqs)
+    assert all(r.status == "completed" for r in reqs if r.restarts)
+
+
 def test_timeline_plot_and_manifest(coverage_run: Path) -> None:
     from emulab.plots import plot_results
 
@@ -86,5 +142,10 @@ def test_timeline_plot_and_manifest(coverage_run: Path) -> None:
     manifest = json.loads((coverage_run / "manifest.json").read_text())
     assert manifest["coverage_loss"] == {"lose_at": LOSE_AT, "restore_at": RESTORE_AT}
     assert manifest["testbed"]["radio"] == "emulated"
+    if real_kernel():  # the lane runs this over the kernel's paths, not the fallbacks
+        choices = manifest["capabilities"]["choices"]
+        assert (choices["link_backend"], choices["ovs_datapath"], choices["rserpool_transport"]) == \
+            ("netem", "kernel", "sctp"), choices
+        assert (manifest["testbed"]["link_backend"], manifest["testbed"]["datapath"]) == ("netem", "kernel")
     timers = json.loads((coverage_run / "summary.json").read_text())["timers"]
     assert timers["radio"]["t310_ms"] == 1000.0 and timers["calcapp_keepalive_timeout_s"] == 2.5

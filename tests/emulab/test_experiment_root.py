@@ -1,6 +1,9 @@
 """`emulab experiment paper` end to end in the emulated testbed (root), and its agreement with `emulab simulate`.
 
 One short emulated sweep (4 and 16 PUs, one run of 40 s each, then a drain) is shared by the tests.
+They run on the host (whatever its kernel offers: on CI the userspace shaper and TCP) and, marked
+``realkernel``, in the real-kernel lane, where the sweep must have run over sch_netem, the kernel
+OVS datapath and SCTP.
 
 Agreement: `emulab simulate` draws every PU's sizes and intervals from the same random streams as
 the emulated PUs (``calcapp_pu.pu_rng``, ``scenario.run_seed``), so the simulated twin of a run sees
@@ -23,10 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from emulab.results import load_results
+from emulab.results import load_events, load_results
 from emulab.scenario import Scenario
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(600)]
+from helpers.testbed import real_kernel
+
+pytestmark = [pytest.mark.root, pytest.mark.realkernel, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SCENARIO = Scenario(pus=(4, 16), runs=1, duration=40.0, seed=7)
 
@@ -74,6 +79,27 @@ def test_every_request_completes_exactly_once_and_mec_does_the_work(emulated: Pa
     manifest = json.loads((emulated / "manifest.json").read_text())
     assert manifest["scenario"]["pus"] == [4, 16] and manifest["seeds"] and manifest["capabilities"]
     assert (emulated / "sca" / "4pus-run1.sca").exists()
+    if real_kernel():  # the lane runs the sweep over the kernel's paths, not the fallbacks
+        choices = manifest["capabilities"]["choices"]
+        assert (choices["link_backend"], choices["ovs_datapath"], choices["rserpool_transport"]) == \
+            ("netem", "kernel", "sctp"), choices
+
+
+def test_work_thrown_away_is_counted_per_setting(emulated: Path) -> None:
+    summary = json.loads((emulated / "summary.json").read_text())
+    reqs = load_results(emulated).requests
+    restarts = [e for e in load_events(emulated) if e.event == "restart"]
+    assert all(r.restarts is not None and r.calculations_discarded is not None for r in reqs)
+    for pus in ("4", "16"):
+        mine = [r for r in reqs if r.setting == int(pus)]
+        counts = summary["settings"][pus]["counts"]
+        assert counts["restarted"] == sum(1 for r in mine if r.restarts)
+        assert counts["restarts"] == sum(r.restarts or 0 for r in mine) == \
+            sum(1 for e in restarts if e.setting == int(pus))
+        assert counts["calculations_discarded"] == pytest.approx(sum(r.calculations_discarded or 0.0 for r in mine))
+    assert summary["requests_restarted"] == sum(1 for r in reqs if r.restarts)
+    # a PU restarts a request only after it lost the PE that had accepted it (a fail-over attempt)
+    assert all((r.restarts or 0) <= r.failovers for r in reqs), [r for r in reqs if r.restarts]
 
 
 def test_used_capacity_over_time_adds_up(emulated: Path) -> None:

@@ -4,10 +4,10 @@
     PYTHONPATH=.:tests .venv/bin/python -m fuzz.atheris_child replay TARGET [PATHS]   # prints one JSON line
 
 `fuzz` instruments the target's modules (atheris.instrument_imports) and hands them to libFuzzer, which
-mutates the corpus guided by the edges each input reaches (with the flags of targets.libfuzzer_flags
-first: limits, dictionary, value profile; the caller's flags after them win). libFuzzer ends the process itself (exit()),
-so it runs in a child; it prints its own statistics ("cov:" = instrumented edges reached), which the
-callers parse. An escape is not a crash here: the input goes to DIR/escape-<sha1> with its traceback
+mutates the corpus guided by the edges each input reaches (flags: targets.libfuzzer_flags first, i.e.
+limits, dictionary, value profile; the caller's after them win). libFuzzer ends the process itself
+(exit()), so it runs in a child; it prints its own statistics ("cov:" = instrumented edges reached),
+which the callers parse. An escape is not a crash here: the input goes to DIR/escape-<sha1> with its traceback
 in DIR/escape-<sha1>.txt and one line in DIR/escapes.log, and fuzzing goes on, so that a long run
 counts them all; `--raise` instead lets it crash libFuzzer (for -minimize_crash=1 and crash files).
 
@@ -19,11 +19,33 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 import types
 from pathlib import Path
 
 from fuzz.targets import ROOT, TARGETS, Target, corpus_files, libfuzzer_flags, run_one
+
+
+def _reexecs(libfuzzer_args: list[str]) -> bool:
+    # these modes run argv[0] again as a program for their inner processes
+    return any(a.split("=")[0] in ("-merge", "-set_cover_merge", "-minimize_crash", "-fork", "-jobs")
+               for a in libfuzzer_args)
+
+
+def _reexec_wrapper(target: Target, escapes: Path, raise_escapes: bool, guided: bool) -> str:
+    """An executable that libFuzzer can run as argv[0]: this command again, for the same target. It
+    lives in the caller's escapes directory (libFuzzer exit()s, so no clean-up of ours would run)."""
+    escapes.mkdir(parents=True, exist_ok=True)
+    wrapper = escapes / ".fuzz-target"
+    args = [sys.executable, "-m", "fuzz.atheris_child", "fuzz", target.name, "--escapes", str(escapes),
+            *(["--raise"] if raise_escapes else []), *([] if guided else ["--unguided"])]
+    pythonpath = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    wrapper.write_text(f"#!/bin/sh\ncd {shlex.quote(str(ROOT))} && PYTHONPATH={shlex.quote(pythonpath)} "
+                       f"exec {shlex.join(args)} -- \"$@\"\n")
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 def fuzz(target: Target, escapes: Path, libfuzzer_args: list[str], raise_escapes: bool, guided: bool) -> None:
@@ -52,7 +74,8 @@ def fuzz(target: Target, escapes: Path, libfuzzer_args: list[str], raise_escapes
         return out
 
     mutator = mutate if target.length_at_2 else None
-    atheris.Setup([sys.argv[0], *libfuzzer_flags(target, guided), *libfuzzer_args], one_input,
+    argv0 = _reexec_wrapper(target, escapes, raise_escapes, guided) if _reexecs(libfuzzer_args) else sys.argv[0]
+    atheris.Setup([argv0, *libfuzzer_flags(target, guided), *libfuzzer_args], one_input,
                   custom_mutator=mutator)
     atheris.Fuzz()
 

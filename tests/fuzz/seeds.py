@@ -1,6 +1,7 @@
 """The fuzz corpus's seed files, cut out of the RSPLIB 3.4.4 reference capture.
 
     PYTHONPATH=.:tests .venv/bin/python -m fuzz.seeds     # (re)write tests/data/fuzz-corpus/*/seed-*
+    PYTHONPATH=.:tests .venv/bin/python -m fuzz.seeds --generated DIR 400   # material for -merge=1
 
 Per codec: every distinct ASAP, ENRP and CalcApp payload of tests/data/captures/rsplib-3.4.4-calcapp-
 plu-enrp.pcap. For the capture reader: small captures carved from it (one frame per kind of message, a
@@ -223,5 +224,27 @@ def write(root: Path = CORPUS) -> int:
     return n
 
 
+def write_generated(root: Path, count: int) -> None:
+    """`count` random valid ASAP and ENRP messages of every type (tests/helpers/wire_strategies.py) into
+    root/asap and root/enrp: material for libFuzzer's -merge=1, which keeps the ones that add coverage
+    (the capture lacks e.g. ASAP Error, Cookie, Business Card, ENRP Handle Table Response, Takeover)."""
+    import warnings
+
+    from hypothesis.errors import NonInteractiveExampleWarning
+
+    from helpers import wire_strategies as S
+
+    for name, strategy in (("asap", S.asap_messages), ("enrp", S.enrp_messages)):
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+            for i in range(count):
+                (d / f"gen-{i:04d}").write_bytes(strategy.example().encode())
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--generated"]:  # --generated DIR COUNT
+        write_generated(Path(sys.argv[2]), int(sys.argv[3]))
+        sys.exit(0)
     print(f"{write()} seed files under {CORPUS}", file=sys.stderr)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 from fuzz import seeds
-from fuzz.targets import CORPUS, TARGETS, available_targets, corpus_files, replay
+from fuzz.targets import CORPUS, TARGETS, available_targets, corpus_files, replay, run_one
+
+from rserpool import wire
+from rserpool.wire import CodecError
 
 AVAILABLE = [t.name for t in available_targets()]
 REGENERATE = "stale: run `PYTHONPATH=.:tests .venv/bin/python -m fuzz.seeds` and commit tests/data/fuzz-corpus"
@@ -32,8 +35,6 @@ def test_seeds_are_the_capture_cut_as_seeds_py_does() -> None:
 
 
 def test_codec_seeds_cover_every_message_kind_of_the_capture() -> None:
-    from rserpool import wire
-
     names = {p: {wire.decode(p, d).NAME for d in files.values()} for p, files in seeds.codec_seeds().items()}
     # what tests/data/captures/README.md lists for the reference capture
     assert names["asap"] >= {"ASAP Registration", "ASAP Registration Response", "ASAP Deregistration",
@@ -47,3 +48,16 @@ def test_codec_seeds_cover_every_message_kind_of_the_capture() -> None:
 def test_corpus_stays_small() -> None:
     size = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
     assert size < 2_000_000, f"{CORPUS} holds {size} bytes: minimise it (libFuzzer -merge=1 into an empty dir)"
+
+
+def test_an_escape_is_anything_but_the_decoders_own_error() -> None:
+    def decoder(data: bytes) -> None:
+        if data == b"codec":
+            raise CodecError("malformed")
+        if data == b"index":
+            raise IndexError("a decoder bug")
+
+    assert run_one([decoder], CodecError, b"codec") is None
+    assert run_one([decoder], CodecError, b"fine") is None
+    esc = run_one([decoder], CodecError, b"index")
+    assert esc is not None and "IndexError: a decoder bug" in esc.error and esc.data == b"index"
