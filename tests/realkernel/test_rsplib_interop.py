@@ -31,30 +31,38 @@ that went over the wire (``sctp_sniff.py`` on the namespace's loopback, decoded 
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rserpool import transport as tp
 from rserpool.services.calcapp import decode_cookie
-from rserpool.wire import CookieEcho, CookieMessage, decode_asap
+from rserpool.wire import CookieEcho, CookieMessage
 
-_RSPLIB = ("rspregistrar", "rspserver", "hsdump", "calcappclient")
-_missing = [b for b in _RSPLIB if shutil.which(b) is None]
-_SCRIPT = Path(sys.executable).parent / "rserpool"
-RSERPOOL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "rserpool"]
-SNIFF = [sys.executable, str(Path(__file__).with_name("sctp_sniff.py")), "lo"]
+from helpers.rsplib_lab import (
+    ASAP_COOKIE,
+    ASAP_COOKIE_ECHO,
+    LO,
+    MISSING_RSPLIB,
+    RSP_LOG,
+    Lab,
+    asap_chunks,
+    calcapp_records,
+    emulab_calcapp_pe,
+    emulab_calcapp_pu,
+    emulab_pe,
+    emulab_registrar,
+    pu,
+    resolved,
+    resolved_ids,
+    rsp_calcapp_server,
+    rsp_hsdump,
+    rsp_registrar,
+    rsp_server,
+    scalars,
+    start_sniffer,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.realkernel,
@@ -62,276 +70,9 @@ pytestmark = [
     pytest.mark.skipif(not tp.sctp_available(),
                        reason="needs a kernel with SCTP, sch_netem and the openvswitch datapath "
                               "(RSPLIB speaks ASAP/ENRP over SCTP only)"),
-    pytest.mark.skipif(bool(_missing), reason=f"RSPLIB binaries missing: {_missing} (apt-get install "
+    pytest.mark.skipif(bool(MISSING_RSPLIB), reason=f"RSPLIB binaries missing: {MISSING_RSPLIB} (apt-get install "
                                               "rsplib-registrar rsplib-services rsplib-tools)"),
 ]
-
-# TCG is slow: generous deadlines, RSPLIB's defaults for re-tries are seconds.
-DEADLINE = 40.0
-RSP_LOG = ["-logcolor=off", "-loglevel=3"]
-RSP_LOG_ACTION = ["-logcolor=off", "-loglevel=4"]  # also RSPLIB's actions (takeover, peers)
-# RSPLIB's PEs refuse to register with loopback addresses only ("No addresses of at least
-# site-local scope found -> No registration possible") and its registrar drops such PE addresses,
-# so every namespace gets a dummy interface with a site-local address, used for everything.
-LO = "10.77.0.1"
-PPID_ASAP = 11
-# RSPLIB logs to stdout through stdio: line-buffered, so that a SIGKILLed program's log is complete.
-LINEBUF = ["stdbuf", "-oL", "-eL"]
-ASAP_COOKIE, ASAP_COOKIE_ECHO = 0x0B, 0x0C
-
-
-class Lab:
-    """One network namespace (loopback + dummy) plus the processes started in it."""
-
-    def __init__(self, tmp: Path, tag: str) -> None:
-        self.tmp = tmp
-        self.ns = f"rki{os.getpid() % 10000}{tag}"
-        self.procs: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-        subprocess.run(["ip", "netns", "add", self.ns], check=True, timeout=30)
-        for cmd in (["link", "set", "lo", "up"], ["link", "add", "d0", "type", "dummy"],
-                    ["addr", "add", f"{LO}/24", "dev", "d0"], ["link", "set", "d0", "up"]):
-            subprocess.run(["ip", "-n", self.ns, *cmd], check=True, timeout=30)
-
-    def _wrap(self, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.ns, *argv]
-
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"{name}.log"
-        with open(log, "wb") as fh:
-            p = subprocess.Popen(self._wrap(argv), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                 cwd=self.tmp, start_new_session=True,
-                                 env={**os.environ, **env} if env else None)
-        self.procs[name] = (p, log)
-        return p
-
-    def run(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self._wrap(argv), capture_output=True, text=True, timeout=timeout, cwd=self.tmp,
-                              stdin=subprocess.DEVNULL)
-
-    def log(self, name: str) -> str:
-        log = self.procs[name][1]
-        return log.read_text(errors="replace") if log.exists() else ""
-
-    def logs(self) -> str:
-        parts = []
-        for name, (p, _) in self.procs.items():
-            state = "running" if p.poll() is None else f"exited {p.returncode}"
-            parts.append(f"--- {name} ({state}) last lines:\n" + "\n".join(self.log(name).splitlines()[-25:]))
-        return "\n".join(parts)
-
-    def alive(self, name: str) -> None:
-        p, _ = self.procs[name]
-        assert p.poll() is None, f"{name} exited with {p.returncode}\n{self.logs()}"
-
-    def kill(self, name: str) -> None:
-        """SIGKILL: the process vanishes without a word (its kernel sockets are closed)."""
-        p, _ = self.procs[name]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(timeout=10)
-
-    def stop(self, name: str, timeout: float = 30.0) -> int:
-        """SIGINT and wait: RSPLIB's programs and emulab's daemons write their statistics on the way out."""
-        p, _ = self.procs[name]
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGINT)
-        return p.wait(timeout=timeout)
-
-    def wait_exit(self, name: str, deadline: float) -> int:
-        p, _ = self.procs[name]
-        try:
-            return p.wait(timeout=deadline)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{name} still running after {deadline:.0f}s\n{self.logs()}")
-
-    def close(self) -> None:
-        for p, _ in self.procs.values():
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        # One deadline for all (they stop in parallel): an rspserver that could not register
-        # spends its time on deregistration trials that cannot succeed.
-        deadline = time.monotonic() + 8
-        for p, _ in self.procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
-        subprocess.run(["ip", "netns", "del", self.ns], check=False, timeout=30)
-
-
-@pytest.fixture
-def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
-    lb = Lab(tmp_path, str(abs(hash(request.node.name)) % 1000))
-    try:
-        yield lb
-    finally:
-        lb.close()
-        # Keep the logs next to the junit file when running in the lane.
-        keep = os.environ.get("EMULAB_RK_ARTIFACTS")
-        if keep:
-            dst = Path(keep) / re.sub(r"[^\w.-]", "_", request.node.name)
-            shutil.copytree(tmp_path, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.vec"))
-
-
-# ---- the programs ---------------------------------------------------------------------------
-
-def sctp_listening(lab: Lab, port: int) -> bool:
-    """Whether an SCTP endpoint in the namespace is bound to ``port`` (/proc/net/sctp/eps)."""
-    lines = lab.run(["cat", "/proc/net/sctp/eps"]).stdout.splitlines()
-    if not lines:
-        return False
-    col = lines[0].split().index("LPORT")
-    return any(len(row.split()) > col and row.split()[col] == str(port) for row in lines[1:])
-
-
-def emulab_registrar(lab: Lab, name: str, asap_port: int, enrp_port: int, *extra: str) -> None:
-    lab.spawn(name, [*RSERPOOL, "registrar", "--listen", f"{LO}:{asap_port}", "--enrp-listen", f"{LO}:{enrp_port}",
-                     "--no-announce", "--transport", "sctp", "--log-level", "debug", *extra])
-    # RSPLIB's PEs give a registration up when no registrar answers at once ("Registration failed:
-    # timeout") and try again only after their re-registration interval (30 s): the registrar
-    # (a Python process, seconds to start under TCG) must listen before one is started.
-    wait_for(f"{name} to listen on {asap_port}", lambda: sctp_listening(lab, asap_port), lab)
-
-
-def rsp_registrar(lab: Lab, name: str, asap_port: int, enrp_port: int, *extra: str, log: list[str] = RSP_LOG) -> None:
-    lab.spawn(name, [*LINEBUF, "rspregistrar", f"-asap={LO}:{asap_port}", f"-enrp={LO}:{enrp_port}",
-                     "-asapannounce=off", "-enrpannounce=off", *log, *extra])
-    wait_for(f"{name} to listen on {asap_port}", lambda: sctp_listening(lab, asap_port), lab)
-
-
-def rsp_server(lab: Lab, name: str, service: str, pool: str, registrar_port: int, identifier: int,
-               *extra: str, policy: str | None = None, log: list[str] = RSP_LOG) -> None:
-    argv = [*LINEBUF, "rspserver", f"-{service}", f"-poolhandle={pool}", f"-registrar={LO}:{registrar_port}",
-            f"-identifier={identifier}", "-asapannounce=off", *log, *extra]
-    if policy:
-        argv.append(f"-policy={policy}")
-    lab.spawn(name, argv)
-
-
-def rsp_calcapp_server(lab: Lab, name: str, registrar_port: int, identifier: int, *extra: str) -> Path:
-    """``rspserver -calcapp``; returns the .sca file it writes on shutdown (SIGINT)."""
-    sca = lab.tmp / f"{name}.sca"
-    rsp_server(lab, name, "calcapp", "CalcAppPool", registrar_port, identifier, f"-capscalar={sca}",
-               f"-capvector={lab.tmp / (name + '.vec')}", f"-capobject={name}", *extra)
-    return sca
-
-
-def emulab_pe(lab: Lab, name: str, pool: str, registrar_port: int, identifier: int, *extra: str,
-              env: dict[str, str] | None = None) -> None:
-    # An explicit service address: with the default 0.0.0.0 the PE registers the wildcard, which
-    # rspregistrar rejects ("No (usable) transport addresses given!").
-    lab.spawn(name, [*RSERPOOL, "pe", "--registrar", f"{LO}:{registrar_port}", "--pool", pool,
-                     "--identifier", hex(identifier), "--listen", f"{LO}:0", "--transport", "sctp",
-                     "--reregistration-interval", "5", *extra], env=env)
-
-
-def emulab_calcapp_pe(lab: Lab, name: str, registrar_port: int, identifier: int) -> Path:
-    """emulab's CalcApp PE; returns its statistics file (written on SIGINT, RSPLIB's CalcAppPE scalars)."""
-    stats = lab.tmp / f"{name}.json"
-    emulab_pe(lab, name, "CalcAppPool", registrar_port, identifier, "--service", "calcapp",
-              "--capacity", "1000000", env={"RSERPOOL_CALCAPP_STATS": str(stats)})
-    return stats
-
-
-def emulab_calcapp_pu(lab: Lab, name: str, registrar_port: int, jobs: int, size: float) -> Path:
-    """emulab's CalcApp PU: ``jobs`` requests of ``size`` calculations, one a second, all awaited."""
-    out = lab.tmp / f"{name}.jsonl"
-    lab.spawn(name, [*RSERPOOL, "calcapp-pu", "--registrar", f"{LO}:{registrar_port}", "--pool", "CalcAppPool",
-                     "--pus", "1", "--duration", str(jobs + 0.5), "--interval-dist", "const", "--interval-mean", "1",
-                     "--size-dist", "const", "--size-mean", str(size), "--drain", "120", "--transport", "sctp",
-                     "--log-level", "info", "-o", str(out)])
-    return out
-
-
-def calcapp_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    return [r for r in lines if "summary" not in r], next(r["summary"] for r in lines if "summary" in r)
-
-
-def pu(lab: Lab, registrar_port: int, pool: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return lab.run([*RSERPOOL, "pu", "--registrar", f"{LO}:{registrar_port}", "--pool", pool, "--json",
-                    "--transport", "sctp", "--timeout", "10", *extra])
-
-
-def wait_for(what: str, probe: Callable[[], Any], lab: Lab, deadline: float = DEADLINE) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {deadline:.0f}s waiting for {what}\n{lab.logs()}")
-
-
-def resolved(lab: Lab, registrar_port: int, pool: str, *extra: str) -> list[dict[str, Any]] | None:
-    """The PEs a handle resolution at the registrar returns (emulab's PU), or None on an error."""
-    r = pu(lab, registrar_port, pool, *extra)
-    if r.returncode != 0:
-        return None
-    return json.loads(r.stdout)["elements"]
-
-
-def resolved_ids(lab: Lab, registrar_port: int, pool: str, *extra: str) -> list[int] | None:
-    els = resolved(lab, registrar_port, pool, *extra)
-    return None if els is None else [int(e["identifier"]) for e in els]
-
-
-def resolved_home(lab: Lab, registrar_port: int, pool: str) -> int | None:
-    """The home registrar the registrar names for the pool's first PE (None: no PE, or an error)."""
-    els = resolved(lab, registrar_port, pool)
-    return int(els[0]["home_pr"]) if els else None
-
-
-def enrp_peers(lab: Lab, enrp_port: int) -> set[int]:
-    """The peers a registrar names in its ENRP List Response (``rserpool peers``)."""
-    r = lab.run([*RSERPOOL, "peers", "--registrar", f"{LO}:{enrp_port}", "--json", "--transport", "sctp"])
-    if r.returncode != 0:
-        return set()
-    return {int(p["identifier"]) for res in json.loads(r.stdout) for p in res.get("peers", [])}
-
-
-def rsp_hsdump(lab: Lab, enrp_port: int) -> str:
-    """RSPLIB's hsdump of the registrar at ``enrp_port`` (its stdout)."""
-    h = lab.run(["timeout", "30", "hsdump", f"{LO}:{enrp_port}", "-logcolor=off"], timeout=60)
-    return h.stdout
-
-
-def scalars(path: Path) -> dict[str, float]:
-    """An OMNeT++-style .sca file as {scalar name: value} (RSPLIB's calcappclient / rspserver)."""
-    out: dict[str, float] = {}
-    for ln in path.read_text(errors="replace").splitlines() if path.exists() else []:
-        m = re.match(r'scalar\s+"[^"]*"\s+"([^"]+)"\s+(\S+)', ln)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
-
-
-def sniffed(lab: Lab) -> list[dict[str, Any]]:
-    """SCTP DATA chunks the sniffer has printed so far."""
-    out = []
-    for ln in lab.log("sniff").splitlines():
-        with_data = json.loads(ln) if ln.startswith("{") else {}
-        if "data" in with_data:
-            out.append(with_data)
-    return out
-
-
-def start_sniffer(lab: Lab) -> None:
-    lab.spawn("sniff", SNIFF)
-    wait_for("the SCTP sniffer", lambda: '"ready": true' in lab.log("sniff"), lab)
-
-
-def asap_chunks(lab: Lab, mtype: int) -> list[tuple[dict[str, Any], Any]]:
-    """(chunk, decoded ASAP message) of every sniffed ASAP message of type ``mtype``."""
-    out = []
-    for c in sniffed(lab):
-        data = bytes.fromhex(c["data"])
-        if c["ppid"] == PPID_ASAP and data[:1] == bytes([mtype]):
-            out.append((c, decode_asap(data)))
-    return out
 
 
 # ---- 1: RSPLIB PE at emulab's registrar ------------------------------------------------------
@@ -502,189 +243,3 @@ def test_calcappclient_fails_over_between_emulab_pes_with_emulab_cookie(lab: Lab
     assert lab.stop(survivor) == 0, lab.logs()
     pe = json.loads(stats[survivor].read_text())
     assert pe["accepted"] == 1 and pe["used_calculations"] > 0, pe
-
-
-# ---- 3: ENRP peering -------------------------------------------------------------------------
-
-EMULAB_ID, RSPLIB_ID = 0xE1E1E1E1, 0x5A5A5A5A
-
-
-@pytest.mark.parametrize("static", ["emulab-names-rsplib", "rsplib-names-emulab"])
-def test_enrp_peering_emulab_and_rspregistrar(lab: Lab, static: str) -> None:
-    """Each registrar's PE is visible and selectable at both, whichever of them knows the other."""
-    rsp_peer = [f"-peer={LO}:9902"] if static == "rsplib-names-emulab" else []
-    emu_peer = ["--peer", f"{LO}:9901"] if static == "emulab-names-rsplib" else []
-    rsp_registrar(lab, "rspregistrar", 3863, 9901, f"-identifier={RSPLIB_ID}", *rsp_peer, log=RSP_LOG_ACTION)
-    emulab_registrar(lab, "emulab-registrar", 4863, 9902, "--identifier", hex(EMULAB_ID), *emu_peer)
-    rsp_server(lab, "rspserver-echo", "echo", "PeerPool", 3863, 0x5E0002)
-    emulab_pe(lab, "emulab-pe", "PeerPool", 4863, 0xE0002)
-    homes = {0x5E0002: RSPLIB_ID, 0xE0002: EMULAB_ID}
-    # Each one names the other in its peer list (RSPLIB's also names hsdump clients it has heard).
-    wait_for("emulab's registrar to list rspregistrar as peer", lambda: RSPLIB_ID in enrp_peers(lab, 9902), lab)
-    wait_for("rspregistrar to list emulab's registrar as peer", lambda: EMULAB_ID in enrp_peers(lab, 9901), lab)
-    for port in (3863, 4863):
-        els = wait_for(f"both PEs via the registrar on port {port}",
-                       lambda p=port: (e := resolved(lab, p, "PeerPool")) and len(e) == 2 and e, lab)
-        assert {int(e["identifier"]): int(e["home_pr"]) for e in els} == homes, els
-    # RSPLIB's own view of both handlespaces.
-    for enrp in (9901, 9902):
-        dump = rsp_hsdump(lab, enrp).lower()
-        assert "$005e0002" in dump and "$000e0002" in dump, f"hsdump of {enrp}:\n{dump}\n{lab.logs()}"
-    assert "no usable ENRP endpoint addresses" not in lab.log("rspregistrar"), lab.logs()
-    # Selectable: emulab's PU reaches RSPLIB's PE through emulab's registrar, and emulab's PE
-    # through RSPLIB's registrar (an echo session to the one PE each round-robin selection names).
-    for port in (3863, 4863):
-        echoed: set[int] = set()
-        for _ in range(4):
-            r = pu(lab, port, "PeerPool", "--count", "1", "--echo", "via-enrp")
-            assert r.returncode == 0 and json.loads(r.stdout).get("echo") == "via-enrp", f"{r.stdout}{r.stderr}"
-            echoed.add(int(json.loads(r.stdout)["elements"][0]["identifier"]))
-            if echoed == set(homes):
-                break
-        assert echoed == set(homes), (port, echoed)
-
-
-def test_enrp_takeover_when_rspregistrar_is_killed(lab: Lab) -> None:
-    """SIGKILL rspregistrar: emulab's registrar notices (RSPLIB's timers: 5 s last heard + 5 s no
-    response), takes RSPLIB's PE over with a Home Keep-Alive to the PE's ASAP endpoint, and the PE
-    (knowing only the dead registrar) adopts emulab's registrar as its home and stays selectable."""
-    rsp_registrar(lab, "rspregistrar", 3863, 9901, f"-identifier={RSPLIB_ID}", f"-peer={LO}:9902",
-                  log=RSP_LOG_ACTION)
-    emulab_registrar(lab, "emulab-registrar", 4863, 9902, "--identifier", hex(EMULAB_ID))
-    rsp_server(lab, "rspserver-echo", "echo", "TakeoverPool", 3863, 0x5E0003, log=RSP_LOG_ACTION)
-
-    home = functools.partial(resolved_home, lab, 4863, "TakeoverPool")
-    assert wait_for("RSPLIB's PE mirrored at emulab's registrar", home, lab) == RSPLIB_ID
-    # a peer (not only a sender of Handle Updates): its silence will be noticed
-    wait_for("emulab's registrar to list rspregistrar as peer", lambda: RSPLIB_ID in enrp_peers(lab, 9902), lab)
-    killed = time.monotonic()
-    lab.kill("rspregistrar")
-    wait_for("emulab's registrar to become the PE's home", lambda: home() == EMULAB_ID, lab, deadline=45)
-    taken = time.monotonic() - killed
-    # RSPLIB's PE says so itself, and answers emulab's keep-alives (still there after a full
-    # keep-alive round of 5 s + 5 s, selectable, serving).
-    wait_for("rspserver to adopt emulab's registrar",
-             lambda: f"Home registrar is ${EMULAB_ID:08x}" in lab.log("rspserver-echo"), lab)
-    assert "taking over 1 PEs" in lab.log("emulab-registrar"), lab.logs()
-    # the ack of the Home Keep-Alive and of the next regular one (keep-alive interval 5 s)
-    wait_for("two Keep-Alive Acks from RSPLIB's PE to emulab's registrar", lambda: _acks_from_pe(lab) >= 2, lab)
-    r = pu(lab, 4863, "TakeoverPool", "--echo", "after-takeover")
-    assert r.returncode == 0 and json.loads(r.stdout).get("echo") == "after-takeover", f"{r.stdout}{r.stderr}"
-    assert home() == EMULAB_ID
-    # within RSPLIB's timers: detection 10 s + takeover + one keep-alive, with slack for TCG
-    assert taken < 30, f"takeover took {taken:.1f}s"
-
-
-def test_enrp_emulab_pe_moves_to_rspregistrar_when_emulab_registrar_is_killed(lab: Lab) -> None:
-    """SIGKILL emulab's registrar: its PE, mirrored at rspregistrar, ends up owned by rspregistrar.
-
-    Not by RSPLIB's ENRP takeover: rspregistrar sends its Home Keep-Alive to the PE's ASAP endpoint
-    (the registrator transport), and emulab's PEs do not listen there (their registrar connection
-    comes from an ephemeral port). The PE itself notices the lost association at once and
-    re-registers at the next registrar it knows (ASAP fail-over), which RSPLIB accepts as the
-    PE's new home."""
-    emulab_registrar(lab, "emulab-registrar", 4863, 9902, "--identifier", hex(EMULAB_ID), "--peer", f"{LO}:9901")
-    rsp_registrar(lab, "rspregistrar", 3863, 9901, f"-identifier={RSPLIB_ID}", log=RSP_LOG_ACTION)
-    emulab_pe(lab, "emulab-pe", "MovePool", 4863, 0xE0007, "--registrar", f"{LO}:3863")
-
-    home = functools.partial(resolved_home, lab, 3863, "MovePool")
-    assert wait_for("emulab's PE mirrored at rspregistrar", home, lab) == EMULAB_ID
-    wait_for("rspregistrar to list emulab's registrar as peer", lambda: EMULAB_ID in enrp_peers(lab, 9901), lab)
-    killed = time.monotonic()
-    lab.kill("emulab-registrar")
-    wait_for("rspregistrar to become the PE's home", lambda: home() == RSPLIB_ID, lab)
-    moved = time.monotonic() - killed
-    r = pu(lab, 3863, "MovePool", "--echo", "after-move")
-    assert r.returncode == 0 and json.loads(r.stdout).get("echo") == "after-move", f"{r.stdout}{r.stderr}"
-    assert moved < 20, f"the move took {moved:.1f}s"
-
-
-def _acks_from_pe(lab: Lab) -> int:
-    """Keep-Alive Acks emulab's registrar got for RSPLIB's PE after the takeover (from its debug log)."""
-    log = lab.log("emulab-registrar")
-    after = log.split("taking over", 1)[1] if "taking over" in log else ""
-    return after.count("keep-alive ack for $005e0003")
-
-
-# ---- 4: PriorityLeastUsed pools and control-channel use -------------------------------------
-
-# Element classes, identifiers by class.  PLU picks the least (load + load increment):
-#   light  emulab PE, load 0.2, increment 0.1 -> 0.3   <- the choice
-#   idle   load 0, increment 0.5 -> 0.5 (plain LeastUsed would pick this); emulab PE or rspserver
-#   heavy  emulab PE, load 0.9, increment 0.0 -> 0.9
-CLASSES = {"light": 0xA1, "idle": 0xB1, "heavy": 0xC1}
-
-
-def _class_of(identifier: int) -> str:
-    base = identifier & 0xFF
-    return next(name for name, b in CLASSES.items() if b == base)
-
-
-@pytest.mark.parametrize("idle_impl", ["emulab", "rsplib"])
-def test_mixed_plu_pool_same_choice(lab: Lab, idle_impl: str) -> None:
-    """Same PLU pool at emulab's registrar and at rspregistrar: both pick the same class.
-
-    idle_impl="emulab": all three PEs are emulab's (RSPLIB's selection vs emulab's on one pool).
-    idle_impl="rsplib": the idle class is RSPLIB's rspserver (a pool mixing both stacks; it works
-    because emulab's PEs register "data plus control" like RSPLIB's).
-    """
-    chosen: dict[str, list[str]] = {}
-    setups = {"emulab": (emulab_registrar, 4863, 9902), "rsplib": (rsp_registrar, 3863, 9901)}
-    for who, (start, asap, enrp) in setups.items():
-        start(lab, f"{who}-registrar", asap, enrp)
-        off = 0x100 if who == "emulab" else 0x200
-        emulab_pe(lab, f"{who}-light", "PLUPool", asap, off | CLASSES["light"], "--policy", "PriorityLeastUsed:0.1",
-                  "--load", "0.2")
-        emulab_pe(lab, f"{who}-heavy", "PLUPool", asap, off | CLASSES["heavy"], "--policy", "PriorityLeastUsed:0.0",
-                  "--load", "0.9")
-        if idle_impl == "rsplib":
-            rsp_server(lab, f"{who}-idle", "echo", "PLUPool", asap, off | CLASSES["idle"],
-                       policy="PriorityLeastUsed:0.5")
-        else:
-            emulab_pe(lab, f"{who}-idle", "PLUPool", asap, off | CLASSES["idle"], "--policy",
-                      "PriorityLeastUsed:0.5", "--load", "0")
-    for who, (_, asap, _) in setups.items():
-        wait_for(f"three PEs at the {who} registrar",
-                 lambda a=asap: len(resolved_ids(lab, a, "PLUPool") or []) == 3, lab)
-        picks = []
-        for _ in range(3):
-            ids = resolved_ids(lab, asap, "PLUPool", "--count", "1")
-            assert ids, lab.logs()
-            picks.append(_class_of(ids[0]))
-        chosen[who] = picks
-    assert chosen["emulab"] == chosen["rsplib"], f"emulab {chosen['emulab']} vs RSPLIB {chosen['rsplib']}"
-    assert set(chosen["rsplib"]) == {"light"}, chosen
-
-
-def test_control_channel_mismatch_refused_alike(lab: Lab) -> None:
-    """A pool's PEs must agree on control-channel use (RSPLIB ``poolNodeCheckPoolElementNodeCompatibility``).
-
-    rspserver always registers "data plus control". Pool A (rspserver first): an emulab PE
-    registering "data only" is refused with ASAP error cause 0x8 (inconsistent data/control
-    configuration), the default emulab PE (data plus control, as RSPLIB) joins. Pool B (a "data
-    only" emulab PE first): rspserver is refused, and RSPLIB names the cause ("wrong control channel
-    handling"). The same at emulab's registrar and at rspregistrar (side by side, no peering).
-    """
-    ports = {"emulab": 4863, "rsplib": 3863}
-    emulab_registrar(lab, "emulab-registrar", ports["emulab"], 9902)
-    rsp_registrar(lab, "rsplib-registrar", ports["rsplib"], 9901)
-    for who, port in ports.items():
-        rsp_server(lab, f"{who}-rspserver-a", "echo", "PoolA", port, 0x5E0004)
-        emulab_pe(lab, f"{who}-emulab-b-data-only", "PoolB", port, 0xE0006, "--no-control-channel")
-        emulab_pe(lab, f"{who}-emulab-a-data-only", "PoolA", port, 0xE0004, "--no-control-channel")
-    for who, port in ports.items():
-        wait_for(f"rspserver in pool A at {who}", lambda p=port: resolved_ids(lab, p, "PoolA") == [0x5E0004], lab)
-        wait_for(f"the data-only emulab PE in pool B at {who}",
-                 lambda p=port: resolved_ids(lab, p, "PoolB") == [0xE0006], lab)
-        refused = f"{who}-emulab-a-data-only"
-        assert lab.wait_exit(refused, 60) != 0, lab.logs()
-        assert "registration rejected" in lab.log(refused) and "(cause 0x8)" in lab.log(refused), lab.logs()
-    for who, port in ports.items():
-        emulab_pe(lab, f"{who}-emulab-a", "PoolA", port, 0xE0005)
-        rsp_server(lab, f"{who}-rspserver-b", "echo", "PoolB", port, 0x5E0005)
-    for who, port in ports.items():
-        wait_for(f"the default emulab PE in rspserver's pool A at {who}",
-                 lambda p=port: sorted(resolved_ids(lab, p, "PoolA") or []) == [0xE0005, 0x5E0004], lab)
-        wait_for(f"rspserver's report of its refusal in pool B at {who} (RSPLIB's text for cause 0x8)",
-                 lambda w=who: "wrong control channel handling" in lab.log(f"{w}-rspserver-b"), lab)
-        assert resolved_ids(lab, port, "PoolB") == [0xE0006], lab.logs()
