@@ -16,6 +16,7 @@ Default 1,000,000 inputs per target (--quick: 50,000), targets in parallel on --
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -51,7 +52,8 @@ def fuzz_one(target: str, inputs: int, seed: int, work: Path, merge: bool, guide
     t0 = time.perf_counter()
     proc = subprocess.run(
         [*CHILD, "fuzz", target, "--escapes", str(escapes), *([] if guided else ["--unguided"]), "--",
-         f"-runs={inputs}", f"-seed={seed}", "-print_final_stats=1", f"-artifact_prefix={work / target}/", str(new), str(CORPUS / target)],
+         f"-runs={inputs}", f"-seed={seed}", "-print_final_stats=1", f"-artifact_prefix={work / target}/",
+         str(new), str(CORPUS / target)],  # new inputs go to the first directory, the corpus is only read
         env=ENV, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     log = proc.stderr
@@ -79,7 +81,10 @@ def fuzz_one(target: str, inputs: int, seed: int, work: Path, merge: bool, guide
         "new_units": _stat(log, "new_units_added"),
         "lines_covered": lines.get("lines_covered"),
         "lines_in_functions_reached": lines.get("lines_in_functions_reached"),
-        "escapes": len(escape_lines) + len(lines.get("escapes", [])) + (1 if crashed else 0),
+        # escaping inputs met while fuzzing (the corpus replay re-runs inputs libFuzzer already ran), and
+        # a libFuzzer crash, timeout or out-of-memory stop
+        "escapes": len(escape_lines) + (1 if crashed else 0),
+        "distinct_escaping_inputs": len({line.split()[0] for line in escape_lines}),
         "seconds": round(elapsed, 1),
         "inputs_per_s": round(executed / elapsed) if elapsed else 0,
     }
@@ -106,6 +111,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep logs, new inputs and escapes here")
     args = ap.parse_args()
     inputs = args.inputs or (50_000 if args.quick else 1_000_000)
+    if importlib.util.find_spec("atheris") is None:
+        ap.error("atheris is not installed: .venv/bin/pip install -e '.[test]'")
     available = _targets()
     targets = args.targets.split(",") if args.targets else available
     missing = sorted(set(targets) - set(available))
@@ -117,7 +124,8 @@ def main() -> int:
     t0 = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = {t: pool.submit(fuzz_one, t, inputs, args.seed, work, args.merge, not args.unguided) for t in targets}
+            futures = {t: pool.submit(fuzz_one, t, inputs, args.seed, work, args.merge, not args.unguided)
+                       for t in targets}
             results = {t: f.result() for t, f in futures.items()}
     finally:
         if args.keep:
@@ -131,7 +139,8 @@ def main() -> int:
     total_inputs = sum(r["inputs"] for r in results.values())
     escapes = sum(r["escapes"] for r in results.values())
     print(f"total: {total_inputs:,} inputs in {wall:.1f} s wall, escapes {escapes}", file=sys.stderr)
-    print(json.dumps({"engine": "atheris/libFuzzer", "seed": args.seed, "jobs": args.jobs, "guided": not args.unguided,
+    print(json.dumps({"engine": "atheris/libFuzzer", "seed": args.seed, "jobs": args.jobs,
+                      "guided": not args.unguided,
                       "inputs_per_target": inputs, "targets": results, "inputs_total": total_inputs,
                       "escapes": escapes, "wall_s": round(wall, 1)}))
     return 1 if escapes or any(r["inputs"] < inputs for r in results.values()) else 0

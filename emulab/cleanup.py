@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -123,6 +124,10 @@ def clean() -> list[str]:
         if leftover.exists():
             leftover.unlink()
             removed.append(str(leftover))
+    generated = paths.run_dir() / "oai"  # the OAI backend's generated configuration and scheduling shim
+    if generated.is_dir():
+        shutil.rmtree(generated, ignore_errors=True)
+        removed.append(str(generated))
     return removed
 
 

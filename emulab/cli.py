@@ -89,11 +89,12 @@ def doctor(as_json: bool) -> None:
 )
 @click.option("--self-check", is_flag=True, help="Build, check reachability and RTTs against the configuration, tear down.")
 @click.option("--no-services", is_flag=True, help="Do not start the RSerPool services listed in the topology.")
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for a detached start.")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds to wait for a detached start (default: 60 + 0.3 per node).")
 @click.option("--dashboard", "dashboard_port", type=int, default=None, is_flag=False, flag_value=8050,
               metavar="[PORT]", help="Also serve the web dashboard on 127.0.0.1:PORT (8050); it ends with the testbed.")
-def start(topology: str, detach: bool, radio: str | None, self_check: bool, no_services: bool, timeout: float,
-          dashboard_port: int | None) -> None:
+def start(topology: str, detach: bool, radio: str | None, self_check: bool, no_services: bool,
+          timeout: float | None, dashboard_port: int | None) -> None:
     """Build TOPOLOGY (a name under topologies/ or a path to a YAML file) and start it.
 
     Without --detach, opens Mininet's CLI and tears everything down when you leave it.
@@ -207,6 +208,11 @@ from emulab.dashboard.cli import dashboard, link, service  # noqa: E402 - dashbo
 main.add_command(dashboard)
 main.add_command(service)
 main.add_command(link)
+
+from emulab.wireshark import tshark_cmd, wireshark_cmd  # noqa: E402 - tshark/wireshark with the TCP-framing dissector
+
+main.add_command(tshark_cmd)
+main.add_command(wireshark_cmd)
 
 
 # ==== results: plot and simulate (emulab.plots, emulab.sim; issue 7) ===================================

@@ -122,8 +122,11 @@ class ControllerProcess:
         listen: str = DEFAULT_LISTEN,
         status_path: str | os.PathLike[str] | None = None,
         timeout: float = 20.0,
+        wait: bool = True,
     ) -> ControllerProcess:
-        """Start `python -m emulab.controller` and return once it listens on `port`.
+        """Start `python -m emulab.controller` and return once it listens on `port` (at once with
+        ``wait=False``: the caller calls `wait_listening` when it needs the controller, so the child's
+        imports overlap the caller's work).
 
         The child gets its own session, so a Ctrl-C meant for the CLI does not kill it behind the
         builder's back; its stdout/stderr go to `log_path` too (start-up tracebacks included).
@@ -158,17 +161,23 @@ class ControllerProcess:
             if out is not None:
                 out.close()
         handle = cls(pid=proc.pid, port=port, listen=listen, log_path=log, status_path=status, _proc=proc)
-        deadline = time.monotonic() + timeout
-        while not is_listening(port):
-            if proc.poll() is not None:
-                raise ControllerError(
-                    f"the controller exited with status {proc.returncode} while starting{handle._log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                handle.stop()
-                raise ControllerError(f"the controller did not listen on port {port} within {timeout:.0f} s")
-            time.sleep(0.02)
+        if wait:
+            handle.wait_listening(timeout)
         return handle
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        """Return once the controller listens on its port; ControllerError (and the process stopped)
+        if it exits or does not listen within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not is_listening(self.port):
+            if not self.alive():
+                code = self._proc.poll() if self._proc is not None else "?"
+                raise ControllerError(f"the controller exited with status {code} while starting{self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ControllerError(f"the controller did not listen on port {self.port} within {timeout:.0f} s"
+                                      f"{self._log_tail()}")
+            time.sleep(0.02)
 
     @classmethod
     def attach(cls, pid: int, port: int, **kwargs: Any) -> ControllerProcess:

@@ -26,6 +26,31 @@ from radio import DEFAULT_BACKEND
 Progress = Callable[[str], None]
 
 
+class StartPhases:
+    """The start-up phases in the order they ran, with their durations; the one running now names
+    the step a failed start failed in (``emulab status --json`` reports them as ``phases``)."""
+
+    def __init__(self) -> None:
+        self.done: list[dict[str, Any]] = []
+        self.current: str | None = None
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.current = name
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:  # a failed phase is recorded too: the table then shows where the time went
+            self.record(name, time.monotonic() - t0)
+        self.current = None
+
+    def record(self, name: str, seconds: float) -> None:
+        self.done.append({"phase": name, "s": round(seconds, 3)})
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return list(self.done)
+
+
 class Testbed:
     """One running instance of a topology: the Mininet network plus everything emulab starts beside it."""
 
@@ -54,109 +79,158 @@ class Testbed:
         self.netns: dict[str, str] = {}
         self.started_at = 0.0
         self.ready_s = 0.0
+        self.phases = StartPhases()
 
     # ------------------------------------------------------------------ build
     def start(self) -> None:
         t0 = time.monotonic()
+        self._radio_preflight()
         try:
             self._start()
         except BaseException as exc:
-            self.progress(f"start failed ({exc}); removing what was built")
+            phase = self.phases.current or "start"
+            self.progress(f"start failed in phase {phase} ({type(exc).__name__}: {exc}); removing what was built")
             self.stop()
-            if isinstance(exc, StartError):
-                raise
             if isinstance(exc, Exception):
-                raise StartError(f"could not build {self.spec.name}: {exc}") from exc
+                cause = str(exc) or type(exc).__name__
+                raise StartError(f"{self.spec.name}: start failed in phase {phase}: {cause}") from exc
             raise
         self.ready_s = time.monotonic() - t0
         self.started_at = time.time()
 
+    def _radio_preflight(self) -> None:
+        """A radio backend that needs something of the machine (OAI's build, a B210) says so before
+        anything is built (its ``preflight``), so that such a start fails leaving nothing behind."""
+        from radio import RadioError, get_backend
+
+        preflight = getattr(get_backend(self.radio_name), "preflight", None)
+        if preflight is None:
+            return
+        try:
+            preflight(dict(self.spec.radio.options) if self.spec.radio else {})
+        except RadioError as exc:
+            raise StartError(f"{self.spec.name}: {exc}") from None
+
     def _start(self) -> None:
         from mininet.log import setLogLevel
         from mininet.net import Mininet
-        from mininet.node import OVSSwitch, RemoteController
+        from mininet.node import OVSSwitch
 
         from emulab import ovs
         from emulab.controller import ControllerProcess, free_tcp_port
         from emulab.links import EmuLink
 
+        phase = self.phases
         if not self.caps.can_run:
             missing = [c.name for c in self.caps.items.values() if c.required and not c.present]
             raise StartError("this machine cannot run the testbed, missing: " + ", ".join(missing) + " (see `emulab doctor`)")
         setLogLevel("error")
         paths.log_dir().mkdir(parents=True, exist_ok=True)
 
-        self.progress("starting Open vSwitch")
-        ovs.ensure_running()
+        with phase("ovs"):
+            self.progress("starting Open vSwitch")
+            ovs.ensure_running()
 
-        self.progress("starting the os-ken controller")
-        self.controller_port = free_tcp_port()
-        self.controller = ControllerProcess.start(
-            port=self.controller_port,
-            log_path=paths.log_dir() / "controller.log",
-            status_path=paths.run_dir() / "controller.json",
-        )
+        with phase("controller"):
+            # Launched, not waited for: its imports (os-ken, eventlet) overlap building hosts and links;
+            # the switches wait for it to listen just before they start.
+            self.progress("starting the os-ken controller")
+            self.controller_port = free_tcp_port()
+            self.controller = ControllerProcess.start(
+                port=self.controller_port,
+                log_path=paths.log_dir() / "controller.log",
+                status_path=paths.run_dir() / "controller.json",
+                wait=False,
+            )
 
         # Radio links change at run time, so they need a shaper hop even while their parameters are neutral.
         if self.link_backend == "shaper" and any(not lk.params.is_neutral or lk.radio for lk in self.spec.links):
             from emulab.shaper import Shaper
 
-            self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
-            self.shaper = Shaper.start(paths.run_dir() / "shaper.sock", log_path=paths.log_dir() / "shaper.log")
+            with phase("shaper"):
+                self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
+                self.shaper = Shaper.start(paths.run_dir() / "shaper.sock", log_path=paths.log_dir() / "shaper.log")
 
         self.progress(
             f"building {len(self.spec.nodes)} hosts, {len(self.spec.switches)} switches, {len(self.spec.links)} links"
         )
         net = Mininet(build=False, controller=None, autoSetMacs=False, waitConnected=False)
         self.net = net
-        for node in self.spec.nodes.values():
-            net.addHost(node.name, ip=None)
-        for idx, sw in enumerate(self.spec.switches.values(), start=1):
-            net.addSwitch(sw.bridge, cls=OVSSwitch, dpid=f"{0xE0000000 + idx:016x}", **ovs.switch_params(self.datapath))
-        net.addController("c0", controller=RemoteController, ip="127.0.0.1", port=self.controller_port)
-        for link in self.spec.links:
-            self.links[link.name] = net.addLink(
-                self._mn_name(link.a.node),
-                self._mn_name(link.b.node),
-                cls=EmuLink,
-                intfName1=link.a.intf,
-                intfName2=link.b.intf,
-                params=link.params,
-                backend=self.link_backend,
-                shaper=self.shaper,
-                link_id=link.name,
-                dynamic=link.radio,
-            )
-        net.build()
-        self._name_namespaces()
-        net.start()
-        if self.link_backend == "netem":
-            for emu in self.links.values():  # OVS replaces the qdiscs of the ports it adds
-                emu.reapply()
+        with phase("namespaces"):
+            for node in self.spec.nodes.values():
+                net.addHost(node.name, ip=None)
+            self._name_namespaces()
+        with phase("links"):
+            for idx, sw in enumerate(self.spec.switches.values(), start=1):
+                # batch: one ovs-vsctl call creates every bridge with its ports and controller record
+                net.addSwitch(sw.bridge, cls=OVSSwitch, dpid=f"{0xE0000000 + idx:016x}", batch=True,
+                              **ovs.switch_params(self.datapath))
+            for link in self.spec.links:
+                self.links[link.name] = net.addLink(
+                    self._mn_name(link.a.node),
+                    self._mn_name(link.b.node),
+                    cls=EmuLink,
+                    intfName1=link.a.intf,
+                    intfName2=link.b.intf,
+                    params=link.params,
+                    backend=self.link_backend,
+                    shaper=self.shaper,
+                    link_id=link.name,
+                    dynamic=link.radio,
+                )
+            net.build()
+        with phase("switches"):
+            if self.spec.switches:
+                self.controller.wait_listening()
+                # Mininet's RemoteController would start a shell and telnet to os-ken (which takes the
+                # probe for a switch); the switches only need the target.
+                net.controllers.append(_ControllerTarget("c0", "127.0.0.1", self.controller_port))
+            net.start()
+            if self.link_backend == "netem":
+                for emu in self.links.values():  # OVS replaces the qdiscs of the ports it adds
+                    emu.reapply()
 
-        self.progress("configuring addresses and routes")
-        self._configure_ip()
-        if self.datapath == "user":
-            self._tx_checksum_off()
-        bridges = [sw.bridge for sw in self.spec.switches.values()]
-        if bridges and not ovs.wait_controller_connected(bridges, timeout=15):
-            raise StartError("the switches did not connect to the os-ken controller within 15 s "
-                             f"(see {paths.log_dir() / 'controller.log'})")
+        with phase("addresses/routes"):
+            self.progress("configuring addresses and routes")
+            self._configure_ip()
+        if self.spec.switches:
+            with phase("controller connect"):
+                self._wait_switches_connected()
+        else:  # nothing will ever connect to it, but later restarts (controller_action) expect it up
+            self.controller.wait_listening()
 
         from emulab.radio_host import TestbedRadioHost
         from radio import get_backend
 
-        self.progress(f"starting the radio backend: {self.radio_name}")
-        self.radio = get_backend(self.radio_name)(TestbedRadioHost(self))
-        self.radio.start()
+        with phase("radio"):
+            self.progress(f"starting the radio backend: {self.radio_name}")
+            self.radio = get_backend(self.radio_name)(TestbedRadioHost(self))
+            self.radio.start()
 
         if self.want_services:
             from emulab.services import ServiceManager
 
-            self.services = ServiceManager(self)
-            started = self.services.start()
-            if started:
-                self.progress(f"started {started} service process(es)")
+            with phase("services/registration"):
+                self.services = ServiceManager(self)
+                started = self.services.start()
+                if started:
+                    self.progress(f"started {started} service process(es), registered")
+
+    def _wait_switches_connected(self) -> None:
+        """Until the controller has every bridge (features reply handled, table-miss flow sent): read
+        from the controller's own status file, which it rewrites at once, rather than OVS's database,
+        which updates is_connected lazily (up to a second late)."""
+        from emulab import ovs
+
+        dpids = [self.net.get(sw.bridge).dpid for sw in self.spec.switches.values()]
+        timeout = 30.0 + 0.1 * len(dpids)  # generous: a busy machine slows the handshake, not a fault
+        if self.controller.wait_switches(dpids, timeout=timeout):
+            return
+        if not self.controller.alive():
+            raise StartError(f"the os-ken controller exited (see {paths.log_dir() / 'controller.log'})")
+        missing = [sw.bridge for sw in self.spec.switches.values() if not ovs.controller_connected(sw.bridge)]
+        raise StartError(f"switch(es) {', '.join(missing) or '?'} did not connect to the os-ken controller "
+                         f"within {timeout:.0f} s (see {paths.log_dir() / 'controller.log'})")
 
     def _mn_name(self, name: str) -> str:
         """Mininet's node name: switches are named after their OVS bridge."""
@@ -175,35 +249,40 @@ class Testbed:
             self.netns[node] = name
 
     def _configure_ip(self) -> None:
-        from pyroute2 import NetNS
+        """Addresses, routes and per-host settings, several hosts at a time: each host is a netlink
+        socket and a shell of its own, and most of the time goes to waiting on them."""
+        from concurrent.futures import ThreadPoolExecutor
 
         routes = self.spec.routes()
-        for node in self.spec.nodes.values():
-            host = self.net.get(node.name)
-            with NetNS(self.netns[node.name]) as ns:
-                for link in self.spec.links_of(node.name):
-                    end = link.a if link.a.node == node.name else link.b
-                    if end.address is None:
-                        continue
-                    idx = ns.link_lookup(ifname=end.intf)[0]
-                    ns.addr("add", index=idx, address=str(end.address.ip), prefixlen=end.address.network.prefixlen)
-                    ns.link("set", index=idx, state="up")
-                _apply_routes(ns, routes.get(node.name, ()), present=True)
-            # Mininet's own way into a host; sysctl needs the namespace's /proc/sys view.
-            forwarding = "1" if node.forwarding else "0"
-            host.cmd(
-                f"sysctl -qw net.ipv4.ip_forward={forwarding} net.ipv4.conf.all.rp_filter=0 "
-                "net.ipv4.conf.default.rp_filter=0 net.ipv6.conf.all.disable_ipv6=1"
-            )
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.spec.nodes)))) as pool:
+            for future in [pool.submit(self._configure_node, node, routes) for node in self.spec.nodes.values()]:
+                future.result()
 
-    def _tx_checksum_off(self) -> None:
-        """OVS's userspace datapath forwards veth frames whose checksums the sender left to TX
-        offload without completing them, so TCP across a switch dies (ping survives). Hosts then
-        compute their own checksums, as the kernel datapath's users never notice."""
-        for node in self.spec.nodes:
-            host = self.net.get(node)
-            for link in self.spec.links_of(node):
-                host.cmd(f"ethtool -K {link.end_of(node).intf} tx off >/dev/null 2>&1")
+    def _configure_node(self, node: Any, routes: dict[str, Any]) -> None:
+        from pyroute2 import NetNS
+
+        host = self.net.get(node.name)
+        with NetNS(self.netns[node.name]) as ns:
+            for link in self.spec.links_of(node.name):
+                end = link.a if link.a.node == node.name else link.b
+                if end.address is None:
+                    continue
+                idx = ns.link_lookup(ifname=end.intf)[0]
+                ns.addr("add", index=idx, address=str(end.address.ip), prefixlen=end.address.network.prefixlen)
+                ns.link("set", index=idx, state="up")
+            _apply_routes(ns, routes.get(node.name, ()), present=True)
+        # Mininet's own way into a host (sysctl needs the namespace's /proc/sys view); one shell
+        # round trip per host.
+        forwarding = "1" if node.forwarding else "0"
+        cmd = (f"sysctl -qw net.ipv4.ip_forward={forwarding} net.ipv4.conf.all.rp_filter=0 "
+               "net.ipv4.conf.default.rp_filter=0 net.ipv6.conf.all.disable_ipv6=1")
+        if self.datapath == "user":
+            # OVS's userspace datapath forwards veth frames whose checksums the sender left to TX
+            # offload without completing them, so TCP across a switch dies (ping survives). Hosts
+            # then compute their own checksums, as the kernel datapath's users never notice.
+            for link in self.spec.links_of(node.name):
+                cmd += f"; ethtool -K {link.end_of(node.name).intf} tx off >/dev/null 2>&1"
+        host.cmd(cmd)
 
     # --------------------------------------------------------------- teardown
     def stop(self) -> None:
@@ -305,6 +384,7 @@ class Testbed:
             "ovs_datapath": self.datapath,
             "radio": self.radio_name,
             "ready_s": round(self.ready_s, 3),
+            "phases": self.phases.as_list(),
             "started_at": self.started_at,
             "controller": {"pid": self.controller.pid if self.controller else None, "port": self.controller_port},
             "shaper_pid": self.shaper.pid if self.shaper else None,
@@ -374,6 +454,7 @@ class Testbed:
             "topology": self.spec.name,
             "topology_file": str(self.spec.source),
             "ready_s": round(self.ready_s, 3),
+            "phases": self.phases.as_list(),
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
             "link_backend": self.link_backend,
             "ovs_datapath": self.datapath,
@@ -385,6 +466,25 @@ class Testbed:
             "radio": self.radio.state() if self.radio else None,
             "services": self.services.status() if self.services else [],
         }
+
+
+class _ControllerTarget:
+    """What Mininet's OVSSwitch.start needs of a controller (protocol, IP, port) and Mininet's start
+    and stop call; the controller itself is emulab's own process."""
+
+    protocol = "tcp"
+
+    def __init__(self, name: str, ip: str, port: int) -> None:
+        self.name, self.ip, self.port = name, ip, port
+
+    def IP(self) -> str:  # noqa: N802 - Mininet's name
+        return self.ip
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
 
 def _apply_routes(ns: Any, routes: Any, present: bool) -> None:

@@ -310,10 +310,11 @@ def _coverage_timeline(events: list[EventRecord], metrics: dict[str, Any], path:
     lost = next((e.t for e in events if e.event == "coverage_lost"), None)
     restored = next((e.t for e in events if e.event == "coverage_restored"), None)
     end = max((e.t for e in events), default=1.0)
-    # a request is in service at the class of its latest Accept until its next Accept or completion
+    # a request is in service at the class of its latest Accept until its next Accept, its restart
+    # from scratch or its completion
     by_req: dict[tuple[str | None, int | None], list[EventRecord]] = {}
     for e in events:
-        if e.event in ("accept", "complete"):
+        if e.event in ("accept", "complete", "restart"):
             by_req.setdefault((e.pu, e.request_id), []).append(e)
     steps: dict[str, list[tuple[float, int]]] = {c: [] for c in CLASS_LABELS}
     for evs in by_req.values():
@@ -336,6 +337,8 @@ def _coverage_timeline(events: list[EventRecord], metrics: dict[str, Any], path:
     for e in events:
         if e.event == "accept" and e.element_class in lanes:
             bottom.plot(e.t, lanes[e.element_class], "|", ms=12, color=CLASS_COLOURS[e.element_class][0])
+        elif e.event == "restart" and e.element_class in lanes:  # work thrown away on the element left
+            bottom.plot(e.t, lanes[e.element_class], "x", ms=7, color="black")
     bottom.set_yticks(list(lanes.values()), [CLASS_LABELS[c] for c in lanes])
     bottom.set_ylim(-0.6, 2.6)
     bottom.set_ylabel("Accepts")
@@ -349,13 +352,17 @@ def _coverage_timeline(events: list[EventRecord], metrics: dict[str, Any], path:
         fo = metrics.get("failover_s")
         notes.append(f"coverage lost at {lost:.1f} s; first UE Accept after {fo:.2f} s" if fo is not None
                      else f"coverage lost at {lost:.1f} s; the UE element accepted nothing")
+        jobs = metrics.get("failover_job_s") or {}
+        if jobs.get("n"):
+            notes.append(f"per cut-off job p50 {jobs['p50']:.2f} s, max {jobs['max']:.2f} s (n {jobs['n']})")
     if restored is not None:
         rc = metrics.get("recovery_s")
         notes.append(f"back at {restored:.1f} s; first MEC Accept after {rc:.2f} s" if rc is not None
                      else f"back at {restored:.1f} s; no MEC Accept afterwards")
     if metrics:
         notes.append(f"{metrics.get('requests_completed')}/{metrics.get('requests_issued')} requests completed, "
-                     f"{metrics.get('requests_lost')} lost")
+                     f"{metrics.get('requests_lost')} lost"
+                     + (f", {metrics['requests_restarted']} restarted (x)" if metrics.get("requests_restarted") else ""))
     top.set_ylabel("requests in service")
     top.set_title("Coverage loss and fail-over (shaded: UE without coverage)\n" + "; ".join(notes), fontsize=10)
     top.legend(loc="upper right", fontsize=9)

@@ -27,6 +27,13 @@ from emulab.errors import EmulabError, StartError
 from radio import RadioError
 
 Progress = Callable[[str], None]
+#: Set by `start_detached` for its runner: time.monotonic() (CLOCK_MONOTONIC, shared by the processes
+#: of one boot) when the runner was launched.
+LAUNCHED_ENV = "EMULAB_RUNNER_LAUNCHED"
+
+
+class StartAborted(StartError):
+    """The runner was told to stop (SIGTERM/SIGINT) while it was still building."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,17 @@ def build(options: StartOptions, progress: Progress, run_id: str | None = None) 
         {"phase": "starting", "runner_pid": os.getpid(), "run_id": run_id, "topology": spec.name, "options": asdict(options)}
     )
     try:
+        t0 = time.monotonic()
         progress("probing kernel capabilities")
-        caps = probe()
+        try:
+            caps = probe()
+        except Exception as exc:
+            raise StartError(f"{spec.name}: start failed in phase probe: {exc}") from exc
         testbed = Testbed(spec, caps, radio=options.radio, services=options.services, progress=progress)
+        launched = os.environ.pop(LAUNCHED_ENV, None)
+        if launched:  # a detached start: the runner process's own start-up (Python, imports) counts too
+            testbed.phases.record("runner", max(0.0, t0 - float(launched)))
+        testbed.phases.record("probe", time.monotonic() - t0)
         testbed.start()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -175,10 +190,26 @@ def run_foreground(options: StartOptions, progress: Progress) -> int:
         teardown(testbed, progress, server)
 
 
-def start_detached(options: StartOptions, timeout: float, progress: Progress) -> str:
-    """Start a runner in the background and wait until the testbed is ready; return a summary line."""
+def default_timeout(nodes: int) -> float:
+    """How long a detached start may take before it is given up: generous and growing with the
+    topology, because a busy machine slows every step without anything being wrong."""
+    return 60.0 + 0.3 * nodes
+
+
+def start_detached(options: StartOptions, timeout: float | None, progress: Progress) -> str:
+    """Start a runner in the background and wait until the testbed is ready; return a summary line.
+
+    A start that fails raises StartError with the runner's reason (the phase and the cause), after
+    making sure nothing of it is left: the runner tears down what it built, and whatever a runner
+    that died or hung left behind is removed here.
+    """
+    if timeout is None:
+        from emulab.topology import load
+
+        timeout = default_timeout(len(load(options.topology).nodes))
     paths.log_dir().mkdir(parents=True, exist_ok=True)
     log_path = paths.log_dir() / "runner.log"
+    env = dict(os.environ, **{LAUNCHED_ENV: repr(time.monotonic())})
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "emulab.runner", json.dumps(asdict(options))],
@@ -186,11 +217,12 @@ def start_detached(options: StartOptions, timeout: float, progress: Progress) ->
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     deadline = time.monotonic() + timeout
     shown = 0
     while time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
         with contextlib.suppress(OSError):
             lines = log_path.read_text().splitlines()
             for line in lines[shown:]:
@@ -205,13 +237,47 @@ def start_detached(options: StartOptions, timeout: float, progress: Progress) ->
                 "`emulab status` shows it, `emulab stop` ends it"
             )
         if proc.poll() is not None:
-            tail = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
-            reason = next((ln.removeprefix("emulab: error: ") for ln in reversed(tail) if "error:" in ln), None)
-            raise StartError(reason or f"the runner exited with code {proc.returncode}; see {log_path}")
-    proc.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
-    raise StartError(f"the testbed was not ready within {timeout:.0f} s; it was stopped (log: {log_path})")
+            raise StartError(_failure_reason(proc.returncode, log_path) + _left_behind())
+    progress(f"emulab: not ready within {timeout:.0f} s: stopping the runner")
+    proc.terminate()  # the runner aborts its build at once and removes what it built
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    reason = _failure_reason(proc.returncode, log_path, quiet_ok=True)
+    raise StartError(f"the testbed was not ready within {timeout:.0f} s (use --timeout to allow more); "
+                     f"{reason}{_left_behind()}")
+
+
+def _failure_reason(code: int | None, log_path: Any, quiet_ok: bool = False) -> str:
+    """The runner's own error line (phase and cause), else its exit status and the end of its log."""
+    try:
+        tail = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        tail = []
+    reason = next((ln.removeprefix("emulab: error: ") for ln in reversed(tail) if ln.startswith("emulab: error: ")),
+                  None)
+    if reason:
+        return reason
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+    if quiet_ok:
+        return f"the runner {how} (log: {log_path})"
+    last = " | ".join(tail[-3:]) or "no output"
+    return f"the runner {how} without saying why: {last} (log: {log_path})"
+
+
+def _left_behind() -> str:
+    """Remove whatever a failed start left (nothing, when the runner tore down cleanly), and say what."""
+    from emulab.cleanup import clean, find_leftovers
+
+    try:
+        if not find_leftovers() and not paths.state_file().exists():
+            return ""
+        removed = clean()
+    except Exception as exc:  # the start failed already: report both
+        return f" (and removing its leftovers failed: {exc}; run `emulab clean`)"
+    return f" (removed what it left behind: {', '.join(removed)})" if removed else ""
 
 
 def daemon_main(options: StartOptions) -> int:
@@ -220,14 +286,32 @@ def daemon_main(options: StartOptions) -> int:
     def progress(msg: str) -> None:
         print(f"emulab: {msg}", flush=True)
 
+    building = [True]
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not building[0]:
+            stop_event.set()
+            return
+        # While building, a stop request ends the build: Testbed.start then removes what exists.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt that teardown
+        raise StartAborted(f"stopped by signal {signal.Signals(signum).name} while starting")
+
     stop_event = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: stop_event.set())
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         testbed = build(options, progress)
+        building[0] = False
     except EmulabError as exc:
         progress(f"error: {exc}")
         return 2
+    except Exception as exc:  # a bug, not a user error: still say what failed, with the traceback
+        import traceback
+
+        traceback.print_exc()
+        progress(f"error: {type(exc).__name__}: {exc}")
+        return 3
     server = ControlServer(testbed, stop_event)
     server.start()
     progress(f"ready in {testbed.ready_s:.1f} s")

@@ -42,7 +42,8 @@ sigma^2 = sum J_i^2/3 + (0.02 ms)^2: exact for one or two jittered hops (the den
 printed beside the Monte Carlo figure).
 
 * U: what the model leaves unexplained, measured: 1.4826 x the median |measured - expected| over
-  the paths without jitter (at least 5 of them; else 0). On an idle machine it is a few hundredths
+  the paths without jitter (at least 5 of them; else 0), over the whole check and over the path's
+  own round (a burst of load hits the paths of one round), the larger of the two. On an idle machine it is a few hundredths
   of a millisecond; when the machine is busy it carries the delays the shaper cannot see (softirqs
   deferred to ksoftirqd, the pinging process itself). Being a median, a minority of wrong paths
   (a mis-applied delay) does not widen it.
@@ -59,7 +60,11 @@ what the shaper measured in a round belongs to that round's probes.
 
 The configuration of a hop is the topology's, except on a radio link, whose delay/jitter/loss/rate
 the radio backend sets at run time: there it is what the link applies (read before and after the
-probes, averaged). A path that fails names its likely cause: "configuration" when a link on it
+probes, averaged). A backend that carries the user plane itself (OAI: the link then applies nothing,
+OAI's radio does the delay) reports instead what its radio does, measured while the probes run
+(``measured_link_params``: half the median RTT of its own radio probes each way, jitter J with the
+measured variance, no FIFO bias since a measured median holds it), and where it reaches a node at
+another address (``address_of``: the UE at its tunnel address) the probes go there. A path that fails names its likely cause: "configuration" when a link on it
 applies something else than the topology says (read back from netem or the shaper), or when the
 emulation kept time; "load" when the path is late (never early) and the shaper's lateness on the
 path's shaped hops during its round shows a busy machine: a mean above LOAD_LATENESS_MS per hop,
@@ -91,7 +96,8 @@ RULE = (
     "tolerance = 4 x sqrt(SE(median of n replies)^2 + sd(B)^2 + (k sd(S))^2 + U^2) + ping resolution/2 + 0.1 ms "
     "+ bias/2; closed form of SE without lateness: 1/(2 f sqrt(n)), f = min(1/(2 J_max), 1/(sigma sqrt(2 pi))), "
     "sigma^2 = sum J^2/3 + (0.02 ms)^2; n = replies (loss only removes samples); U = 1.4826 x median "
-    "|error| of the paths without jitter (what the model leaves unexplained: load outside the shaper)",
+    "|error| of the paths without jitter, whole check or the path's round, the larger (what the model leaves "
+    "unexplained: load outside the shaper)",
 )
 Z = 4.0
 MODEL_MS = 0.1
@@ -422,6 +428,7 @@ class LinkView:
     applied: dict[str, LinkParams] | None
     shaped: bool
     radio: bool = False
+    measured: bool = False  # expected = the radio backend's measurement (its median holds any FIFO bias)
 
     def mismatch(self) -> str | None:
         """What the link applies unlike the topology (None when it applies what is configured)."""
@@ -483,7 +490,8 @@ def link_views(testbed: Any, before: dict[str, dict[str, LinkParams] | None]) ->
         if link.radio and applied is not None:
             first = before.get(link.name) or applied
             expected = {d: _mean_params(first[d], applied[d]) for d in DIRECTIONS}
-        views[link.name] = LinkView(link.name, expected, applied, shaped, link.radio)
+        measured = link.radio and callable(getattr(getattr(testbed, "radio", None), "measured_link_params", None))
+        views[link.name] = LinkView(link.name, expected, applied, shaped, link.radio, measured)
     return views
 
 
@@ -568,7 +576,8 @@ def evaluate(spec: TopologySpec, r: PairResult, views: dict[str, LinkView],
             serial += PING_FRAME_BYTES * 8 / (p.rate_mbit * 1e3)
         if p.jitter_ms:
             noise.jitters_ms.append(p.jitter_ms)
-            bias += fifo_bias_ms(rates.get((link.name, d), 0.0), p.jitter_ms)
+            if not (view is not None and view.measured):
+                bias += fifo_bias_ms(rates.get((link.name, d), 0.0), p.jitter_ms)
         if view is not None and view.shaped:
             shaped_hops += 1
             late = lateness.get((link.name, d))
@@ -644,13 +653,15 @@ def check(testbed: Any, pairs: list[tuple[str, str]] | None = None, count: int =
             if first is not None and last is not None:
                 v = views[name]
                 round_views[name] = LinkView(name, {d: _mean_params(first[d], last[d]) for d in DIRECTIONS},
-                                             v.applied, v.shaped, v.radio)
+                                             v.applied, v.shaped, v.radio, v.measured)
         judge.append((r, round_views, late, probe_rates(spec, rounds[r.round], interval)))
     for r, v, late, rates in judge:
         evaluate(spec, r, v, late, rates, cal)
     sd_u = unexplained_sd(judge_results := [r for r, *_ in judge])
+    # the same per round: a burst of load hits every path of its round, and only those
+    sd_round = {j: unexplained_sd([r for r in judge_results if r.round == j]) for j in range(len(rounds))}
     for r, v, late, rates in judge:
-        out.append(evaluate(spec, r, v, late, rates, cal, sd_u))
+        out.append(evaluate(spec, r, v, late, rates, cal, max(sd_u, sd_round[r.round])))
     if calibration is not None:
         cal.unexplained_sd_ms = sd_u
         cal.unexplained_paths = sum(1 for r in judge_results if _deterministic(r))
@@ -683,7 +694,8 @@ def describe(r: PairResult) -> str:
             f"{b['emulation_ms']:.2f} over {b['shaped_hops']} shaped hops + forwarding {b['forwarding_ms']:.2f} "
             f"with {b['switch_crossings']} switch crossings + FIFO bias {b['fifo_bias_ms']:.2f}), "
             f"error {r.error_ms:+.2f} ms, tolerance ±{r.tolerance:.2f} ms (SE {b['se_ms']:.2f}, from the "
-            f"configuration alone {b['se_config_ms']:.2f}; spread with forwarding {b['spread_ms']:.2f})")
+            f"configuration alone {b['se_config_ms']:.2f}; with forwarding and unexplained "
+            f"{b['unexplained_sd_ms']:.2f}: {b['spread_ms']:.2f})")
 
 
 def run_self_check(testbed: Any, progress: Callable[[str], None]) -> bool:

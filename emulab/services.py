@@ -4,11 +4,17 @@ namespaces, and stops them again.
 Each service is an `rserpool` command run inside its node with the venv's Python; its output goes
 to ``<run dir>/logs/<node>-<kind>.log``. A service that dies at start-up fails the whole start
 (and so tears the network down), naming the log to read.
+
+With a component status monitor set (``csp_server`` "ADDR:PORT", from ``CSP_SERVER`` by default, and
+``csp_interval`` ms, from ``CSP_INTERVAL``), registrars and pool elements send it RSPLIB's Component
+Status reports (``rserpool.csp``; RSPLIB's ``cspmonitor`` or the dashboard). The address must be
+reachable from the nodes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -34,12 +40,35 @@ _PE_FLAGS = {
 }
 
 
+#: The log line by which each kind of service says it is up (the registrar listens, the pool element
+#: got its Registration Response).
+READY_LINES = {"registrar": b" listening on ", "pe": b" registered in pool "}
+
+
+def _tail(log: Any, lines: int = 3) -> str:
+    try:
+        tail = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return (":\n  " + "\n  ".join(tail)) if tail else ""
+
+
 class ServiceManager:
     """The service processes of one testbed."""
 
     def __init__(self, testbed: Any) -> None:
         self.testbed = testbed
         self.procs: list[tuple[str, str, subprocess.Popen[bytes], list[str]]] = []
+        # component status monitor "ADDR:PORT" and report interval [ms] (rserpool checks them)
+        self.csp_server: str | None = os.environ.get("CSP_SERVER") or None
+        self.csp_interval: int | str | None = os.environ.get("CSP_INTERVAL") or None
+
+    def _csp_flags(self) -> list[str]:
+        """``--cspserver``/``--cspinterval`` for a service, when a monitor is set."""
+        if not self.csp_server:
+            return []
+        interval = ["--cspinterval", str(self.csp_interval)] if self.csp_interval else []
+        return ["--cspserver", self.csp_server, *interval]
 
     def _registrar_of(self, node: str, options: dict[str, Any]) -> str:
         """The registrar a PE/PU on ``node`` uses: the one named in its options, else its own, else the first."""
@@ -67,14 +96,14 @@ class ServiceManager:
                 if peer not in spec.nodes:
                     raise StartError(f"{node}: registrar peer {peer!r} is not in the topology")
                 cmd += ["--peer", f"{spec.primary_address(peer)}:{ENRP_PORT}"]
-            return cmd
+            return cmd + self._csp_flags()
         if kind == "pe":
             cmd = [*base, "pe", "--registrar", self._registrar_of(node, options)]
             for key, flag in _PE_FLAGS.items():
                 if key in options:
                     cmd += [flag, str(options[key])]
             cmd += ["--service", str(options.get("application", "echo"))]
-            return cmd
+            return cmd + self._csp_flags()
         raise StartError(f"{node}: unknown service kind {kind!r} (known: registrar, pe)")
 
     def spawn(self, node: str, kind: str, cmd: list[str], *, env: Mapping[str, str] | None = None,
@@ -100,26 +129,48 @@ class ServiceManager:
             return None
         return out.decode(errors="replace")
 
-    def start(self, kinds: Collection[str] | None = None) -> int:
-        """Start the topology's services (only those of ``kinds`` if given); registrars first."""
+    def start(self, kinds: Collection[str] | None = None, timeout: float | None = None) -> int:
+        """Start the topology's services (only those of ``kinds`` if given) and return once they are
+        up: registrars listening, then pool elements registered with them.
+
+        Registrars go first and are waited for, so elements reach them at the first attempt instead of
+        retrying a second later; readiness is read from each service's own log line, not guessed with
+        a timer. A service that exits or is not up within ``timeout`` s fails the start, naming its log.
+        """
         spec = self.testbed.spec
-        order = {"registrar": 0, "pe": 1}  # registrars first, so elements find them at once
-        todo = sorted(
-            ((order.get(s.kind, 9), n.name, s) for n in spec.nodes.values() for s in n.services
-             if kinds is None or s.kind in kinds),
-            key=lambda t: t[:2],
-        )
-        started = [self.spawn(node, svc.kind, self.command(node, svc.kind, dict(svc.options)), append=False)
-                   for _, node, svc in todo]
-        # A service that cannot start (bad option, port taken) exits within its start-up time.
-        time.sleep(1.0 if started else 0)
-        for node, kind, proc, _ in self.procs:
-            if proc in started and proc.poll() is not None:
-                raise StartError(
-                    f"{node}: the {kind} service exited at start-up (code {proc.returncode}); "
-                    f"see {paths.log_dir() / f'{node}-{kind}.log'}"
-                )
-        return len(started)
+        todo = [(n.name, s) for n in spec.nodes.values() for s in n.services if kinds is None or s.kind in kinds]
+        if timeout is None:  # a busy machine starts Python slowly: scale with the number of processes
+            timeout = 30.0 + 0.5 * len(todo)
+        deadline = time.monotonic() + timeout
+        started = 0
+        for kind in ("registrar", "pe", *sorted({s.kind for _, s in todo} - {"registrar", "pe"})):
+            batch = [(node, svc) for node, svc in todo if svc.kind == kind]
+            procs = [(node, kind, self.spawn(node, kind, self.command(node, kind, dict(svc.options)), append=False))
+                     for node, svc in batch]
+            self.wait_up(procs, deadline)
+            started += len(procs)
+        return started
+
+    def wait_up(self, procs: list[tuple[str, str, subprocess.Popen[bytes]]], deadline: float) -> None:
+        """Wait until each (node, kind, process) says it is up in its log (READY_LINES); raise
+        StartError naming the first that exited or, at ``deadline``, those still not up."""
+        waiting = {(node, kind): proc for node, kind, proc in procs if kind in READY_LINES}
+        while True:
+            for (node, kind), proc in list(waiting.items()):
+                log = paths.log_dir() / f"{node}-{kind}.log"
+                if proc.poll() is not None:
+                    raise StartError(f"{node}: the {kind} service exited at start-up (code {proc.returncode}); "
+                                     f"see {log}{_tail(log)}")
+                with contextlib.suppress(OSError):
+                    if READY_LINES[kind] in log.read_bytes():
+                        del waiting[(node, kind)]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{n}/{k}" for n, k in waiting)
+                what = "listening" if all(k == "registrar" for _, k in waiting) else "up (registered)"
+                raise StartError(f"service(s) not {what} in time: {names}; see {paths.log_dir()}")
+            time.sleep(0.02)
 
     def stop(self, procs: Collection[subprocess.Popen[bytes]] | None = None, timeout: float = 5.0) -> None:
         """SIGTERM the given processes (default: all of them), SIGKILL what is left after ``timeout`` s."""

@@ -1,21 +1,33 @@
 """OpenAirInterface backends: the RF simulator (`oai`) and a real USRP B210 (`b210`).
 
 ``oai`` (rfsimulator): the backend writes an lte-softmodem configuration (band 7, FDD, N_RB_DL from
-``bandwidth_mhz``, RLF timers T310/N310/N311/T311 as radio.lte uses them) and starts
+``bandwidth_mhz``, RLF timers T310/N310/N311/T311 as radio.lte uses them; radio.oai_conf) and starts
 
 * in the eNB node: ``lte-softmodem -O enb.conf --rfsim --rfsimulator.serveraddr server
   --rfsimulator.options chanmod --telnetsrv ...`` (the eNB is the rfsim TCP server, port 4043),
 * in the UE node: ``lte-uesoftmodem -C <DL Hz> -r <N_RB> --rfsim --rfsimulator.serveraddr <eNB
-  address on the radio link> --rfsimulator.options chanmod --telnetsrv --telnetsrv.listenport ...``.
+  address on the radio link> --rfsimulator.options chanmod --telnetsrv --telnetsrv.listenport ...``,
 
-The IQ samples (7.68–30.72 Msps) then flow over the radio link, so the backend makes that link
-neutral (no emulated delay/rate) and lets OAI's PHY/MAC/RRC do the radio. Coverage loss is
-``channelmod modify 0 ploss <coverage_ploss_db>`` on the UE's telnet server (model 0 =
-``rfsimu_channel_enB0``, the downlink as the UE receives it, from ``channelmod_rfsimu.conf``);
-restore sets it back to ``ploss_db``. OAI's own T310/N310 then produce the RLF.
-By default both run with ``--noS1`` (``no_s1: true``): the EPC nodes of emulab topologies are plain
-hosts, not an OAI EPC; with ``no_s1: false`` the eNB config points S1-MME/S1-U at the topology's
-MME / eNB addresses.
+both through radio.oai_sched's wrapper: normal (not real-time) scheduling and no host-wide settings.
+The IQ samples (7.68-30.72 Msps) then flow over the radio link, so the backend makes that link
+neutral (no emulated delay/rate) and lets OAI's PHY/MAC/RRC do the radio.
+
+Attach is OAI's own RRC state, read from the UE's log (radio.oai_log: ``State = RRC_CONNECTED`` /
+``RRC_RECONFIGURED``); ``start`` returns once the UE is attached and its user plane goes through
+OAI, and fails with one message naming the softmodem and its log when one exits first or the UE
+does not attach within ``attach_timeout_s`` (default 60 s). While it runs, a supervisor thread
+follows the log, keeps the user plane in the tunnel, measures the radio's RTT through it
+(radio.oai_probe; the self-check and `emulab radio status` use it) and runs the UE's radio link
+monitor (radio.oai_rlm).
+
+Coverage loss is ``channelmod modify 0 ploss <coverage_ploss_db>`` on the UE's telnet server (model
+0 = ``rfsimu_channel_enB0``, the downlink as the UE receives it); restore sets it back to
+``ploss_db``. OAI's 4G UE neither declares RLF nor recovers by itself, so radio.oai_rlm's monitor
+evaluates the UE's downlink SNR per frame against Qout/Qin with the topology's N310/T310/N311: at
+RLF the UE's bearer goes (its routes through the tunnel are withdrawn), and once the cell is back the
+UE softmodem is restarted and attaches anew (``reattach_s`` in the state). By default both run with
+``--noS1`` (``no_s1: true``): the EPC nodes of emulab topologies are plain hosts, not an OAI EPC;
+with ``no_s1: false`` the eNB config points S1-MME/S1-U at the topology's MME / eNB addresses.
 
 ``b210`` (real radio): the same eNB configuration without ``--rfsim`` and with the RU section's
 ``sdr_addrs = "type=b200"`` (UHD device args; ``serial=...`` added from ``b210_serial``), plus the
@@ -25,37 +37,36 @@ coverage control (``coverage lose`` is refused: use an attenuator or RF shield b
 must be a real interface (not emulated) and ``uhd_find_devices`` must list a B2xx. The sample rate
 follows N_RB_DL (7.68 Msps for 25 PRB, 15.36 for 50, 30.72 for 100).
 
-User plane (``oai``, ``--noS1``): once OAI's tunnel devices are up (``oaitun_ue1`` in the UE
-node, ``oaitun_enb1`` in the eNB node, with the addresses OAI gives them), the backend reroutes the
-user plane through them (``user_plane_routes``): the UE sends everything it used to send over the
-radio interface into ``oaitun_ue1`` from its tunnel address, the eNB hands that tunnel subnet to
-``oaitun_enb1``, and every other node routes the tunnel subnet the way it routes the radio subnet.
-So the UE's own traffic (its pool users' requests, its registrar's and PE's outgoing connections)
-and the answers to it cross OAI's PHY/MAC/RLC/PDCP both ways, and a coverage loss in OAI's channel
-cuts it. Connections made *to* the UE's radio-link address still take the plain link, which also
-carries the IQ samples (a limit of running without an EPC that assigns the UE one address).
+User plane (``oai``, ``--noS1``): once the UE is attached (OAI reconfigures ``oaitun_ue1`` when the
+data bearer comes up, which drops the routes through it, so not before), the backend reroutes the
+user plane through OAI's tunnel devices (``user_plane_routes``): the UE sends everything it used to
+send over the radio interface into ``oaitun_ue1`` from its tunnel address, the eNB hands that
+tunnel subnet to ``oaitun_enb1``, and every other node routes the tunnel subnet the way it routes the
+radio subnet. So the UE's own traffic (its pool users' requests, its registrar's and PE's outgoing
+connections) and the answers to it cross OAI's PHY/MAC/RLC/PDCP both ways, and what is sent to the
+UE's tunnel address too. Packets to the UE's radio-link address still reach it over the plain link
+(its answers go back through OAI): OAI's eNB picks the UE by the last octet of the destination, and
+that link carries the IQ samples (a limit of running without an EPC that assigns the UE one address).
 
 OAI is not packaged by any registry reachable here: `make oai` builds it (scripts/build_oai.py) and
 radio.oai_install finds that build (else softmodems on the PATH); where lte-softmodem /
-lte-uesoftmodem are missing the backend refuses to start with a message saying so. Generated files and the user-plane route
-plan are unit-tested; starting the softmodems is exercised only where OAI is installed.
+lte-uesoftmodem are missing the backend refuses to start with a message saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
-import re
 import shlex
 import shutil
-import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from radio import oai_install, oai_sched
+from radio import oai_install, oai_probe, oai_rlm, oai_sched
 from radio.base import RadioBackend, RadioError, RadioProbe, binaries_probe
 from radio.host import Process, RadioHost, RadioLinkParams
 from radio.oai_conf import (  # noqa: F401 - re-exported: the generated files are part of this backend
@@ -79,25 +90,30 @@ from radio.oai_conf import (  # noqa: F401 - re-exported: the generated files ar
     ue_command,
     user_plane_routes,
 )
-from radio.oai_log import UeLog
+from radio.oai_log import UeLog, fatal_line
+from radio.oai_rlm import RadioLinkMonitor
 
 log = logging.getLogger(__name__)
 
 ATTACH_TIMEOUT_S = 60.0  # start → RRC attach (OAI needs ~3-10 s on 2 busy cores); option attach_timeout_s
-SUPERVISE_PERIOD_S = 0.5
-RTT_PROBES = 20  # pings through the tunnel after attach: the radio's measured RTT
-PING_RTT = re.compile(r"time=([0-9.]+) ms")
+SUPERVISE_PERIOD_S = 1.0  # how often the UE's tunnel routes are checked
+
+
+def find_b210() -> tuple[bool, str]:
+    """(whether ``uhd_find_devices --args type=b200`` lists a B2xx, what it printed)."""
+    if not shutil.which("uhd_find_devices"):
+        return False, "uhd_find_devices not installed"
+    try:
+        out = subprocess.run(["uhd_find_devices", "--args", "type=b200"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"uhd_find_devices did not answer ({exc})"
+    text = " ".join((out.stdout + out.stderr).split())
+    return out.returncode == 0 and "b200" in out.stdout.lower(), text
 
 
 def b210_present() -> bool:
     """True when ``uhd_find_devices`` lists a B2xx (UHD's ``type: b200``)."""
-    if not shutil.which("uhd_find_devices"):
-        return False
-    try:
-        out = subprocess.run(["uhd_find_devices", "--args", "type=b200"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "b200" in out.stdout.lower()
+    return find_b210()[0]
 
 
 def probe_oai() -> tuple[bool, str]:
@@ -160,17 +176,33 @@ class OaiRfsimRadio(RadioBackend):
         self.failure: str | None = None  # why the radio is down (a softmodem exited, no attach)
         self.started_at: float | None = None
         self.attach_s: float | None = None  # start (or UE restart) → RRC attached, last time
-        self.radio_rtt: dict[str, float] | None = None  # measure_rtt() after attach
+        self.probe: oai_probe.RttProbe | None = None  # the radio's RTT, measured while attached
+        self.probe_proc: Process | None = None
+        self.rlm: RadioLinkMonitor | None = None  # the UE's radio link monitor (radio.oai_rlm)
+        self.reader_proc: Process | None = None  # reads the UE's downlink channel for it
+        self._reader_offset = 0
+        self._ue_routes: list[RouteChange] = []
+        self.rlf_count = 0
+        self.reattach_s: float | None = None  # cell back (N311 in sync) → RRC attached again, last time
+        self.ue_restarts = 0
+        self._restore_timer: threading.Timer | None = None
         self._routed_for: float | None = None  # the attach (UeLog.attached_at) the routes were put in for
         self._stop = threading.Event()
         self._lock = threading.RLock()
         self._supervisor: threading.Thread | None = None
 
-    def _check_installed(self) -> None:
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        """Before the testbed is built (emulab calls it first): RadioError when what the backend needs
+        is missing, so a start fails without building anything."""
+        cls._check_installed()
+
+    @classmethod
+    def _check_installed(cls) -> None:
         missing = [b for b in OAI_BINARIES if not oai_install.binary_path(b)]
         if missing:
             raise RadioError(
-                f"--radio {self.name}: OpenAirInterface is not installed ({', '.join(missing)} not found in "
+                f"--radio {cls.name}: OpenAirInterface is not installed ({', '.join(missing)} not found in "
                 f"{oai_install.DEFAULT_ROOT}/current or on PATH); run `make oai` or use --radio emulated"
             )
 
@@ -212,7 +244,8 @@ class OaiRfsimRadio(RadioBackend):
         self.user_plane = "waiting for the UE's RRC attach"
         timeout = float(self.options.get("attach_timeout_s", ATTACH_TIMEOUT_S))
         self._wait_attached(timeout)
-        self.radio_rtt = self.measure_rtt()
+        self._start_probe()
+        self._start_rlm()
         self._stop.clear()
         self._supervisor = threading.Thread(target=self._supervise, name="emulab-oai", daemon=True)
         self._supervisor.start()
@@ -235,31 +268,91 @@ class OaiRfsimRadio(RadioBackend):
                                  "and oai-enb.log)")
             time.sleep(0.2)
 
-    def measure_rtt(self, count: int = RTT_PROBES, interval_s: float = 0.1) -> dict[str, float] | None:
-        """Ping the eNB's tunnel address from the UE's: the round trip through OAI's radio alone (UE
-        PDCP/RLC/MAC/PHY up, the eNB's kernel, and back down). Median, spread and range in ms."""
-        assert self.plan is not None
+    def _start_probe(self) -> None:
+        """Keep measuring the radio's RTT through the tunnels (radio.oai_probe) while the radio runs."""
+        assert self.plan is not None and self.conf_dir is not None
         enb_tun = self.host.interface_address(self.plan.enb_node, ENB_TUN)
         if enb_tun is None:
-            return None
-        out = self.host.run(self.plan.ue_node, f"ping -n -c {count} -i {interval_s} -W 2 {enb_tun.ip}")
-        rtts = [float(x) for x in PING_RTT.findall(out)]
-        if len(rtts) < 3:
-            return None
-        return {"median_ms": round(statistics.median(rtts), 3), "sd_ms": round(statistics.stdev(rtts), 3),
-                "min_ms": min(rtts), "max_ms": max(rtts), "n": len(rtts), "sent": count, "at": time.time()}
+            return
+        log_file = self.host.log_dir / "oai-rtt-probe.log"
+        self.probe = oai_probe.RttProbe(log_file)
+        self.probe_proc = self.host.popen(self.plan.ue_node, oai_probe.RttProbe.argv(str(enb_tun.ip)),
+                                          cwd=self.conf_dir, log=log_file)
+
+    def _start_rlm(self) -> None:
+        """Start the UE's radio link monitor and the reader of the UE's downlink channel it is fed by."""
+        assert self.plan is not None and self.conf_dir is not None
+        self.rlm = RadioLinkMonitor(n310=self.plan.n310, t310_ms=self.plan.t310_ms, n311=self.plan.n311)
+        self._reader_offset = 0
+        self.reader_proc = self.host.popen(
+            self.plan.ue_node, [sys.executable, "-c", oai_rlm.READER, str(self.plan.ue_telnet_port), str(oai_rlm.POLL_S)],
+            cwd=self.conf_dir, log=self.host.log_dir / "oai-ue-channel.log")
+
+    def _readings(self) -> list[str]:
+        try:
+            with open(self.host.log_dir / "oai-ue-channel.log", "rb") as f:
+                f.seek(self._reader_offset)
+                data = f.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._reader_offset += end
+        return data[:end].decode("utf-8", "replace").splitlines()
+
+    def _monitor(self) -> None:
+        """Feed the radio link monitor; on RLF take the bearer down; once the cell is back, re-attach."""
+        assert self.rlm is not None and self.plan is not None
+        for line in self._readings():
+            reading = oai_rlm.parse_reading(line)
+            if reading is None:
+                continue
+            before = self.rlm.state
+            if self.rlm.indicate(*reading) == "rlf" and before != "rlf":
+                self._on_rlf()
+        if self.rlm.state == "rlf" and self.rlm.cell_back_at is not None and self._routed_for is not None:
+            self._restart_ue()
+
+    def _on_rlf(self) -> None:
+        """Radio link failure: the UE's bearer goes, as a real modem drops it (routes withdrawn, so the
+        UE's applications learn at once that there is no network)."""
+        assert self.plan is not None and self.rlm is not None
+        self.rlf_count += 1
+        for c in self._ue_routes:
+            self.host.run(self.plan.ue_node, f"ip -4 route del {c.dest} dev {UE_TUN}")
+        self.user_plane = f"down: radio link failure (N310 x 10 ms + T310 = {self.plan.n310 * 10 + self.plan.t310_ms:g} ms)"
+        log.info("OAI UE: %s", self.user_plane)
+
+    def _restart_ue(self) -> None:
+        """The cell is back after an RLF: OAI's UE cannot leave its dead connection, so start it anew
+        (its cell search, RRC connection and bearer follow; ``_step`` puts the user plane back)."""
+        assert self.plan is not None and self.conf_dir is not None and self.ue_log is not None
+        proc = self.procs.pop("ue")
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.ue_restarts += 1
+        log_file = self.host.log_dir / "oai-ue.log"
+        with contextlib.suppress(OSError):
+            log_file.rename(log_file.with_name(f"oai-ue.{self.ue_restarts}.log"))
+        self._popen("ue", self.plan.ue_node, ue_command(self.plan, self.conf_dir), "oai-ue.log")
+        self.ue_log.restart()
+        self._routed_for = None
+        self.user_plane = "down: re-attaching (UE softmodem restarted after the RLF)"
+        log.info("OAI UE: cell back after RLF, UE softmodem restarted")
 
     def measured_link_params(self) -> dict[str, RadioLinkParams] | None:
-        """What OAI's radio does to the user plane, per direction ("uplink", "downlink"), from the
-        round trip measured after attach: half the median RTT each way (OAI's uplink has the
-        scheduling-request/grant wait, its downlink not: the split is not measurable without
-        synchronised clocks, the sum is), and a jitter J such that two independent uniform ±J hops
-        have the measured RTT's variance (2 J^2 / 3 = sd^2). The testbed's self-check uses this in
-        place of the radio link's configured delay."""
-        m = self.radio_rtt
-        if not m:
+        """What OAI's radio does to the user plane now, per direction ("uplink", "downlink"), from the
+        round trips measured over the last seconds (radio.oai_probe); None without enough samples.
+        The testbed's self-check uses it in place of the radio link's configured parameters."""
+        stats = self.probe.window() if self.probe else None
+        if stats is None:
             return None
-        p = RadioLinkParams(delay_ms=m["median_ms"] / 2, jitter_ms=m["sd_ms"] * math.sqrt(1.5))
+        delay, jitter = oai_probe.one_way(stats)
+        p = RadioLinkParams(delay_ms=delay, jitter_ms=jitter)
         return {"uplink": p, "downlink": p}
 
     def address_of(self, node: str) -> str | None:
@@ -274,29 +367,35 @@ class OaiRfsimRadio(RadioBackend):
         for role, proc in self.procs.items():
             code = proc.poll()
             if code is not None and not self.failure:
-                fatal = self.ue_log.fatal if (role == "ue" and self.ue_log) else None
+                fatal = fatal_line(self.host.log_dir / f"oai-{role}.log")
                 self.failure = (f"the {role} softmodem exited (status {code})" + (f": {fatal}" if fatal else "")
                                 + f"; see {self.host.log_dir}/oai-{role}.log")
                 self.user_plane = "down: " + self.failure
                 log.warning("OAI: %s", self.failure)
 
-    def _step(self) -> bool:
+    def _step(self, check_routes: bool = True) -> bool:
         """Read the UE's log; once it is attached, put (or put back) the user plane into the tunnel.
         True when the UE is attached and the user plane goes through OAI."""
         assert self.ue_log is not None and self.plan is not None
         self.ue_log.poll()
-        if not self.ue_log.attached:
+        if not self.ue_log.attached or (self.rlm is not None and self.rlm.state == "rlf" and self._routed_for):
             return False
         attached_at = self.ue_log.attached_at
-        if self._routed_for != attached_at or not self._routes_present():
+        if self._routed_for != attached_at or (check_routes and not self._routes_present()):
             # OAI (re)configures oaitun_ue1 when the data bearer comes up (nas_config: interface down, address,
             # up), which drops every route through it: so the routes go in after the RRC attach, not before
             ue_tun = self.host.interface_address(self.plan.ue_node, UE_TUN)
             if ue_tun is None or self.host.interface_address(self.plan.enb_node, ENB_TUN) is None:
                 return False
-            for c in user_plane_routes(self.host.topology, self.plan, ue_tun):
+            changes = user_plane_routes(self.host.topology, self.plan, ue_tun)
+            for c in changes:
                 self.host.replace_route(c.node, c.dest, via=c.via, dev=c.dev, src=c.src)
+            self._ue_routes = [c for c in changes if c.node == self.plan.ue_node]
             self._routed_for = attached_at
+            if self.rlm is not None and self.rlm.state == "rlf" and attached_at is not None:
+                if self.rlm.cell_back_at is not None:
+                    self.reattach_s = round(attached_at - self.rlm.cell_back_at, 3)
+                self.rlm.reattached()
             if attached_at is not None and self.started_at is not None and self.attach_s is None:
                 self.attach_s = round(attached_at - self.started_at, 3)
             self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
@@ -310,26 +409,38 @@ class OaiRfsimRadio(RadioBackend):
         return any(line.strip() and "proto kernel" not in line for line in out.splitlines())
 
     def _supervise(self) -> None:
-        """While the radio runs: follow the UE's log, keep the user plane in the tunnel, notice exits."""
-        while not self._stop.wait(SUPERVISE_PERIOD_S):
+        """While the radio runs: the radio link monitor, the UE's log, the user plane kept in the tunnel
+        (its routes checked once a second), softmodems that exit."""
+        next_check = 0.0
+        while not self._stop.wait(oai_rlm.POLL_S):
             try:
                 with self._lock:
                     self._check_alive()
-                    if not self.failure:
-                        self._step()
+                    if self.failure:
+                        continue
+                    if self.rlm is not None:
+                        self._monitor()
+                    check = time.monotonic() >= next_check
+                    self._step(check_routes=check)
+                    if check:
+                        next_check = time.monotonic() + SUPERVISE_PERIOD_S
             except Exception as exc:  # keep supervising; status shows the error
                 self.user_plane = f"error: {type(exc).__name__}: {exc}"
                 log.warning("OAI supervisor: %s", self.user_plane)
 
     def stop(self) -> None:
         self._stop.set()
+        if self._restore_timer is not None:
+            self._restore_timer.cancel()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
             self._supervisor = None
-        for proc in self.procs.values():
+        procs = [*self.procs.values(), *[p for p in (self.probe_proc, self.reader_proc) if p is not None]]
+        self.probe_proc = self.reader_proc = None
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.procs.values():
+        for proc in procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -358,16 +469,29 @@ class OaiRfsimRadio(RadioBackend):
         self.coverage_lost = False
 
     def detach(self, duration_s: float | None = None) -> None:
-        if duration_s is not None:
-            raise RadioError(f"--radio {self.name}: `coverage lose --for` is not supported; restore by hand")
         self._channelmod(self.plan.coverage_ploss_db if self.plan else 60.0)
         self.coverage_lost = True
+        if self._restore_timer is not None:
+            self._restore_timer.cancel()
+            self._restore_timer = None
+        if duration_s is not None:
+            self._restore_timer = threading.Timer(duration_s, self._restore_quietly)
+            self._restore_timer.daemon = True
+            self._restore_timer.start()
+
+    def _restore_quietly(self) -> None:
+        try:
+            self.attach()
+        except RadioError as exc:
+            log.warning("OAI: restoring coverage after `coverage lose --for`: %s", exc)
 
     def state(self) -> dict[str, Any]:
         alive = {k: p.poll() is None for k, p in self.procs.items()}
         ue = self.ue_log
         rrc = ue.rrc_state if ue else None
-        attached = bool(ue and ue.attached and alive.get("ue") and not self.failure)
+        rlm = self.rlm
+        rlf = rlm is not None and rlm.state == "rlf"
+        attached = bool(ue and ue.attached and alive.get("ue") and not self.failure and not rlf)
         return {
             "backend": self.name,
             "link": self.link_name,
@@ -376,8 +500,17 @@ class OaiRfsimRadio(RadioBackend):
             "since": ue.rrc_since if ue else None,
             "rrc_state": rrc,
             "attach_s": self.attach_s,
-            "radio_rtt": self.radio_rtt,
+            "radio_rtt": self.probe.window() if self.probe else None,
             "dci_problems": ue.dci_problems if ue else None,
+            "rlm": rlm.state if rlm else None,  # the UE's radio link monitor: in-sync, t310, rlf
+            **({"snr_db": rlm.snr} if rlm and rlm.snr is not None else {}),
+            "bearer": "down" if rlf or (self._routed_for is None and self.started_at) else "up",
+            "rlf_count": self.rlf_count,
+            "last_rlf_at": rlm.rlf_at if rlm else None,
+            "reattach_s": self.reattach_s,
+            "ue_restarts": self.ue_restarts,
+            "timers": ({"n310": self.plan.n310, "t310_ms": self.plan.t310_ms, "n311": self.plan.n311,
+                        "t311_ms": self.plan.t311_ms, "attach_time_s": self.attach_s} if self.plan else {}),
             "coverage": "lost" if self.coverage_lost else "ok",
             "user_plane": self.user_plane,
             "last_error": self.failure,
@@ -396,7 +529,8 @@ class B210Radio(OaiRfsimRadio):
                 RadioProbe("usrp_b210", probe_b210,
                            "--radio b210 unavailable (OAI's eNodeB on a B210 with a real UE); use emulated"))
 
-    def _check_installed(self) -> None:
+    @classmethod
+    def _check_installed(cls) -> None:
         if not shutil.which("uhd_find_devices"):
             raise RadioError("--radio b210: uhd_find_devices not found (Debian package uhd-host)")
         inst = oai_install.find_install()
@@ -405,8 +539,11 @@ class B210Radio(OaiRfsimRadio):
         if inst.prefix is not None and not inst.usrp_driver:
             raise RadioError(f"--radio b210: the OAI build in {inst.prefix} has no USRP driver (liboai_usrpdevif.so); "
                              "see its BUILD-INFO.json")
-        if not b210_present():
-            raise RadioError("--radio b210: uhd_find_devices finds no B2xx (args type=b200); check USB 3 and power")
+        found, said = find_b210()
+        if not found:
+            raise RadioError(f"--radio b210: no USRP B210 attached: `uhd_find_devices --args type=b200` says: {said!r}; "
+                             "plug the B210 into a USB 3 port (with its power supply for 2x2), check `lsusb` shows "
+                             "2500:0020 (Ettus B200/B210), then start again")
 
     def attach(self) -> None:
         raise RadioError("--radio b210: coverage is physical here (attenuator or shield box), not software")

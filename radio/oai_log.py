@@ -88,3 +88,15 @@ class UeLog:
         self.offset, self._partial = 0, ""
         self.rrc_state = self.rrc_since = self.attached_at = None
         self.last_dci_frame, self.fatal = None, None
+
+
+def fatal_line(path: Path, tail_bytes: int = 16384) -> str | None:
+    """The last line of a softmodem's log that says why it died (an assertion, a fatal exit), if any."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - tail_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    found = [ln.strip() for ln in lines if FATAL.search(ln)]
+    return found[-1][:300] if found else None

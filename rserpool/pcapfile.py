@@ -6,7 +6,9 @@ link types Ethernet (with 802.1Q tags), Linux cooked v1/v2, raw IP and BSD loopb
 (extension headers skipped). SCTP: every DATA and I-DATA chunk of a packet (bundling), with its PPID;
 fragmented user messages are reassembled per (association, stream, SSN/MID). TCP: per-direction
 streams are reassembled by sequence number (in-order segments; retransmitted bytes are dropped) and
-split into messages by the ASAP/ENRP/CalcApp length field. IPv4 fragments are not reassembled (such
+split into messages by the ASAP/ENRP/CalcApp/FGP length field, or, for rserpool's PPID-tagged session
+channels (``rserpool.transport.Framing.TAGGED``: PPID u32, length u32 before each message), by the
+tag, whose PPID then classifies the message as over SCTP. IPv4 fragments are not reassembled (such
 packets are skipped and counted).
 """
 
@@ -35,9 +37,9 @@ class Payload:
     sport: int
     dport: int
     transport: str  # "sctp", "tcp" or "udp"
-    ppid: int | None  # SCTP payload protocol identifier, None for TCP/UDP
+    ppid: int | None  # SCTP payload protocol identifier (or rserpool's TCP tag), else None
     data: bytes
-    protocol: str | None  # "asap", "enrp", "calcapp" or None when not RSerPool traffic
+    protocol: str | None  # "asap", "enrp", "calcapp", "fractal" or None when not RSerPool traffic
 
 
 @dataclass
@@ -249,11 +251,21 @@ class _TcpStream:
     next_seq: int | None = None
     buffer: bytearray = field(default_factory=bytearray)
     pending: dict[int, bytes] = field(default_factory=dict)
+    tagged: bool | None = None  # rserpool's PPID-tagged framing; None: not decided yet
 
 
 def _tcp_message_length(buf: bytes | bytearray) -> int:
-    # ASAP, ENRP and CalcApp share a type(1) flags(1) length(2) header.
+    # ASAP, ENRP, CalcApp and FGP share a type(1) flags(1) length(2) header.
     return struct.unpack_from("!H", buf, 2)[0]
+
+
+_TAG = struct.Struct("!II")
+
+
+def _looks_tagged(buf: bytes | bytearray) -> bool:
+    """A stream starting with a tag of a known PPID whose length is the message's own length field."""
+    ppid, length = _TAG.unpack_from(buf, 0)
+    return ppid in C.PPID_TO_PROTOCOL and 4 <= length <= 65536 and _tcp_message_length(buf[8:12]) == length
 
 
 def read_payloads(path: str, stats: CaptureStats | None = None) -> list[Payload]:
@@ -377,7 +389,18 @@ def _tcp(index: int, ts: float, src: str, dst: str, seg: bytes, st: CaptureStats
                     stream.next_seq = (stream.next_seq + len(chunk) - back) & 0xFFFFFFFF
                     progressed = True
     buf = stream.buffer
-    while len(buf) >= 4:
+    if stream.tagged is None and len(buf) >= 12:
+        stream.tagged = _looks_tagged(buf)
+    elif stream.tagged is None and len(buf) >= 4 and _TAG.unpack_from(bytes(buf[:4]) + bytes(4))[0] not in C.PPID_TO_PROTOCOL:
+        stream.tagged = False  # a tag starts with a known PPID; a short length-framed stream does not
+    while stream.tagged and len(buf) >= 8:
+        ppid, mlen = _TAG.unpack_from(buf, 0)
+        if len(buf) < 8 + mlen:
+            break
+        msg = bytes(buf[8:8 + mlen])
+        del buf[:8 + mlen]
+        out.append(Payload(index, ts, src, dst, sport, dport, "tcp", ppid, msg, classify(ppid, sport, dport)))
+    while stream.tagged is False and len(buf) >= 4:
         mlen = _tcp_message_length(buf)
         if mlen < 4:
             st.notes.append(f"frame {index}: TCP stream {src}:{sport}->{dst}:{dport} has a message length "

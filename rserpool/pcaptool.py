@@ -1,5 +1,6 @@
-"""`rserpool pcap FILE`: list every ASAP, ENRP and CalcApp message of a capture, optionally as JSON,
-and optionally check that re-encoding each decoded message gives back the captured bytes."""
+"""`rserpool pcap FILE`: list every ASAP, ENRP, CalcApp and Fractal Generator message of a capture
+(over SCTP, or over rserpool's TCP fallback framings), optionally as JSON, and optionally check that
+re-encoding each decoded message gives back the captured bytes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import click
 from rserpool import wire
 from rserpool.pcapfile import CaptureError, CaptureStats, Payload, read_payloads
 from rserpool.policytypes import MAX_LOAD, SHORT_NAMES, PolicyType
+from rserpool.wire.fractal import FINALIZER_POSITION, FGPData, FGPParameter
 
 _KNOWN_POLICIES = frozenset(int(p) for p in PolicyType)
 
@@ -70,6 +72,11 @@ def summary(msg: wire.AnyMessage) -> str:
         parts.append("error=" + ",".join(str(c.code) for c in msg.error.causes))
     if isinstance(msg, wire.CalcAppMessage):
         parts.append(f"job={msg.job_id} size={msg.job_size} completed={msg.completed}")
+    if isinstance(msg, FGPParameter):
+        parts.append(f"size={msg.width}x{msg.height} max_iterations={msg.max_iterations} algorithm={msg.algorithm}")
+    if isinstance(msg, FGPData):
+        parts.append("end of image" if msg.start_x == FINALIZER_POSITION else
+                     f"x={msg.start_x} y={msg.start_y} points={len(msg.values)}")
     return " ".join(parts)
 
 
@@ -82,7 +89,7 @@ def _endpoint(addr: str, port: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message instead of text lines.")
 @click.option("--check-roundtrip", is_flag=True, help="Re-encode every message; exit 1 naming those whose bytes differ.")
 def pcap(file: str, as_json: bool, check_roundtrip: bool) -> None:
-    """Decode the ASAP, ENRP and CalcApp messages in a pcap/pcapng capture FILE."""
+    """Decode the ASAP, ENRP, CalcApp and Fractal Generator messages in a pcap/pcapng capture FILE."""
     stats = CaptureStats()
     try:
         payloads = read_payloads(file, stats)

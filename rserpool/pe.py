@@ -43,6 +43,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rserpool import csp
 from rserpool import transport as tp
 from rserpool.policy import PolicyInfo
 from rserpool.policytypes import fraction_to_u32
@@ -147,6 +148,7 @@ class PoolElement:
         self._paused = False
         self._outage_logged = False
         self._service: Any = None
+        self._csp: csp.CSPReporter | None = None  # component status reports, if a monitor is configured
 
     # ---------------------------------------------------------------- life cycle
 
@@ -158,6 +160,7 @@ class PoolElement:
                                              kind=self.kind)
         await self.discovery.start()
         self._task = asyncio.create_task(self._registrar_loop(), name=f"pe-{self.identifier:08x}")
+        self._csp = csp.attach(self)
         if wait:
             done = asyncio.ensure_future(self.registered.wait())
             try:
@@ -189,6 +192,8 @@ class PoolElement:
         await self._kill()
 
     async def _kill(self) -> None:
+        await csp.detach(self._csp)
+        self._csp = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rserpool import routewatch
+from rserpool import csp, routewatch
 from rserpool import transport as tp
 from rserpool.session import (
     ANNOUNCE_TIMEOUT,
@@ -107,15 +107,20 @@ class PoolUser:
                                       "failovers": 0, "route_losses": 0}
         self.routes: routewatch.RouteWatcher | None = None  # the event loop's shared watcher, once started
         self._sessions: weakref.WeakSet[PoolSession] = weakref.WeakSet()
+        self._csp: csp.CSPReporter | None = None  # component status reports, if a monitor is configured
 
     async def start(self) -> None:
         await self.discovery.start()
+        if self._csp is None:
+            self._csp = csp.attach(self)
         if self.config.watch_routes and self.routes is None:
             self.routes = routewatch.RouteWatcher.shared()
             if self.routes.active:
                 self.spawn(self._watch_routes())
 
     async def close(self) -> None:
+        await csp.detach(self._csp)
+        self._csp = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None

@@ -59,7 +59,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rserpool import multicast
+from rserpool import csp, multicast
 from rserpool import transport as tp
 from rserpool.handlespace import ErrorCause as HsCause
 from rserpool.handlespace import Handlespace, PoolEntry
@@ -184,6 +184,7 @@ class Registrar(AsapRole):
         self._logged: set[tuple[str, str]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._csp: csp.CSPReporter | None = None  # component status reports, if a monitor is configured
         self._dispatch: dict[int, Callable[[AsapPeer, Any, bytes], None]] = {
             0x01: self._on_registration,
             0x02: self._on_deregistration,
@@ -218,8 +219,11 @@ class Registrar(AsapRole):
             self._announcer = asyncio.create_task(self._announce_loop())
         log.info("registrar $%08x listening on %s (%s)", self.identifier,
                  ", ".join(tp.format_endpoint(h, p) for h, p in self.addresses()), self.kind)
+        self._csp = csp.attach(self)
 
     async def stop(self) -> None:
+        await csp.detach(self._csp)
+        self._csp = None
         if self.enrp is not None:
             await self.enrp.stop()
             self.enrp = None

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import click
 
+from rserpool import csp
 from rserpool import transport as tp
 from rserpool.policy import PolicyInfo
 from rserpool.transport import format_endpoint, parse_endpoint
@@ -137,6 +138,7 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]], event_loop: st
 @_announce_options
 @_transport_option
 @_log_option
+@csp.click_options
 def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, ...], identifier: str | None,
                   max_hr_items: int, max_increment: int, max_bad_pe_reports: int, keepalive_interval: float,
                   keepalive_timeout: float, announce_cycle: float, announce_ttl: int, announce: bool,
@@ -145,11 +147,13 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
                   enrp_multicast: bool = False, enrp_address: str = "", peer_heartbeat_cycle: float = 2.444,
                   peer_max_time_last_heard: float = 5.0, peer_max_time_no_response: float = 5.0,
                   takeover_expiry: float = 5.0, mentor_hunt_timeout: float = 5.0,
-                  max_elements_per_ht_request: int = 128, mirror_lifetime: float | None = None) -> None:
+                  max_elements_per_ht_request: int = 128, mirror_lifetime: float | None = None,
+                  cspserver: str | None = None, cspinterval: int | None = None) -> None:
     """Run a registrar (ASAP server, endpoint monitoring, multicast announces, ENRP peering)."""
     from rserpool.registrar import Registrar, RegistrarConfig
 
     _setup_logging(log_level)
+    csp.configure_from_options(cspserver, cspinterval)
     group, gport = parse_endpoint(announce_address, tp.ASAP_PORT)
     egroup, eport = parse_endpoint(enrp_address or f"{tp.ENRP_ANNOUNCE_GROUP}:{tp.ENRP_PORT}", tp.ENRP_PORT)
     cfg = RegistrarConfig(
@@ -212,11 +216,12 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
 @_announce_options
 @_transport_option
 @_log_option
+@csp.click_options
 def pe_cmd(registrars: tuple[str, ...], pool: str, policy: str, load_increment: float | None, weight: int | None,
            priority: int | None, load: float | None, identifier: str | None, service: str, capacity: float,
            max_requests: int, listen: str, reregistration_interval: float, announce_address: str,
            announce_interface: str | None, transport: str | None, log_level: str,
-           control_channel: bool = True) -> None:
+           control_channel: bool = True, cspserver: str | None = None, cspinterval: int | None = None) -> None:
     """Run a pool element: register, answer keep-alives, serve, deregister on SIGINT/SIGTERM."""
     from dataclasses import replace
 
@@ -224,6 +229,7 @@ def pe_cmd(registrars: tuple[str, ...], pool: str, policy: str, load_increment: 
     from rserpool.policytypes import fraction_to_u32
 
     _setup_logging(log_level)
+    csp.configure_from_options(cspserver, cspinterval)
     try:
         pol = PolicyInfo.parse(policy)
         if load_increment is not None:

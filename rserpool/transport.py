@@ -64,6 +64,10 @@ MSG_NOTIFICATION = 0x8000
 # kernel and goes on the wire as given, so RSPLIB (and we) store it in network byte order.
 _SNDRCV = struct.Struct("=HHH2x4sIIIIi")
 assert _SNDRCV.size == 32
+_PPID_OFFSET = 8  # of the PPID inside struct sctp_sndrcvinfo
+_CMSG_SPACE = socket.CMSG_SPACE(_SNDRCV.size)
+# The ancillary data of a send per PPID (a handful of PPIDs are ever used): built once, not per message.
+_SEND_CMSG: dict[int, list[tuple[int, int, bytes]]] = {}
 
 
 class TransportError(OSError):
@@ -313,10 +317,12 @@ class SCTPMessageConnection:
         handler.connection_made(self)
 
     def _on_readable(self) -> None:
-        cmsg_space = socket.CMSG_SPACE(_SNDRCV.size)
+        # This is the registrar's per-message path over SCTP: names are bound once per burst.
+        recvmsg, max_size, partial = self.sock.recvmsg, self.max_size, self._partial
+        received = self.handler.message_received
         for _ in range(64):  # bounded burst so one busy association cannot starve the loop
             try:
-                data, ancdata, flags, _addr = self.sock.recvmsg(self.max_size, cmsg_space)
+                data, ancdata, flags, _addr = recvmsg(max_size, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -330,18 +336,22 @@ class SCTPMessageConnection:
             ppid = 0
             for level, ctype, cdata in ancdata:
                 if level == SOL_SCTP and ctype == SCTP_SNDRCV and len(cdata) >= _SNDRCV.size:
-                    ppid = struct.unpack("!I", _SNDRCV.unpack_from(cdata)[3])[0]
-            self._partial += data
-            if len(self._partial) > self.max_size:
-                log.warning("aborting SCTP association %s: message larger than %d", self.peer, self.max_size)
-                self.abort()
-                return
-            if flags & socket.MSG_EOR:
-                msg = bytes(self._partial)
-                self._partial.clear()
-                self.handler.message_received(self, msg, ppid)
-                if self._closed:
+                    ppid = int.from_bytes(cdata[_PPID_OFFSET:_PPID_OFFSET + 4], "big")
+            if flags & socket.MSG_EOR and not partial:
+                received(self, data, ppid)  # a whole message in one read: no copy
+            else:
+                partial += data
+                if len(partial) > max_size:
+                    log.warning("aborting SCTP association %s: message larger than %d", self.peer, max_size)
+                    self.abort()
                     return
+                if not flags & socket.MSG_EOR:
+                    continue
+                msg = bytes(partial)
+                partial.clear()
+                received(self, msg, ppid)
+            if self._closed:
+                return
 
     def send(self, data: bytes, ppid: int = PPID_ASAP) -> None:
         if self._closed:
@@ -354,9 +364,12 @@ class SCTPMessageConnection:
             self.loop.add_writer(self._fd, self._on_writable)
 
     def _try_send(self, data: bytes, ppid: int) -> bool:
-        info = _SNDRCV.pack(0, 0, 0, struct.pack("!I", ppid), 0, 0, 0, 0, 0)
+        cmsg = _SEND_CMSG.get(ppid)
+        if cmsg is None:
+            cmsg = _SEND_CMSG[ppid] = [(SOL_SCTP, SCTP_SNDRCV, _SNDRCV.pack(0, 0, 0, struct.pack("!I", ppid),
+                                                                         0, 0, 0, 0, 0))]
         try:
-            self.sock.sendmsg([data], [(SOL_SCTP, SCTP_SNDRCV, info)])
+            self.sock.sendmsg([data], cmsg)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:

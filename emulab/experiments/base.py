@@ -108,8 +108,10 @@ class EmulatedSweep:
     """How often ``during_run`` is called (and progress reported) while the pool users run."""
 
     def __init__(self, scenario: Scenario, *, pe_registrar: str = "auto", pcaps: bool = True,
-                 progress: bool = True, log: Callable[[str], None] | None = None, drain: float = 0.0) -> None:
+                 progress: bool = True, log: Callable[[str], None] | None = None, drain: float = 0.0,
+                 radio: str | None = None) -> None:
         self.scenario = scenario
+        self.radio = radio  # the radio backend (None: the topology's)
         self.drain = drain
         self.pe_registrar = pe_registrar
         self.want_pcaps = pcaps and shutil.which("dumpcap") is not None
@@ -194,7 +196,7 @@ class EmulatedSweep:
         if not any(s.kind == "registrar" for s in spec.nodes[ue].services):
             raise ExperimentError(f"{spec.name}: the UE runs no registrar for its PUs")
         self.ue = ue
-        options = runner.StartOptions(topology=str(spec.source), services=False)
+        options = runner.StartOptions(topology=str(spec.source), services=False, radio=self.radio)
         self.testbed = runner.build(options, self.log, run_id=run_id)
         self.spec = self.testbed.spec
         self.svc = ServiceManager(self.testbed)

@@ -28,6 +28,7 @@ from emulab.experiments.base import EmulatedSweep, RunContext, emulated_options
 from emulab.experiments.records import ExperimentError, RunOutput
 from emulab.results import CLASSES, EventRecord, RequestRecord
 from emulab.scenario import Scenario, scenario_options
+from radio import backend_names
 
 if TYPE_CHECKING:  # not at run time: the simulator imports this module's metrics
     from emulab.sim.engine import CoverageLoss
@@ -64,7 +65,9 @@ def job_failovers(events: Iterable[EventRecord], requests: Iterable[RequestRecor
     cut − the cut. A job in flight on a UE element at the loss was not cut off (``from_class`` "ue",
     kept for the record, never counted as a fail-over); one with no Accept after the cut has
     ``resumed_at`` None (``completed`` says whether it still finished, e.g. its Complete was already
-    on the way).
+    on the way). ``rejections`` counts the rejects the request got (at any time): while cut off, a
+    job the full UE element turns away waits for capacity (the PU retries every second), not for
+    the fail-over itself.
     """
     if lost_at is None:
         return []
@@ -93,7 +96,7 @@ def job_failovers(events: Iterable[EventRecord], requests: Iterable[RequestRecor
             "resumed_at": None if nxt is None else round(nxt.t, 3),
             "failover_s": None if nxt is None else round(nxt.t - cut, 3),
             "element": nxt.element if nxt else None, "element_class": nxt.element_class if nxt else None,
-            "completed": r.status == "completed",
+            "completed": r.status == "completed", "rejections": len(r.rejected_by),
         })
     return out
 
@@ -162,7 +165,6 @@ def coverage_metrics(events: Iterable[EventRecord], requests: Iterable[RequestRe
         "requests_duplicated": len(keys) - issued,
         "requests_failed_over": sum(1 for r in reqs if r.failovers),
         "requests_restarted": sum(1 for r in reqs if r.restarts) if known else None,
-        "calculations_discarded": sum(r.calculations_discarded or 0.0 for r in reqs) if known else None,
         "accepts_during_loss": {cls: sum(1 for e in during if e.element_class == cls) for cls in CLASSES},
     }
 
@@ -182,6 +184,8 @@ def coverage_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "failover_job_s": distribution(j["failover_s"] for j in jobs if j["failover_s"] is not None),
         "failover_job_in_flight_s": distribution(j["failover_s"] for j in jobs
                                                  if j["failover_s"] is not None and j["kind"] == "in_flight"),
+        "failover_job_unrejected_s": distribution(j["failover_s"] for j in jobs
+                                                  if j["failover_s"] is not None and not j["rejections"]),
         "jobs_not_resumed": sum(1 for j in jobs if j["resumed_at"] is None),
         "runs_without_failover": sum(1 for r in runs if not r.get("failed_over")),
         "recovery_s": worst("recovery_s"),
@@ -240,6 +244,11 @@ class CoverageLossExperiment(EmulatedSweep):
             if at is not None:
                 out.events.append(EventRecord(ctx.setting, ctx.run, at, what))
         m = coverage_metrics(out.events, out.requests, lost_at, restored_at)
+        # what the radio backend measured of the loss: its RLF and re-attach (OAI: the UE's radio link
+        # monitor and the softmodem's new attach; the emulated radio: its model's timers)
+        radio = self.testbed.radio.state() if self.testbed is not None and self.testbed.radio else {}
+        m["radio"] = {k: radio.get(k) for k in ("backend", "rlf_count", "last_rlf_at", "reattach_s", "ue_restarts")
+                      if k in radio}
         self.coverage_runs.append({"setting": ctx.setting, "run": ctx.run, **m})
         jobs = m["failover_job_s"]
         self.log(f"{ctx.tag}: fail-over {m['failover_s']} s (per job: n {jobs['n']}, p50 {jobs['p50']} s, max "
@@ -271,7 +280,8 @@ class CoverageLossExperiment(EmulatedSweep):
 
 
 def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, drain: float = DRAIN_S,
-                      pe_registrar: str = "auto", pcaps: bool = True, progress: bool = True) -> Path:
+                      pe_registrar: str = "auto", pcaps: bool = True, progress: bool = True,
+                      radio: str | None = None) -> Path:
     """The paper run with the UE out of coverage from ``lose_at`` to ``restore_at`` s; returns the results directory."""
     from emulab.sim.engine import CoverageLoss
 
@@ -283,7 +293,7 @@ def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, 
     if drain < 0:
         raise ExperimentError(f"--drain must not be negative, got {drain:g}")
     return CoverageLossExperiment(scenario, CoverageLoss(lose_at, restore_at - lose_at), drain=drain,
-                                  pe_registrar=pe_registrar, pcaps=pcaps, progress=progress).run()
+                                  pe_registrar=pe_registrar, pcaps=pcaps, progress=progress, radio=radio).run()
 
 
 @click.command(name="coverage-loss")
@@ -294,9 +304,11 @@ def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, 
               help="Give coverage back this many seconds into the run (before --duration).")
 @click.option("--drain", default=DRAIN_S, show_default=True, type=float,
               help="After --duration, issue no new requests and wait up to this long for the queued ones.")
+@click.option("--radio", type=click.Choice(backend_names()), default=None,
+              help="The radio backend (default: the topology's); oai runs OpenAirInterface's RF simulator.")
 @emulated_options
 def command(scenario: Scenario, lose_at: float, restore_at: float, drain: float, pe_registrar: str,
-            pcaps: bool) -> None:
+            pcaps: bool, radio: str | None) -> None:
     """CalcApp pool users on the UE while the UE loses radio coverage and gets it back; prints the results path last.
 
     Work fails over to the UE's own pool element while the UE is cut off and returns to the MEC when
@@ -305,5 +317,5 @@ def command(scenario: Scenario, lose_at: float, restore_at: float, drain: float,
     requests issued, completed and lost; events.csv the timeline that `emulab plot` draws.
     """
     path = run_coverage_loss(scenario, lose_at, restore_at, drain=drain, pe_registrar=pe_registrar, pcaps=pcaps,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), radio=radio)
     click.echo(str(path))

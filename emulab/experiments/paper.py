@@ -3,8 +3,10 @@
 PUs 1 … 64 on the UE, 5 runs of 300 s per setting by default (``--quick``: PUs 1, 16, 64, one run of
 60 s), with the papers' pool (Priority Least Used, per-class increments and capacities). Everything
 it does is ``EmulatedSweep``'s; its metrics are the statistics every results directory has (the
-papers' Figures 4-8 and Table 1), so it adds no summary keys. The results directory has the format
-of `emulab simulate`, so `emulab plot A --compare B` overlays the two.
+papers' Figures 4-8 and Table 1, and per setting the work thrown away: ``counts.restarted``,
+``restarts``, ``calculations_discarded``), so it adds no summary keys; it logs each run's restarts
+(``calculations_discarded`` needs every request completed: a sweep with a drain).
+The results directory has the format of `emulab simulate`, so `emulab plot A --compare B` overlays the two.
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ from pathlib import Path
 
 import click
 
-from emulab.experiments.base import EmulatedSweep, emulated_options
+from emulab.experiments.base import EmulatedSweep, RunContext, emulated_options
+from emulab.experiments.records import RunOutput
 from emulab.scenario import Scenario, scenario_options
 
 
 class PaperExperiment(EmulatedSweep):
-    """The papers' sweep: the base's runs, nothing added."""
+    """The papers' sweep: the base's runs, and a line for each run that threw work away."""
 
     name = "paper"
     results_prefix = "exp"
+
+    def after_run(self, ctx: RunContext, out: RunOutput) -> None:
+        restarted = [r for r in out.requests if r.restarts]
+        if restarted:  # work thrown away: worth a line while the sweep runs, not only in summary.json
+            self.log(f"{ctx.tag}: {len(restarted)} request(s) restarted from scratch after an Accept "
+                     f"({sum(r.restarts or 0 for r in restarted)} restarts)")
 
 
 def run_paper(scenario: Scenario, *, pe_registrar: str = "auto", pcaps: bool = True,

@@ -81,8 +81,7 @@ def to_records(lines: list[dict[str, Any]], setting: int, run: int, addrs: dict[
             queued_at=d["queued_at"], started_at=d["started_at"], accepted_at=d["accepted_at"],
             completed_at=d["completed_at"], element=elem, element_class=classes.get(elem) if elem else None,
             rejected_by=tuple(addrs.get(x, x) for x in d.get("rejected_by", ())), failovers=int(d.get("failovers", 0)),
-            status=d["status"], restarts=len(d.get("restarts", ())),
-            calculations_discarded=float(sum(x[3] for x in d.get("restarts", ())))))
+            status=d["status"], restarts=len(d.get("restarts", ()))))
     return out
 
 

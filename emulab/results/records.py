@@ -17,7 +17,7 @@ CLASSES: tuple[str, ...] = ("ue", "mec", "pmc")
 
 REQUEST_FIELDS: tuple[str, ...] = (
     "setting", "run", "pu", "request_id", "size", "queued_at", "started_at", "accepted_at", "completed_at",
-    "element", "element_class", "rejected_by", "failovers", "status", "restarts", "calculations_discarded",
+    "element", "element_class", "rejected_by", "failovers", "status", "restarts",
 )
 USAGE_FIELDS: tuple[str, ...] = (
     "setting", "run", "element", "element_class", "capacity", "duration_s", "used_calculations",
@@ -58,9 +58,6 @@ class RequestRecord:
     """completed | lost | unfinished (still queued or running when the run ended)."""
     restarts: int | None = None
     """How often the request started again from scratch after a PE had accepted it (None: not recorded)."""
-    calculations_discarded: float | None = None
-    """Calculations those restarts gave up: the progress of the request's last cookie at each restart
-    (work a PE did after its last cookie is not seen by the PU; None: not recorded)."""
 
     @property
     def queuing_time(self) -> float | None:

@@ -43,7 +43,6 @@ def _request_row(r: RequestRecord) -> list[Any]:
         r.setting, r.run, r.pu, r.request_id, _f(r.size), _f(r.queued_at), _f(r.started_at),
         _f(r.accepted_at), _f(r.completed_at), r.element or "", r.element_class or "",
         ";".join(r.rejected_by), r.failovers, r.status, "" if r.restarts is None else r.restarts,
-        _f(r.calculations_discarded),
     ]
 
 
@@ -59,7 +58,6 @@ def _request_from_row(row: dict[str, str]) -> RequestRecord:
         element=row["element"] or None, element_class=row["element_class"] or None,
         rejected_by=tuple(x for x in row["rejected_by"].split(";") if x), failovers=int(row["failovers"]),
         status=row["status"], restarts=int(row["restarts"]) if row.get("restarts") else None,
-        calculations_discarded=_opt(row.get("calculations_discarded") or ""),
     )
 
 

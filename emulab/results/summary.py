@@ -55,7 +55,7 @@ class _Setting:
     # restarts from scratch after an Accept; None once a record did not say (the simulator's)
     restarted: int | None = 0
     restarts: int | None = 0
-    discarded: float | None = 0.0
+    completed_size: float = 0.0
     usage: list[ElementUsage] = field(default_factory=list)
 
 
@@ -79,11 +79,10 @@ class Aggregator:
             s.failed_over += 1
             s.failovers += r.failovers
         if r.restarts is None or s.restarts is None:
-            s.restarted = s.restarts = s.discarded = None
+            s.restarted = s.restarts = None
         else:
             s.restarted = (s.restarted or 0) + (r.restarts > 0)
             s.restarts += r.restarts
-            s.discarded = (s.discarded or 0.0) + (r.calculations_discarded or 0.0)
         if r.status == "completed" and r.completed_at is not None and r.accepted_at is not None \
                 and r.started_at is not None:
             s.completed += 1
@@ -99,6 +98,7 @@ class Aggregator:
             pu[0] += q
             pu[1] += h
             pu[2] += r.size
+            s.completed_size += r.size
         elif r.status == "lost":
             s.lost += 1
         else:
@@ -117,11 +117,12 @@ class Aggregator:
         for setting in sorted(self.settings):
             s = self.settings[setting]
             out["settings"][str(setting)] = self._setting_summary(setting, s, size_mean, interval_mean)
-        # the work thrown away over the whole sweep (per setting under "counts"); null if not recorded
-        ss = list(self.settings.values())
-        known = all(s.restarts is not None for s in ss)
-        out["requests_restarted"] = sum(s.restarted or 0 for s in ss) if known else None
-        out["calculations_discarded"] = sum(s.discarded or 0.0 for s in ss) if known else None
+        # the work thrown away over the whole sweep (per setting under "counts"); null if not known
+        counts = [st["counts"] for st in out["settings"].values()]
+        restarted = [c["restarted"] for c in counts]
+        discarded = [c["calculations_discarded"] for c in counts]
+        out["requests_restarted"] = None if None in restarted else sum(restarted)
+        out["calculations_discarded"] = None if None in discarded else sum(discarded)
         return out
 
     @staticmethod
@@ -170,6 +171,12 @@ class Aggregator:
             remote = total_cap - cls_cap.get("ue", 0.0)
             offered_papers = demand / remote if remote > 0 else None
         per_pu = list(s.per_pu.values())
+        # Work done that is in no result: every calculation of a completed request was done by some
+        # element, so the rest was thrown away (restarts from scratch, work after a job's last cookie,
+        # a cut-off element finishing a job its PU had given up). Known only when every request
+        # completed: the work of requests still running at the end is not told apart.
+        discarded = (round(total_used - s.completed_size, 1)
+                     if s.issued and s.completed == s.issued and s.usage else None)
         return {
             "pus": setting,
             "runs": len(s.runs),
@@ -192,7 +199,7 @@ class Aggregator:
             "counts": {
                 "issued": s.issued, "completed": s.completed, "lost": s.lost, "unfinished": s.unfinished,
                 "failed_over": s.failed_over, "failovers": s.failovers, "rejections": s.rejections,
-                "restarted": s.restarted, "restarts": s.restarts, "calculations_discarded": s.discarded,
+                "restarted": s.restarted, "restarts": s.restarts, "calculations_discarded": discarded,
             },
         }
 

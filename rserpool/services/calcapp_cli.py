@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from rserpool import csp
 from rserpool import transport as tp
 from rserpool.registrar_cli import (
     _announce_options,
@@ -49,15 +50,19 @@ from rserpool.services.calcapp_pu import DISTRIBUTIONS, RETRY_DELAY, PUParams, r
 @_announce_options
 @_transport_option
 @_log_option
+@csp.click_options
 def calcapp_pu_cmd(registrars: tuple[str, ...], pool: str, count: int, duration: float, size_mean: float,
                    size_dist: str, interval_mean: float, interval_dist: str, retry_delay: float,
                    stale_cache: float, drain: float, seed: int, name_prefix: str, output: str, transport: str | None,
                    log_level: str, announce_address: str = f"{tp.ASAP_ANNOUNCE_GROUP}:{tp.ASAP_PORT}",
-                   announce_interface: str | None = None) -> None:
+                   announce_interface: str | None = None, cspserver: str | None = None,
+                   cspinterval: int | None = None) -> None:
     """Run COUNT CalcApp pool users (RSPLIB calcappclient semantics) for DURATION seconds."""
     from rserpool.pu import PUConfig
+    from rserpool.wire.constants import CALCAPP_PPID
 
     _setup_logging(log_level)
+    csp.configure_from_options(cspserver, cspinterval, CALCAPP_PPID)
     if count < 1 or duration <= 0 or drain < 0:
         raise click.BadParameter("--pus must be >= 1, --duration > 0 and --drain >= 0")
     # without --registrar every PU finds the registrars by announce (PUConfig.announce None: iff no list)

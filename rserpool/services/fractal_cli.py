@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import click
 
+from rserpool import csp
 from rserpool import transport as tp
 from rserpool.registrar_cli import (
     _announce_options,
@@ -65,16 +66,20 @@ def _complex(value: str) -> tuple[float, float]:
 @_announce_options
 @_transport_option
 @_log_option
+@csp.click_options
 def fractal_pu_cmd(registrars: tuple[str, ...], pool: str, width: int, height: int, c1: str, c2: str,
                    max_iterations: int, algorithm: str, power: float, images: int, inter_image_time: float,
                    recv_timeout: float, png: str | None, json_path: str | None, updates: bool, output: str,
                    transport: str | None, log_level: str,
                    announce_address: str = f"{tp.ASAP_ANNOUNCE_GROUP}:{tp.ASAP_PORT}",
-                   announce_interface: str | None = None) -> None:
+                   announce_interface: str | None = None, cspserver: str | None = None,
+                   cspinterval: int | None = None) -> None:
     """Have the Fractal Generator Pool compute IMAGES images (RSPLIB fractalpooluser semantics)."""
     from rserpool.pu import PUConfig
+    from rserpool.wire.fractal import PPID_FGP
 
     _setup_logging(log_level)
+    csp.configure_from_options(cspserver, cspinterval, PPID_FGP)
     (c1r, c1i), (c2r, c2i) = _complex(c1), _complex(c2)
     param = FGPParameter(width, height, max_iterations, ALGORITHMS[algorithm], c1r, c1i, c2r, c2i, power)
     group, gport = tp.parse_endpoint(announce_address, tp.ASAP_PORT)

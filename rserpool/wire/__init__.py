@@ -1,11 +1,12 @@
-"""Pure wire codec for ASAP (RFC 5352), ENRP (RFC 5353), their RFC 5354 parameters and RSPLIB's CalcApp.
+"""Pure wire codec for ASAP (RFC 5352), ENRP (RFC 5353), their RFC 5354 parameters, RSPLIB's CalcApp
+and (``rserpool.wire.fractal``) RSPLIB's Fractal Generator Protocol.
 
 Bytes in, typed frozen dataclasses out; `encode(msg)` gives the bytes back (byte-identical for
 RSPLIB 3.4.4 traffic). Every malformed input raises `CodecError` (a ValueError) and nothing else.
 
 Framing: each decoder takes exactly one message. On a byte stream (TCP) read the 4-byte header
 first and call `message_length(header)`: ASAP, ENRP and CalcApp all carry type(1) flags(1)
-length(2), the length covering the whole message (CalcApp: always 24).
+length(2), the length covering the whole message (CalcApp: always 24), and so does FGP.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from rserpool.wire.enrp import (
     decode_enrp,
 )
 from rserpool.wire.errors import CodecError
+from rserpool.wire.fractal import FGPMessage, decode_fgp
 from rserpool.wire.message import Message
 from rserpool.wire.params import (
     CauseCode,
@@ -94,9 +96,9 @@ from rserpool.wire.params import (
 )
 from rserpool.wire.tlv import Action
 
-AnyMessage = AsapMessage | EnrpMessage | CalcAppMessage
+AnyMessage = AsapMessage | EnrpMessage | CalcAppMessage | FGPMessage
 
-_DECODERS = {"asap": decode_asap, "enrp": decode_enrp, "calcapp": decode_calcapp}
+_DECODERS = {"asap": decode_asap, "enrp": decode_enrp, "calcapp": decode_calcapp, "fractal": decode_fgp}
 
 
 def encode(msg: AnyMessage) -> bytes:
@@ -105,11 +107,11 @@ def encode(msg: AnyMessage) -> bytes:
 
 
 def decode(protocol: str, data: bytes) -> AnyMessage:
-    """Decode `data` as `protocol` ("asap", "enrp" or "calcapp")."""
+    """Decode `data` as `protocol` ("asap", "enrp", "calcapp" or "fractal")."""
     try:
         dec = _DECODERS[protocol]
     except (KeyError, TypeError):
-        raise CodecError(f"unknown protocol {protocol!r}, expected asap, enrp or calcapp") from None
+        raise CodecError(f"unknown protocol {protocol!r}, expected asap, enrp, calcapp or fractal") from None
     return dec(data)
 
 
@@ -117,7 +119,7 @@ def decode_by_ppid(ppid: int, data: bytes) -> AnyMessage:
     """Decode an SCTP user message by its payload protocol identifier."""
     proto = PPID_TO_PROTOCOL.get(ppid)
     if proto is None:
-        raise CodecError(f"PPID {ppid} is not ASAP (11), ENRP (12) or CalcApp (34)")
+        raise CodecError(f"PPID {ppid} is not ASAP (11), ENRP (12), Fractal Generator (32) or CalcApp (34)")
     return _DECODERS[proto](data)
 
 
@@ -135,7 +137,7 @@ def message_length(header: bytes) -> int:
 __all__ = [
     "ASAP_ANNOUNCE_ADDRESS", "ASAP_ANNOUNCE_PORT", "ASAP_MESSAGES", "ASAP_PORT", "ASAP_PPID", "CALCAPP_LENGTH",
     "CALCAPP_PPID", "CALCAPP_PPID_LEGACY", "ENRP_ANNOUNCE_ADDRESS", "ENRP_ANNOUNCE_PORT", "ENRP_MESSAGES",
-    "ENRP_PORT", "ENRP_PPID", "PPID_TO_PROTOCOL", "Action", "AnyMessage", "AsapError", "AsapMessage", "AsapType",
+    "ENRP_PORT", "ENRP_PPID", "FGPMessage", "PPID_TO_PROTOCOL", "Action", "AnyMessage", "AsapError", "AsapMessage", "AsapType",
     "BusinessCard", "CalcAppMessage", "CalcAppType", "CauseCode", "CodecError", "Cookie", "CookieEcho",
     "CookieMessage", "DccpTransport", "Deregistration", "DeregistrationResponse", "EndpointKeepAlive",
     "EndpointKeepAliveAck", "EndpointUnreachable", "EnrpError", "EnrpMessage", "EnrpType", "ErrorCause",
@@ -145,6 +147,6 @@ __all__ = [
     "PoolElement", "PoolElementChecksum", "PoolElementIdentifier", "PoolHandle", "PoolPolicy", "Presence",
     "Registration", "RegistrationResponse", "SctpTransport", "ServerAnnounce", "ServerInformation",
     "TakeoverServer", "TcpTransport", "Transport", "TransportUse", "UdpLiteTransport", "UdpTransport",
-    "UnknownParameter", "UpdateAction", "decode", "decode_asap", "decode_by_ppid", "decode_calcapp",
+    "UnknownParameter", "UpdateAction", "decode", "decode_asap", "decode_by_ppid", "decode_calcapp", "decode_fgp",
     "decode_enrp", "decode_parameter", "encode", "message_length",
 ]

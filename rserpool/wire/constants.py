@@ -6,7 +6,8 @@ ASAP_PPID = 11  # RFC 5352 (RSPLIB's old value 0xFAEEB5D1)
 ENRP_PPID = 12  # RFC 5353 (RSPLIB's old value 0xFAEEB5D2)
 CALCAPP_PPID = 34  # RSPLIB src/calcapppackets.h
 CALCAPP_PPID_LEGACY = 0x29097603  # Wireshark still maps this old value to CalcApp
-FRACTAL_PPID = 32  # Fractal Generator Protocol (not decoded here)
+FRACTAL_PPID = 32  # Fractal Generator Protocol (codec: rserpool.wire.fractal)
+FRACTAL_PPID_LEGACY = 0x29097601  # RSPLIB's old value, still dissected by Wireshark
 
 ASAP_PORT = 3863
 ENRP_PORT = 9901
@@ -22,4 +23,6 @@ PPID_TO_PROTOCOL: dict[int, str] = {
     ENRP_PPID: "enrp",
     CALCAPP_PPID: "calcapp",
     CALCAPP_PPID_LEGACY: "calcapp",
+    FRACTAL_PPID: "fractal",
+    FRACTAL_PPID_LEGACY: "fractal",
 }

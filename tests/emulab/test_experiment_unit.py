@@ -100,6 +100,20 @@ def test_coverage_metrics_time_failover_and_recovery_from_accepts() -> None:
     assert none["requests_completed"] == 4 and none["requests_lost"] == 1
 
 
+def test_restarts_become_records_and_events_naming_the_element_left() -> None:
+    spec = load("paper-topology")
+    addrs = address_map(spec)
+    ue, mec = (str(spec.primary_address(n)) for n in ("ue", "mec-pe1"))
+    classes = {"ue": "ue", "mec-pe1": "mec"}
+    line = _line("pu0", 1, [[1.0, mec], [4.0, ue]], 9.0, ue)
+    line["restarts"] = [[2.5, "no_cookie", mec, 0], [6.0, "session_lost", ue, 2_000_000]]
+    rec = to_records([line, _line("pu0", 2, [[5.0, mec]], 6.0, mec)], 8, 1, addrs, classes)
+    assert (rec[0].restarts, rec[1].restarts) == (2, 0)
+    restarts = [e for e in request_events([line], 8, 1, addrs, classes) if e.event == "restart"]
+    assert [(e.t, e.pu, e.request_id, e.element, e.element_class) for e in restarts] == \
+        [(2.5, "pu0", 1, "mec-pe1", "mec"), (6.0, "pu0", 1, "ue", "ue")]
+
+
 def test_events_round_trip_through_the_results_directory(tmp_path: Path) -> None:
     from emulab.results import EventRecord, ResultsError, ResultsWriter, load_events
 
@@ -305,3 +319,21 @@ def test_experiment_commands_share_the_sweep_options() -> None:
     assert all(sweep <= n for n in names.values())
     assert {"pe_registrar", "pcaps"} <= names["paper"] & names["coverage-loss"]
     assert "quick" in names["paper"] and "quick" in names["simulate"] and "quick" not in names["coverage-loss"]
+
+
+def test_the_paper_sweep_logs_the_work_a_run_threw_away(tmp_path: Path) -> None:
+    import shutil
+
+    from emulab.experiments.paper import PaperExperiment
+    from emulab.results import RequestRecord
+
+    said: list[str] = []
+    exp = PaperExperiment(Scenario(out=tmp_path), progress=False, pcaps=False, log=said.append)
+    try:
+        rec = RequestRecord(16, 1, "pu0", 1, 1e6, 0.0, 0.0, 0.1, 3.0, "mec-pe1", "mec", (), 1)
+        out = RunOutput([rec, replace(rec, request_id=2, restarts=2)], [], [], [], {})
+        exp.after_run(RunContext(1, 1, 16, 1, 7), out)
+        exp.after_run(RunContext(1, 1, 16, 2, 7), RunOutput([rec], [], [], [], {}))
+    finally:
+        shutil.rmtree(exp.work, ignore_errors=True)
+    assert said == ["16pus-run1: 1 request(s) restarted from scratch after an Accept (2 restarts)"]

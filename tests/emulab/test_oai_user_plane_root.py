@@ -1,8 +1,8 @@
 """The OAI backend's user-plane rerouting on a real testbed, with stand-in tunnel devices.
 
-OpenAirInterface is not installable here, so the softmodems cannot run; what this checks is every
-step after them: once ``oaitun_ue1`` (UE) and ``oaitun_enb1`` (eNB) exist with addresses, the
-backend's rerouting thread finds them and installs the user-plane routes in every namespace, and
+This checks the rerouting step alone, without running OAI (tests/emulab/test_oai_runtime_root.py
+runs the softmodems): once ``oaitun_ue1`` (UE) and ``oaitun_enb1`` (eNB) exist with addresses and
+the UE's log says RRC attached, the backend installs the user-plane routes in every namespace, and
 the kernel then sends the UE's traffic into the tunnel. The tun devices here are created with
 ``ip tuntap`` (as OAI creates them) and nobody reads them, so packets go in and no further.
 Root only; the testbed is built in this process and torn down in ``finally``.
@@ -25,12 +25,13 @@ def ip(ns: str, *args: str) -> str:
     return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-def test_rerouting_moves_the_user_plane_into_oais_tunnels() -> None:
+def test_rerouting_moves_the_user_plane_into_oais_tunnels(tmp_path) -> None:
     from emulab.capabilities import probe
     from emulab.network import Testbed
     from emulab.radio_host import TestbedRadioHost
     from emulab.topology import load
     from radio.oai import ENB_TUN, UE_TUN, OaiPlan, OaiRfsimRadio
+    from radio.oai_log import UeLog
 
     if control.read_state() is not None:
         pytest.fail("a testbed is already running: `emulab stop` / `emulab clean` first")
@@ -46,8 +47,15 @@ def test_rerouting_moves_the_user_plane_into_oais_tunnels() -> None:
             ip(ns, "tuntap", "add", "dev", dev, "mode", "tun")
             ip(ns, "addr", "add", addr, "dev", dev)
             ip(ns, "link", "set", dev, "up")
+        # the reroute waits for OAI's RRC attach (read from the UE's log), not for the tunnel's address
+        ue_log = tmp_path / "oai-ue.log"
+        ue_log.write_text("[RRC]   [UE 0] INIT State = RRC_IDLE (eNB 0)\n")
+        radio.ue_log = UeLog(ue_log)
+        assert radio._step() is False and radio.user_plane == "radio link"
+        with open(ue_log, "a") as f:
+            f.write("[RRC]   [UE 0] State = RRC_CONNECTED (eNB 0)\n[RRC]   [UE 0] State = RRC_RECONFIGURED (eNB 0)\n")
         t0 = time.monotonic()
-        radio._reroute()
+        assert radio._step() is True
         assert time.monotonic() - t0 < 5
         assert radio.user_plane.startswith("OAI tunnel 10.0.1.2/24"), radio.user_plane
         routes = {line.split()[0]: line for line in ip(ue_ns, "route").splitlines()}

@@ -50,3 +50,27 @@ def test_every_summary_key_is_documented() -> None:
     assert {"pus", "times", "table1", "counts", "utilisation_runs", "p90"} <= keys
     text = DOC.read_text()
     assert sorted(k for k in keys if f"`{k}`" not in text and f'"{k}"' not in text) == []
+
+
+def test_every_coverage_loss_key_is_documented() -> None:
+    from emulab.experiments.coverage import coverage_metrics, coverage_summary
+    from emulab.results import EventRecord
+
+    reqs = [RequestRecord(8, 1, "pu0", 1, 1e6, 9.0, 9.0, 9.1, 14.0, "ue", "ue", (), 1, restarts=1)]
+    events = [EventRecord(8, 1, 9.1, "accept", "pu0", 1, "mec-pe1", "mec"),
+              EventRecord(8, 1, 11.25, "accept", "pu0", 1, "ue", "ue")]
+    run = {"setting": 8, "run": 1, **coverage_metrics(events, reqs, 10.0, 30.0)}
+    def walk(value: Any) -> Iterator[str]:  # coverage_runs and failover_jobs are lists of objects
+        if isinstance(value, list):
+            for item in value:
+                yield from walk(item)
+        elif isinstance(value, dict):
+            for key, sub in value.items():
+                yield key
+                if key != "accepts_during_loss":  # keyed by class
+                    yield from walk(sub)
+
+    keys = set(walk(coverage_summary([run])))
+    assert {"failover_job_s", "runs_without_failover", "failover_jobs", "resumed_at", "p50"} <= keys
+    text = DOC.read_text()
+    assert sorted(k for k in keys if f"`{k}`" not in text) == []

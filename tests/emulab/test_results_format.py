@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from emulab.experiments.coverage import coverage_metrics, coverage_summary
+from emulab.experiments.coverage import coverage_metrics, coverage_summary, distribution, job_failovers
 from emulab.results import (
     ElementUsage,
     EventRecord,
@@ -211,3 +212,98 @@ def test_coverage_metrics_and_summary_from_records() -> None:
     assert (s["failover_s"], s["recovery_s"], s["requests_issued"]) == (4.0, 2.25, 6)
     assert [r["run"] for r in s["coverage_runs"]] == [1, 2]
     assert coverage_summary([{**m, "recovery_s": None}])["recovery_s"] is None  # one run never recovered
+
+
+def _req(pu: str, rid: int, started: float | None, completed: float | None, *, queued: float = 0.0,
+         restarts: int | None = 0) -> RequestRecord:
+    return RequestRecord(8, 1, pu, rid, 1e6, queued, started, None if started is None else started + 0.1, completed,
+                         None, None, (), 0, "completed" if completed is not None else "unfinished",
+                         restarts=restarts)
+
+
+def _acc(pu: str, rid: int, t: float, cls: str) -> EventRecord:
+    return EventRecord(8, 1, t, "accept", pu, rid, f"{cls}-pe1", cls)
+
+
+def test_every_job_cut_off_by_the_loss_is_timed_to_its_first_accept_after_the_cut() -> None:
+    lost, restored = 10.0, 30.0
+    reqs = [
+        _req("pu0", 1, 2.0, 4.0),            # done before the loss: not cut off
+        _req("pu0", 2, 9.0, 14.0),           # in flight on the MEC: resumes on the UE 1.25 s after the loss
+        _req("pu1", 1, 9.5, 11.0),           # in flight on the UE element: not cut off, never counted
+        _req("pu2", 1, 10.5, 13.0),          # started during the loss: its first Accept 0.9 s later
+        _req("pu3", 1, 12.0, 35.0, queued=8.0),  # queued before, served during: counted from its start
+        _req("pu4", 1, 9.8, None),           # in flight (start-up) and never accepted again
+        _req("pu5", 1, 31.0, 32.0),          # started after coverage came back: not cut off
+    ]
+    events = [_acc("pu0", 1, 2.1, "mec"), _acc("pu0", 2, 9.1, "mec"), _acc("pu0", 2, 11.25, "ue"),
+              _acc("pu1", 1, 9.6, "ue"), _acc("pu2", 1, 11.4, "ue"), _acc("pu3", 1, 31.5, "mec"),
+              _acc("pu5", 1, 31.1, "mec")]
+    jobs = job_failovers(events, reqs, lost, restored)
+    by = {(j["pu"], j["request_id"]): j for j in jobs}
+    assert set(by) == {("pu0", 2), ("pu1", 1), ("pu2", 1), ("pu3", 1), ("pu4", 1)}
+    assert by["pu0", 2] == {"pu": "pu0", "request_id": 2, "kind": "in_flight", "cut_at": 10.0,
+                            "from_element": "mec-pe1", "from_class": "mec", "resumed_at": 11.25, "failover_s": 1.25,
+                            "element": "ue-pe1", "element_class": "ue", "completed": True, "rejections": 0}
+    assert by["pu1", 1]["from_class"] == "ue"
+    assert (by["pu2", 1]["kind"], by["pu2", 1]["cut_at"], by["pu2", 1]["failover_s"]) == ("started_during", 10.5, 0.9)
+    assert (by["pu3", 1]["cut_at"], by["pu3", 1]["failover_s"], by["pu3", 1]["element_class"]) == (12.0, 19.5, "mec")
+    assert by["pu4", 1]["resumed_at"] is None and by["pu4", 1]["from_class"] is None
+    m = coverage_metrics(events, reqs, lost, restored)
+    assert m["failover_s"] == 1.25  # the first UE Accept after the loss, of any request
+    # the UE-hosted job is not a fail-over; the one never accepted again has no time
+    assert m["failover_job_s"] == {"n": 3, "p50": 1.25, "p90": 15.85, "max": 19.5}
+    assert m["jobs_not_resumed"] == 1
+    # pu4's job was in flight at the loss and never resumed on the UE: the run did not fail over
+    assert not m["failed_over"] and "pu4#1" in m["failover_problem"]
+    ok = coverage_metrics(events, [r for r in reqs if r.pu != "pu4"], lost, restored)
+    assert ok["failed_over"] and ok["failover_problem"] is None
+    none = coverage_metrics([e for e in events if e.element_class != "ue"], reqs, lost, restored)
+    assert none["failover_problem"] == "no Accept by a UE element during the loss"
+    assert job_failovers(events, reqs, None, None) == []
+
+
+def test_coverage_summary_gives_the_per_job_distribution_and_the_runs_without_failover() -> None:
+    lost, restored = 10.0, 30.0
+    # pu3's job found the UE element full and waited for capacity until coverage came back
+    reqs = [_req("pu0", 2, 9.0, 14.0), _req("pu2", 1, 10.5, 13.0),
+            replace(_req("pu3", 1, 12.0, 35.0), rejected_by=("ue", "ue"))]
+    events = [_acc("pu0", 2, 9.1, "mec"), _acc("pu0", 2, 11.25, "ue"), _acc("pu2", 1, 11.4, "ue"),
+              _acc("pu3", 1, 31.0, "mec")]
+    good = {"setting": 8, "run": 1, **coverage_metrics(events, reqs, lost, restored)}
+    bad = {"setting": 8, "run": 2, **coverage_metrics(events[:1], reqs, lost, restored)}
+    s = coverage_summary([good, bad])
+    assert s["runs_without_failover"] == 1 and s["failover_s"] is None
+    # the second run resumed nothing
+    assert s["failover_job_s"] == {"n": 3, "p50": 1.25, "p90": 15.45, "max": 19.0}
+    assert s["failover_job_in_flight_s"] == {"n": 1, "p50": 1.25, "p90": 1.25, "max": 1.25}
+    assert s["failover_job_unrejected_s"] == {"n": 2, "p50": 1.075, "p90": 1.215, "max": 1.25}
+    assert s["jobs_not_resumed"] == 3
+    assert coverage_summary([good])["runs_without_failover"] == 0
+    assert distribution([]) == {"n": 0, "p50": None, "p90": None, "max": None}
+
+
+def test_restarts_are_counted_per_setting_and_survive_the_round_trip(tmp_path: Path) -> None:
+    reqs = [_req("pu0", 1, 1.0, 5.0, restarts=2), _req("pu1", 1, 1.0, 5.0), _req("pu2", 1, 1.0, 6.0, restarts=1)]
+    # 3 requests of 10^6 completed, 3.3 x 10^6 calculations done: 300,000 went into no result
+    usage = [ElementUsage(8, 1, "mec-pe1", "mec", 1e6, 10.0, 2.5e6, 4, 3, 0),
+             ElementUsage(8, 1, "ue", "ue", 2e5, 10.0, 8e5, 4, 2, 0)]
+    w = ResultsWriter(tmp_path, "restarts", MANIFEST)
+    w.add_requests(reqs)
+    w.add_usage(usage)
+    w.add_events([EventRecord(8, 1, 2.0, "restart", "pu0", 1, "mec-pe1", "mec")])
+    path = w.finish()
+    res = load_results(path)
+    assert list(res.requests) == reqs
+    counts = res.summary["settings"]["8"]["counts"]
+    assert (counts["restarted"], counts["restarts"], counts["calculations_discarded"]) == (2, 3, 3e5)
+    assert (res.summary["requests_restarted"], res.summary["calculations_discarded"]) == (2, 3e5)
+    assert coverage_metrics([], reqs, 1.5, 3.0)["requests_restarted"] == 2
+    # records that do not say (the simulator's) give null, never a reassuring 0
+    blind = summarize([*reqs, replace(reqs[1], pu="pu9", restarts=None)], usage)
+    assert blind["requests_restarted"] is None and blind["settings"]["8"]["counts"]["restarts"] is None
+    assert coverage_metrics([], [replace(reqs[0], restarts=None)], 1.5, 3.0)["requests_restarted"] is None
+    # with a request unfinished, its partial work cannot be told from work thrown away: null, not a guess
+    open_end = summarize([*reqs, _req("pu3", 1, 9.0, None)], usage)
+    assert open_end["settings"]["8"]["counts"]["calculations_discarded"] is None
+    assert open_end["calculations_discarded"] is None

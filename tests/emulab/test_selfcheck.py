@@ -177,3 +177,16 @@ def test_forwarding_cost_is_calibrated_on_unshaped_paths() -> None:
     r = evaluate(spec, _pair("h1", "h3", 2 + 0.05 + 4 * 0.1 + 0.0), views, {}, {}, cal)
     assert r.breakdown["forwarding_ms"] == pytest.approx(0.05 + 4 * 0.1)
     assert r.within_tolerance
+
+
+def test_unexplained_spread_is_robust_to_a_wrong_path() -> None:
+    from emulab.selfcheck import unexplained_sd
+
+    def done(err: float, jittered: int = 0) -> PairResult:
+        r = PairResult("a", "b", True, 10.0, 10.0 + err, [10.0 + err] * 15)
+        r.breakdown = {"jittered_hops": jittered}
+        return r
+
+    paths = [done(e) for e in (0.1, -0.1, 0.1, 0.1, -0.1)] + [done(3.0), done(5.0, jittered=2)]
+    assert unexplained_sd(paths) == pytest.approx(1.4826 * 0.1)  # the 3 ms path does not widen it
+    assert unexplained_sd(paths[:4]) == 0.0  # too few paths without jitter to say

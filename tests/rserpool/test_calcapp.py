@@ -204,6 +204,60 @@ def test_cookie_failover_resumes_and_completes_exactly_once() -> None:
     run_with_registrar(body)
 
 
+def _one_request(reg: Registrar) -> tuple[CalcAppPU, Any]:
+    from rserpool.services.calcapp_pu import Request
+
+    t0 = time.monotonic()
+    params = PUParams(pool_handle=POOL, keepalive_interval=0.5, keepalive_timeout=0.5, retry_delay=0.2)
+    p = CalcAppPU("pu0", pu_config(reg), params, random.Random(1), lambda: time.monotonic() - t0)
+    return p, Request(1, 1_000_000, 0.0, started_at=0.0)
+
+
+def test_a_pe_lost_before_any_cookie_restarts_the_request_from_scratch_and_says_so() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement]) -> None:
+        a = await start_pe(reg, capacity=1e6, max_requests=4)
+        pes.append(a)
+        a._service.cookie_max_calculations = a._service.cookie_max_time = 1e9  # no cookie ever
+        p, r = _one_request(reg)
+        await p.pu.start()
+        task = asyncio.create_task(p._handle(r))
+        await asyncio.sleep(0.4)
+        b = await start_pe(reg, capacity=1e6, max_requests=4)
+        pes.append(b)
+        await a.kill()
+        await asyncio.wait_for(task, 15)
+        await p.pu.close()
+        assert r.status == "completed" and r.element_id == b.identifier and r.failovers == 1
+        assert [(why, host, done) for _t, why, host, done in r.restarts] == [("no_cookie", "127.0.0.1", 0)]
+        assert 0.4 < r.restarts[0][0] < r.completed_at
+        assert b._service.used_calculations == pytest.approx(1_000_000, rel=1e-3)  # all of it, again
+        assert p.counters["restarts"] == 1 and r.to_dict("pu0")["restarts"][0][1] == "no_cookie"
+    run_with_registrar(body)
+
+
+def test_a_session_lost_after_the_accept_restarts_with_its_cookie_unused() -> None:
+    async def body(reg: Registrar, pes: list[PoolElement]) -> None:
+        a = await start_pe(reg, capacity=1e6, max_requests=4)
+        pes.append(a)
+        a._service.cookie_max_calculations = 200_000  # a cookie every 0.2 s of work
+        p, r = _one_request(reg)
+        await p.pu.start()
+        task = asyncio.create_task(p._handle(r))
+        await asyncio.sleep(0.55)  # cookies at 200k and 400k
+        await a.kill()  # and no other PE: the fail-over finds none, the session ends
+        while not r.restarts:
+            await asyncio.sleep(0.05)
+        b = await start_pe(reg, capacity=1e6, max_requests=4)
+        pes.append(b)
+        await asyncio.wait_for(task, 20)
+        await p.pu.close()
+        assert r.status == "completed" and r.element_id == b.identifier
+        (_t, why, host, done), = r.restarts
+        assert (why, host) == ("session_lost", "127.0.0.1") and 200_000 <= done <= 600_000
+        assert b._service.used_calculations == pytest.approx(1_000_000, rel=1e-3)  # the cookie was not used
+    run_with_registrar(body)
+
+
 def test_calcapp_pu_command_writes_json_lines(tmp_path: Any) -> None:
     import json
     import sys

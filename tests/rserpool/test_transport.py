@@ -213,6 +213,71 @@ def test_sctp_message_connection_carries_ppid() -> None:
     asyncio.run(main())
 
 
+class _ScriptedSctpSocket:
+    """Stands in for an SCTP socket (this host may have none): ``recvmsg`` plays a script of
+    (data, flags, ppid) reads, ``sendmsg`` records what would go out; the fd is a real, idle one."""
+
+    def __init__(self, reads: list[tuple[bytes, int, int]]) -> None:
+        self.reads = reads
+        self.sent: list[tuple[bytes, int]] = []
+        self._idle = socket.socketpair()
+
+    def fileno(self) -> int:
+        return self._idle[0].fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def setsockopt(self, *args: object) -> None:
+        pass
+
+    def getpeername(self) -> tuple[str, int]:
+        return ("10.0.0.2", 4000)
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("10.0.0.1", 3863)
+
+    def recvmsg(self, size: int, cmsg_space: int) -> tuple[bytes, list[tuple[int, int, bytes]], int, None]:
+        if not self.reads:
+            raise BlockingIOError
+        data, flags, ppid = self.reads.pop(0)
+        info = tp._SNDRCV.pack(0, 0, 0, struct.pack("!I", ppid), 0, 0, 0, 0, 0)
+        return data, [(tp.SOL_SCTP, tp.SCTP_SNDRCV, info)], flags, None
+
+    def sendmsg(self, buffers: list[bytes], ancdata: list[tuple[int, int, bytes]]) -> int:
+        (level, ctype, info), = ancdata
+        assert (level, ctype) == (tp.SOL_SCTP, tp.SCTP_SNDRCV)
+        self.sent.append((b"".join(buffers), struct.unpack("!I", tp._SNDRCV.unpack(info)[3])[0]))
+        return sum(map(len, buffers))
+
+    def close(self) -> None:
+        for s in self._idle:
+            s.close()
+
+
+def test_sctp_message_connection_reassembles_and_keeps_ppids() -> None:
+    """Whole messages, a message in two reads and a notification, with their PPIDs, both ways."""
+    eor = socket.MSG_EOR
+    reads = [(_asap(5, b"a"), eor, tp.PPID_ASAP), (b"x" * 10, 0, 34), (b"y" * 5, eor, 34),
+             (b"\x00" * 8, tp.MSG_NOTIFICATION, 0), (_asap(6, b"b"), eor, tp.PPID_ENRP)]
+
+    async def main() -> None:
+        sock = _ScriptedSctpSocket(reads)
+        got = Collect()
+        conn = tp.SCTPMessageConnection(sock, got, asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            conn._on_readable()
+            assert got.messages == [(_asap(5, b"a"), 11), (b"x" * 10 + b"y" * 5, 34), (_asap(6, b"b"), tp.PPID_ENRP)]
+            conn.send(b"one", tp.PPID_ASAP)
+            conn.send(b"two", 34)
+            conn.send(b"three", tp.PPID_ASAP)
+            assert sock.sent == [(b"one", 11), (b"two", 34), (b"three", 11)]
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
 def test_route_watcher_is_shared_per_event_loop_and_closed_by_its_last_user() -> None:
     async def main() -> None:
         a, b = routewatch.RouteWatcher.shared(), routewatch.RouteWatcher.shared()

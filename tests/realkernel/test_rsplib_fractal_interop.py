@@ -1,0 +1,175 @@
+"""The Fractal Generator service and Component Status reports against RSPLIB 3.4.4's own programs,
+over kernel SCTP in a fresh namespace (the ``lab`` fixture; see test_rsplib_interop.py).
+
+1. RSPLIB's fractal pool elements (``rspserver -fractal``, one of them dropping its sessions after a
+   few Data messages, ``-fgpfailureafter``) serve emulab's ``rserpool fractal-pu``: both images
+   complete, every point comes from an RSPLIB element, and the fail-over resumes with RSPLIB's cookie.
+2. emulab's fractal pool elements (``rserpool pe --service fractal``) serve RSPLIB's
+   ``fractalpooluser`` (Qt, run headless with ``QT_QPA_PLATFORM=offscreen``): it stores the images
+   it completed (``-imagestorageprefix``) and emulab's elements log the images they computed.
+3. RSPLIB's ``cspmonitor`` lists emulab's registrar, fractal pool element and pool user (Component
+   Status reports, ``--cspserver``) next to an ``rspserver``; and emulab's CSP receiver decodes the
+   reports RSPLIB's own ``rspregistrar`` sends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rserpool import transport as tp
+
+from helpers.rsplib_lab import (
+    LINEBUF,
+    LO,
+    MISSING_RSPLIB,
+    RSERPOOL,
+    RSP_LOG,
+    Lab,
+    emulab_pe,
+    emulab_registrar,
+    resolved_ids,
+    rsp_registrar,
+    rsp_server,
+    wait_for,
+)
+
+MISSING = MISSING_RSPLIB + [b for b in ("fractalpooluser", "cspmonitor") if shutil.which(b) is None]
+pytestmark = [
+    pytest.mark.realkernel,
+    pytest.mark.skipif(not tp.sctp_available(), reason="kernel without SCTP: run in the real-kernel lane "
+                       "(scripts/realkernel/run.sh)"),
+    pytest.mark.skipif(bool(MISSING), reason=f"RSPLIB programs missing: {', '.join(MISSING)} "
+                       "(Debian rsplib-registrar, rsplib-services, rsplib-tools)"),
+]
+
+POOL = "FractalGeneratorPool"  # RSPLIB's default pool handle of the service
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def test_rspserver_fractal_serves_emulab_fractal_pu(lab: Lab) -> None:
+    rsp_registrar(lab, "pr", 3863, 9901)
+    rsp_server(lab, "rsp-a", "fractal", POOL, 3863, 0x0F1, "-fgpfailureafter=8")
+    rsp_server(lab, "rsp-b", "fractal", POOL, 3863, 0x0F2)
+    wait_for("both rspserver registered", lambda: set(resolved_ids(lab, 3863, POOL) or []) == {0x0F1, 0x0F2}, lab)
+    out = lab.tmp / "fractal-pu.jsonl"
+    lab.spawn("fractal-pu", [*RSERPOOL, "fractal-pu", "--registrar", f"{LO}:3863", "--pool", POOL,
+                             "--width", "160", "--height", "100", "--max-iterations", "256", "--images", "2",
+                             "--inter-image-time", "1", "--transport", "sctp", "--json", str(lab.tmp / "img-{n}.json"),
+                             "-o", str(out)])
+    assert lab.wait_exit("fractal-pu", 240) == 0, lab.logs()
+    events = _lines(out)
+    summaries = [e for e in events if e.get("event") == "summary"]
+    assert len(summaries) == 2, events
+    used: set[int] = set()
+    for s in summaries:
+        points = s["elements"]
+        assert sum(points.values()) == 160 * 100, s  # the whole image
+        used |= {int(k, 16) for k in points}
+    assert used <= {0x0F1, 0x0F2} and used, used  # every point from an RSPLIB element
+    failovers = [e for e in events if e.get("event") == "failover"]
+    assert failovers, f"rspserver -fgpfailureafter=8 should force a fail-over\n{events}"
+    assert all(f["from_pe"] == 0x0F1 for f in failovers)
+    # RSPLIB's element sent cookies: the session resumed where its last cookie said
+    assert any(f["cookie"] for f in failovers), failovers
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack("!II", data[16:24])
+
+
+def test_emulab_fractal_pe_serves_rsplib_fractalpooluser(lab: Lab) -> None:
+    rsp_registrar(lab, "pr", 3863, 9901)
+    for name, ident in (("pe-a", 0xE1), ("pe-b", 0xE2)):
+        emulab_pe(lab, name, POOL, 3863, ident, "--service", "fractal", "--capacity", "0", "--log-level", "info")
+    wait_for("emulab's fractal PEs registered", lambda: all(
+        " registered in pool " in lab.log(n) for n in ("pe-a", "pe-b")), lab)
+    prefix = lab.tmp / "fpu-image"
+    # fractalpooluser is a Qt GUI: the offscreen platform plugin runs it without a display
+    lab.spawn("fractalpooluser", [*LINEBUF, "fractalpooluser", f"-registrar={LO}:3863", f"-poolhandle={POOL}",
+                                  "-width=160", "-height=100", "-threads=2", "-interimagetime=1",
+                                  f"-imagestorageprefix={prefix}", "-recvtimeout=20000", *RSP_LOG],
+              env={"QT_QPA_PLATFORM": "offscreen"})
+
+    def stored() -> list[Path] | None:
+        pngs = sorted(lab.tmp.glob("fpu-image*.png"))
+        return pngs if len(pngs) >= 2 else None
+
+    images = wait_for("fractalpooluser to store two completed images", stored, lab, deadline=240)
+    lab.alive("fractalpooluser")
+    for png in images:
+        assert _png_size(png) == (160, 100)
+    computed = sum(len(re.findall(r"image \d+x\d+ completed", lab.log(n))) for n in ("pe-a", "pe-b"))
+    # two threads per image: each image is two sessions' parts
+    assert computed >= 2, lab.logs()
+
+
+_RECEIVER = textwrap.dedent("""
+    import asyncio, json, sys
+    from rserpool.csp import CSPReceiver
+
+    async def main():
+        def show(rep, src):
+            print(json.dumps({**rep.to_dict(), "length_field": rep.length_field}), flush=True)
+        recv = await CSPReceiver.listen(sys.argv[1], int(sys.argv[2]), on_report=show)
+        print(json.dumps({"ready": True}), flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+""")
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def test_cspmonitor_lists_emulab_components(lab: Lab) -> None:
+    lab.spawn("cspmonitor", [*LINEBUF, "cspmonitor", f"-localaddress={LO}:2960", "-full", "-updateinterval=500"])
+    lab.spawn("receiver", [sys.executable, "-c", _RECEIVER, LO, "2961"])
+    wait_for("the CSP receiver", lambda: '"ready": true' in lab.log("receiver"), lab)
+    csp = ["--cspserver", f"{LO}:2960", "--cspinterval", "500"]
+    emulab_registrar(lab, "pr", 3863, 9901, "--identifier", "0xE0E0", *csp)
+    rsp_registrar(lab, "rsp-pr", 3864, 9902, f"-cspserver={LO}:2961", "-cspinterval=500")
+    emulab_pe(lab, "pe", POOL, 3863, 0xE1, "--service", "fractal", "--capacity", "2000000", *csp)
+    rsp_server(lab, "rsp-pe", "fractal", POOL, 3863, 0x0F1, f"-cspserver={LO}:2960", "-cspinterval=500")
+    wait_for("the PEs registered", lambda: " registered in pool " in lab.log("pe"), lab)
+    lab.spawn("fractal-pu", [*RSERPOOL, "fractal-pu", "--registrar", f"{LO}:3863", "--pool", POOL,
+                             "--width", "300", "--height", "200", "--images", "3", "--inter-image-time", "1",
+                             "--transport", "sctp", "-o", str(lab.tmp / "pu.jsonl"), *csp])
+
+    def shown() -> str | None:
+        text = _strip_ansi(lab.log("cspmonitor"))
+        return text if re.search(r"PU \$[0-9a-f]{14}", text) and "PE $000000e1" in text else None
+
+    text = wait_for("cspmonitor to list emulab's pool user and pool element", shown, lab, deadline=120)
+    time.sleep(2)
+    text = _strip_ansi(lab.log("cspmonitor"))
+    # What RSPLIB's monitor shows of emulab's components (kept in the log of the test run)
+    rows = sorted(set(re.findall(r"(P[RUE] \$[0-9a-f]+ \[[^\]]*\] U=\S+ l=\S+ A=\d+(?: L=\s*\d+%)? \"[^\"]*\")",
+                                 text)))
+    print("cspmonitor rows:\n" + "\n".join(re.sub(r" l=\S+", "", r) for r in rows))
+    assert re.search(r"PR \$0000e0e0 \[[^\]]*" + re.escape(LO) + r"[^\]]*\] U=\S+ l=\S+ A=\d+ \"\d+ PEs? in \d+ Pools?\"",
+                     text), text[-3000:]
+    assert re.search(r"PE \$000000e1 \[[^\]]*\] U=\S+ l=\S+ A=1(?: L=\s*\d+%)? \"\d+ Sessions?\"", text), text[-3000:]
+    assert re.search(r"PE \$000000f1 \[", text), text[-3000:]  # RSPLIB's own element beside ours
+    assert re.search(r"PU \$[0-9a-f]{14} \[[^\]]*\] U=\S+ l=\S+ A=2 \"1 Session\"", text), text[-3000:]
+    assert re.search(r"-> PE \$000000(e1|f1) FractGen/SCTP|-> PE \$000000(e1|f1) \$00000020/SCTP", text), text[-3000:]
+    # ... and emulab's receiver reads RSPLIB's registrar's reports
+    reports = [json.loads(ln) for ln in lab.log("receiver").splitlines() if ln.startswith("{") and "label" in ln]
+    rsp = [r for r in reports if r["kind"] == "registrar"]
+    assert rsp, lab.logs()
+    print("rspregistrar's report as emulab decodes it:", json.dumps(rsp[-1]))
+    assert rsp[-1]["location"] and rsp[-1]["report_interval_us"] > 0
