@@ -111,6 +111,8 @@ def start(topology: str, detach: bool, radio: str | None, self_check: bool, no_s
         topology=str(spec.source), radio=radio, services=not no_services, self_check=self_check
     )
     if detach:
+        if timeout is None:
+            timeout = runner.default_timeout(len(spec.nodes))
         click.echo(runner.start_detached(options, timeout=timeout, progress=click.echo))
         if dashboard_port is not None:
             from emulab.dashboard.launch import launch_detached
@@ -282,11 +284,13 @@ def experiment() -> None:
 
 
 # each experiment module owns its command (emulab.experiments; docs/guides/experiment.md)
+from emulab.experiments import chaos as _chaos_experiment  # noqa: E402
 from emulab.experiments import coverage as _coverage_experiment  # noqa: E402
 from emulab.experiments import paper as _paper_experiment  # noqa: E402
 
 experiment.add_command(_paper_experiment.command)
 experiment.add_command(_coverage_experiment.command)
+experiment.add_command(_chaos_experiment.command)
 # ==== end of the plot/simulate block ==================================================================
 
 

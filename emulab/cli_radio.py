@@ -26,8 +26,14 @@ def format_state(st: dict[str, Any]) -> str:
         parts[0] += f" for {max(0.0, time.time() - st['since']):.1f} s"
     if st.get("coverage") == "lost":
         parts.append("coverage LOST")
+    if st.get("rrc_state"):  # OAI: the UE's own RRC state and its radio link monitor
+        rlm = f", link monitor {st['rlm']}" if st.get("rlm") else ""
+        parts.append(f"OAI UE {st['rrc_state']}{rlm}")
     if st.get("bearer") == "down":
         parts.append("no bearer (UE offline)")
+    if st.get("radio_rtt"):
+        r = st["radio_rtt"]
+        parts.append(f"radio RTT {r['median_ms']:.1f} ms (sd {r['sd_ms']:.1f}, {r['n']} probes)")
     if "snr_db" in st:
         parts.append(f"SNR {st['snr_db']:.1f} dB")
     if "cqi" in st:

@@ -76,6 +76,7 @@ class Testbed:
         self.links: dict[str, Any] = {}
         self.radio: Any = None
         self.services: Any = None
+        self.launcher: Any = None
         self.netns: dict[str, str] = {}
         self.started_at = 0.0
         self.ready_s = 0.0
@@ -127,6 +128,12 @@ class Testbed:
         setLogLevel("error")
         paths.log_dir().mkdir(parents=True, exist_ok=True)
 
+        if self.want_services and any(n.services for n in self.spec.nodes.values()):
+            from emulab.services import Launcher
+
+            with phase("service launcher"):  # its imports overlap the build
+                self.launcher = Launcher()
+
         with phase("ovs"):
             self.progress("starting Open vSwitch")
             ovs.ensure_running()
@@ -149,7 +156,8 @@ class Testbed:
 
             with phase("shaper"):
                 self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
-                self.shaper = Shaper.start(paths.run_dir() / "shaper.sock", log_path=paths.log_dir() / "shaper.log")
+                self.shaper = Shaper.start(paths.run_dir() / "shaper.sock", log_path=paths.log_dir() / "shaper.log",
+                                           timeout=60)  # a busy machine is slow, not broken
 
         self.progress(
             f"building {len(self.spec.nodes)} hosts, {len(self.spec.switches)} switches, {len(self.spec.links)} links"
@@ -181,11 +189,17 @@ class Testbed:
             net.build()
         with phase("switches"):
             if self.spec.switches:
-                self.controller.wait_listening()
+                # generous: on a busy machine the controller's imports alone can take seconds
+                self.controller.wait_listening(timeout=60)
                 # Mininet's RemoteController would start a shell and telnet to os-ken (which takes the
                 # probe for a switch); the switches only need the target.
                 net.controllers.append(_ControllerTarget("c0", "127.0.0.1", self.controller_port))
             net.start()
+            bridges = [sw.bridge for sw in self.spec.switches.values()]
+            if bridges and (missing := sorted(set(bridges) - set(ovs.list_bridges()))):
+                # Mininet runs ovs-vsctl without looking at its answer
+                raise StartError(f"Open vSwitch did not create bridge(s) {', '.join(missing)} "
+                                 f"(see {ovs.OvsPaths.from_env().logfile('ovs-vswitchd')})")
             if self.link_backend == "netem":
                 for emu in self.links.values():  # OVS replaces the qdiscs of the ports it adds
                     emu.reapply()
@@ -197,7 +211,7 @@ class Testbed:
             with phase("controller connect"):
                 self._wait_switches_connected()
         else:  # nothing will ever connect to it, but later restarts (controller_action) expect it up
-            self.controller.wait_listening()
+            self.controller.wait_listening(timeout=60)
 
         from emulab.radio_host import TestbedRadioHost
         from radio import get_backend
@@ -211,8 +225,11 @@ class Testbed:
             from emulab.services import ServiceManager
 
             with phase("services/registration"):
-                self.services = ServiceManager(self)
-                started = self.services.start()
+                self.services = ServiceManager(self, launcher=self.launcher)
+                try:
+                    started = self.services.start()
+                finally:  # the services it forked live on without it
+                    self._close_launcher()
                 if started:
                     self.progress(f"started {started} service process(es), registered")
 
@@ -231,6 +248,14 @@ class Testbed:
         missing = [sw.bridge for sw in self.spec.switches.values() if not ovs.controller_connected(sw.bridge)]
         raise StartError(f"switch(es) {', '.join(missing) or '?'} did not connect to the os-ken controller "
                          f"within {timeout:.0f} s (see {paths.log_dir() / 'controller.log'})")
+
+    def _close_launcher(self) -> None:
+        """End the service launcher: services started later (restarts) are started on their own."""
+        if self.services is not None:
+            self.services.launcher = None
+        if self.launcher is not None:
+            self.launcher.close()
+            self.launcher = None
 
     def _mn_name(self, name: str) -> str:
         """Mininet's node name: switches are named after their OVS bridge."""
@@ -288,6 +313,7 @@ class Testbed:
     def stop(self) -> None:
         """Tear down everything, tolerating a partial build; never raises."""
         steps: list[tuple[str, Callable[[], None]]] = [
+            ("service launcher", self._close_launcher),
             ("services", lambda: self.services and self.services.stop()),
             ("radio", lambda: self.radio and self.radio.stop()),
             ("network", self._stop_net),

@@ -287,8 +287,13 @@ def daemon_main(options: StartOptions) -> int:
         print(f"emulab: {msg}", flush=True)
 
     building = [True]
+    runner_pid = os.getpid()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        if os.getpid() != runner_pid:
+            # a forked helper (pyroute2 forks to enter namespaces) must die as by default, not unwind
+            # the runner's copied stack and tear down the runner's testbed from there
+            os._exit(128 + signum)
         if not building[0]:
             stop_event.set()
             return

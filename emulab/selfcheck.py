@@ -64,10 +64,11 @@ probes, averaged). A backend that carries the user plane itself (OAI: the link t
 OAI's radio does the delay) reports instead what its radio does, measured while the probes run
 (``measured_link_params``: half the median RTT of its own radio probes each way, jitter J with the
 measured variance, no FIFO bias since a measured median holds it), and where it reaches a node at
-another address (``address_of``: the UE at its tunnel address) the probes go there. A path that fails names its likely cause: "configuration" when a link on it
-applies something else than the topology says (read back from netem or the shaper), or when the
-emulation kept time; "load" when the path is late (never early) and the shaper's lateness on the
-path's shaped hops during its round shows a busy machine: a mean above LOAD_LATENESS_MS per hop,
+another address (``address_of``: OAI's UE and eNB at their tunnel addresses) the probes go there.
+A path that fails names its likely cause: "configuration" when a link on it applies something
+else than the topology says (read back from netem or the shaper), or when the emulation kept time;
+"load" when the path is late (never early) and the shaper's lateness on the path's shaped hops
+during its round shows a busy machine: a mean above LOAD_LATENESS_MS per hop,
 or a tail (mean - median) of at least half the excess over the tolerance (delays the shaper cannot
 see - kernel softirqs, the pinging process - then likely came with it).
 """

@@ -1,4 +1,5 @@
-"""Renders `emulab status` for people: nodes, links (configured vs applied), switches, controller, radio."""
+"""Renders `emulab status` for people: nodes, links (configured vs applied), switches, controller, radio,
+the start-up phases and the services."""
 
 from __future__ import annotations
 
@@ -70,6 +71,15 @@ def render(data: dict[str, Any], console: Console | None = None) -> None:
     if data.get("radio") and data["radio"].get("link"):
         r = data["radio"]
         console.print(f"radio: {r.get('backend')} — {'attached' if r.get('attached') else 'DETACHED'}")
+    phases = data.get("phases") or []
+    if phases:
+        table = Table(title="start-up phases")
+        table.add_column("phase")
+        table.add_column("s", justify="right")
+        for ph in phases:
+            table.add_row(ph["phase"], f"{ph['s']:.3f}")
+        table.add_row("[bold]total[/bold]", f"[bold]{sum(ph['s'] for ph in phases):.3f}[/bold]")
+        console.print(table)
     services = data.get("services") or []
     if services:
         table = Table(title="services")

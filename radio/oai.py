@@ -96,6 +96,8 @@ from radio.oai_rlm import RadioLinkMonitor
 log = logging.getLogger(__name__)
 
 ATTACH_TIMEOUT_S = 60.0  # start → RRC attach (OAI needs ~3-10 s on 2 busy cores); option attach_timeout_s
+#: what OAI's telnet server (and its channelmod command) answer to a command it does not take
+TELNET_REJECTED = ("is not a softmodem command", "not implemented", "not found", "Connection refused")
 SUPERVISE_PERIOD_S = 1.0  # how often the UE's tunnel routes are checked
 
 
@@ -356,11 +358,13 @@ class OaiRfsimRadio(RadioBackend):
         return {"uplink": p, "downlink": p}
 
     def address_of(self, node: str) -> str | None:
-        """Where ``node`` is reached through OAI's radio: the UE at its tunnel address (OAI's eNB hands
-        the UE only what is addressed to it; what goes to its radio-link address takes the plain link)."""
-        if self.plan is None or node != self.plan.ue_node or self.failure:
+        """Where ``node`` is reached through OAI's radio: the UE and the eNB at their tunnel addresses
+        (OAI's eNB hands the UE only what is addressed to its tunnel address; between the two
+        radio-link addresses runs the plain link that carries the IQ samples)."""
+        if self.plan is None or self.failure or node not in (self.plan.ue_node, self.plan.enb_node):
             return None
-        tun = self.host.interface_address(self.plan.ue_node, UE_TUN)
+        ue = node == self.plan.ue_node
+        tun = self.host.interface_address(node, UE_TUN if ue else ENB_TUN)
         return str(tun.ip) if tun else None
 
     def _check_alive(self) -> None:
@@ -451,12 +455,16 @@ class OaiRfsimRadio(RadioBackend):
             shutil.rmtree(self.conf_dir, ignore_errors=True)
 
     def _telnet(self, port: int, line: str) -> str:
+        """Send ``line`` to the OAI telnet server on ``port`` (in the UE's or the eNB's node); its answer.
+        RadioError when the server is not there or rejects the command."""
         assert self.plan is not None
         node = self.plan.ue_node if port == self.plan.ue_telnet_port else self.plan.enb_node
-        out = self.host.run(node, "bash -c " + shlex.quote(telnet_shell(port, line)) + " 2>&1")
-        low = out.lower()
-        if "refused" in low or "no such" in low or "not found" in low or "unknown command" in low:
-            raise RadioError(f"OAI telnet server ({node}, port {port}) rejected {line!r}: {out.strip()[:300]}")
+        out = self.host.run(node, " ".join(shlex.quote(a) for a in
+                                           (sys.executable, "-c", oai_rlm.ONE_COMMAND, str(port), line)) + " 2>&1")
+        if any(w in out for w in TELNET_REJECTED) or "Traceback" in out:
+            last = out.strip().splitlines()[-1] if out.strip() else "no answer"
+            why = " ".join(ln.strip() for ln in out.splitlines() if any(w in ln for w in TELNET_REJECTED)) or last
+            raise RadioError(f"OAI telnet server ({node}, port {port}) rejected {line!r}: {why[:300]}")
         return out
 
     def _channelmod(self, ploss_db: float) -> None:
@@ -497,7 +505,7 @@ class OaiRfsimRadio(RadioBackend):
             "link": self.link_name,
             "attached": attached,
             "attach": "attached" if attached else ("failed" if self.failure else "detached"),
-            "since": ue.rrc_since if ue else None,
+            "since": (rlm.rlf_at if rlf and rlm else ue.rrc_since if ue else None),
             "rrc_state": rrc,
             "attach_s": self.attach_s,
             "radio_rtt": self.probe.window() if self.probe else None,

@@ -36,34 +36,44 @@ QOUT_SNR_DB = -8.0
 QIN_SNR_DB = -6.0
 POLL_S = 0.1
 
-#: Runs inside the UE's node: keeps one telnet connection to the UE softmodem and prints, every
-#: POLL_S, "<unix time> <path loss dB> <noise dB>" of channel model 0 (or "<time> down" without one).
-READER = r"""
-import re, socket, sys, time
+#: Runs inside a node: one exchange with an OAI telnet server: sends the line, returns what comes
+#: back up to the prompt that follows. OAI's server takes one
+#: client at a time, so nothing may stay connected: every exchange connects and closes.
+TELNET_CLIENT = r"""
+import socket, sys, time
+def exchange(port, line, timeout=3.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        deadline = time.time() + timeout  # the server greets with nothing: it reads a line first
+        sock.sendall(line.encode() + b"\n")
+        out = b""
+        while not out.rstrip().endswith(b">") and time.time() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return out.decode("utf-8", "replace")
+"""
+
+#: Runs inside the UE's node: every POLL_S, "<unix time> <path loss dB> <noise dB>" of the UE's
+#: channel model 0 (or "<time> down" when the UE's telnet server does not answer).
+READER = TELNET_CLIENT + r"""
+import re
 port, period = int(sys.argv[1]), float(sys.argv[2])
 pat = re.compile(r"model 0 .*?path loss: *(-?[0-9.]+) +noise: *(-?[0-9.]+)", re.S)
-sock = None
 while True:
     t = time.time()
     try:
-        if sock is None:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=1)
-            sock.settimeout(0.5)
-        sock.sendall(b"channelmod show current\n")
-        buf, deadline = b"", time.time() + 0.5
-        while b"----------------" not in buf and time.time() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise OSError("closed")
-            buf += chunk
-        m = pat.search(buf.decode("utf-8", "replace"))
+        m = pat.search(exchange(port, "channelmod show current", timeout=1.0))
         print(f"{t:.3f} {m.group(1)} {m.group(2)}" if m else f"{t:.3f} down", flush=True)
     except OSError:
-        if sock is not None:
-            sock.close()
-        sock = None
         print(f"{t:.3f} down", flush=True)
     time.sleep(max(0.0, period - (time.time() - t)))
+"""
+
+#: Runs inside a node: ``TELNET_CLIENT`` for one command (argv: port, line); prints the answer.
+ONE_COMMAND = TELNET_CLIENT + r"""
+print(exchange(int(sys.argv[1]), sys.argv[2]))
 """
 
 

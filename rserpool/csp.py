@@ -374,6 +374,8 @@ def pe_snapshot(pe: Any) -> Snapshot:
         workload = pol.load / MAX_LOAD if pol.policy_type in ADAPTIVE_POLICIES else None
         status = _plural(len(pe.sessions), "Session") if pe.registered.is_set() else "Looking for Registrar ..."
         host = pe.config.listen[0] if getattr(pe.config, "listen", None) else ""
+        if not host or host in ("0.0.0.0", "::"):  # a wildcard: the address it reaches its registrar from
+            host = (_local_address(ch.conn) if ch is not None else None) or ""
         return location_of([host]), status, workload, tuple(assocs)
 
     return snap

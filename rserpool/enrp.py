@@ -115,6 +115,11 @@ class _Conn:
 
     def connection_made(self, conn: tp.MessageConnection) -> None:
         self.conn = conn
+        host = conn.peer[0] if conn.peer else "?"
+        if not self.outbound and not self.node.host_allowed(host):
+            self.node.reg.stats["enrp_refused_host"] += 1
+            self.node.reg._log_once(host, "enrp-host", "ENRP association from a host that is no static peer: aborted")
+            conn.abort()
 
     def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
         self.node._received(self, data)
@@ -219,6 +224,11 @@ class EnrpNode:
     @property
     def port(self) -> int | None:
         return self._server.port if self._server is not None else None
+
+    def host_allowed(self, host: str) -> bool:
+        """With ``enrp_peers_only`` (emulab's, off by default) only the static peers' hosts may speak
+        ENRP to us (and ask for the handlespace): RFC 5355's forged peers, without authentication."""
+        return not self.cfg.enrp_peers_only or any(host == h for h, _ in self.cfg.peers)
 
     def _accept(self) -> _Conn:
         c = _Conn(self)
@@ -427,6 +437,8 @@ class EnrpNode:
         except CodecError:
             return
         if not isinstance(msg, Presence) or msg.sender_id == self.id or msg.sender_id in self.blocked_ids:
+            return
+        if not self.host_allowed(src[0]):
             return
         # Unknown parameters: apply their action bits, but never report over multicast.
         if any(p.type & 0xC000 in (Action.STOP, Action.STOP_AND_REPORT) for p in unrecognized_parameters(msg)):

@@ -6,6 +6,11 @@ default). The rate is tracked per PU connection and pool handle over the PU's la
 ``RATE_TABLE_ENTRIES`` (16) requests of that kind (RSPLIB's timestamp hash table depth), for at most
 ``RATE_TABLE_POOLS`` (64) pools per PU, the least recently used evicted first.
 
+Beyond RSPLIB, ``max_reg_rate`` limits the Registrations of one association (all pools together,
+key ``REGISTRATION`` and the empty handle): a registration flood of fake PEs (RFC 5355 section 3.1)
+is refused with "Rejected due to security considerations" (off = -1, the default, as RSPLIB has
+no such limit).
+
 What a refusal looks like on the wire (a Handle Resolution Response with "Rejected due to
 security considerations"; a silently ignored report) is the ASAP side's business
 (``rserpool.registrar``); this module only decides.
@@ -21,6 +26,7 @@ RATE_TABLE_ENTRIES = 16  # RSPLIB TSHT_ENTRIES: timestamps kept per PU and pool
 RATE_TABLE_POOLS = 64  # RSPLIB TSHT_BUCKETS: pools tracked per PU (oldest evicted)
 
 # Request kinds: the ASAP message types counted.
+REGISTRATION = 0x01
 HANDLE_RESOLUTION = 0x05
 ENDPOINT_UNREACHABLE = 0x09
 
@@ -76,6 +82,11 @@ def handle_resolution_refused(pu: RateLimited, handle: bytes, max_hr_rate: float
 def unreachable_report_refused(pu: RateLimited, handle: bytes, max_eu_rate: float) -> bool:
     """Whether this Endpoint Unreachable report of ``pu`` exceeds ``max_eu_rate`` (per second)."""
     return over_limit(pu, ENDPOINT_UNREACHABLE, handle, max_eu_rate)
+
+
+def registration_refused(pe: RateLimited, max_reg_rate: float) -> bool:
+    """Whether this Registration over ``pe``'s association exceeds ``max_reg_rate`` (per second)."""
+    return over_limit(pe, REGISTRATION, b"", max_reg_rate)
 
 
 def describe_rate(rate: float) -> str:

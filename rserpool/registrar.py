@@ -10,7 +10,8 @@ as RSPLIB does (``src/rspregistrar-core.c``, ``-asap.c``, ``-enrp.c``, ``-takeov
   handle resolution, endpoint keep-alives, unreachability reports), a base class of ``Registrar``.
 * ``rserpool.enrp``: ENRP between registrars (``Registrar.enrp``).
 * ``rserpool.takeover``: taking over a dead registrar's PEs (``Registrar.takeover`` and ENRP's half).
-* ``rserpool.ratelimit``: the per-PU rate limits ``max_hr_rate`` and ``max_eu_rate``.
+* ``rserpool.ratelimit``: the per-PU rate limits ``max_hr_rate`` and ``max_eu_rate`` (and
+  emulab's ``max_reg_rate``).
 * ``rserpool.policywire``: wire parameters <-> policy information.
 
 What a registrar does:
@@ -24,7 +25,9 @@ What a registrar does:
   Keep-Alive is sent over the PE's own connection; no ack within ``keepalive_timeout`` (5 s) removes
   the PE and aborts its connection (RSPLIB sends an SCTP ABORT). A closed connection removes every
   PE registered over it (RSPLIB: SCTP_COMM_LOST / SHUTDOWN_COMP).
-* ``max_bad_pe_reports`` (3) Endpoint Unreachable reports remove a PE.
+* ``max_bad_pe_reports`` (3) Endpoint Unreachable reports remove a PE. With ``audit_unreachable``
+  (emulab's, off by default) they make the registrar send the PE a keep-alive instead, and only
+  its timeout removes it: forged reports cannot remove a live PE.
 * A PE not re-registered within its registration life is removed.
 * Optional per-PU rate limits (``max_hr_rate``, ``max_eu_rate``, per second; off = -1 as in RSPLIB),
   tracked per PU connection and pool handle over the last 16 requests (RSPLIB's table depth).
@@ -33,7 +36,10 @@ What a registrar does:
 Robustness: every message is decoded inside a guard. An unknown message type is answered with an
 ASAP Error (cause "Unrecognized Message"); unknown parameters are handled by their action bits (RFC
 5354 §2.1: stop / stop+report / skip / skip+report); anything else malformed is dropped. Problems
-are logged once per peer address and kind. A stream that cannot be framed is aborted.
+are logged once per peer address and kind. A stream that cannot be framed is aborted, and so is
+an association that sent ``max_bad_messages`` (64; 0 = never) messages that were dropped or refused
+(malformed, unrecognized, over a rate limit). docs/security.md says what this does and does not
+defend against.
 
 Handlespace changes are published to ``Registrar.listeners`` (callables taking an ``HsEvent``),
 separate from the ASAP handling, so that ENRP can mirror them to peers; entries owned by
@@ -102,6 +108,11 @@ class RegistrarConfig:
     announce_ttl: int = tp.DEFAULT_ANNOUNCE_TTL
     max_hr_rate: float = -1.0  # handle resolutions per second per PU and pool; <= 0: unlimited
     max_eu_rate: float = -1.0  # endpoint-unreachable reports per second per PU and pool
+    # emulab's countermeasures beyond RSPLIB (docs/security.md)
+    max_reg_rate: float = -1.0  # registrations per second per association; <= 0: unlimited
+    max_bad_messages: int = 64  # dropped/refused messages before an association is aborted; 0: never
+    audit_unreachable: bool = False  # check a reported PE with a keep-alive instead of removing it
+    enrp_peers_only: bool = False  # ENRP (and hsdump) only from the static peers' hosts
     max_elements_per_ht_request: int = 128
     peers: list[tuple[str, int]] = field(default_factory=list)
     # ENRP (RSPLIB 3.4.4 defaults); seconds
@@ -137,6 +148,10 @@ class RegistrarConfig:
             + (", ".join(tp.format_endpoint(h, p) for h, p in self.peers) or "none"),
             f"Max Handle Resolution Rate      = {describe_rate(self.max_hr_rate)}",
             f"Max Endpoint Unreachable Rate   = {describe_rate(self.max_eu_rate)}",
+            f"Max Registration Rate           = {describe_rate(self.max_reg_rate)}",
+            f"Max Bad Messages                = {self.max_bad_messages or 'unlimited'}",
+            f"Audit Unreachable Reports       = {'on' if self.audit_unreachable else 'off'}",
+            f"ENRP from Static Peers Only     = {'on' if self.enrp_peers_only else 'off'}",
         ]
 
 
@@ -179,6 +194,7 @@ class Registrar(AsapRole):
         self._expiry_timers: dict[tuple[bytes, int], asyncio.TimerHandle] = {}
         self._pe_cache: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
         self._hr_heads: dict[bytes, bytes] = {}  # pool handle -> its Pool Handle TLV (handle resolution)
+        self._audits: dict[tuple[bytes, int], float] = {}  # PEs asked after unreachability reports
         self._announcer: asyncio.Task[None] | None = None
         self._sender: multicast.MulticastSender | None = None
         self._logged: set[tuple[str, str]] = set()
@@ -299,6 +315,7 @@ class Registrar(AsapRole):
         if removed is None:
             return
         self._pe_cache.pop(key, None)
+        self._audits.pop(key, None)
         for timers in (self._ka_timers, self._expiry_timers):
             h = timers.pop(key, None)
             if h is not None:

@@ -20,7 +20,12 @@ from rserpool import transport as tp
 from rserpool.handlespace import MAX_POOL_HANDLE_SIZE, PoolEntry
 from rserpool.handlespace import ErrorCause as HsCause
 from rserpool.policywire import policy_from_wire, policy_to_wire, transport_protocol, transport_tail
-from rserpool.ratelimit import RateTracker, handle_resolution_refused, unreachable_report_refused
+from rserpool.ratelimit import (
+    RateTracker,
+    handle_resolution_refused,
+    registration_refused,
+    unreachable_report_refused,
+)
 from rserpool.wire import (
     ASAP_MESSAGES,
     Action,
@@ -132,13 +137,14 @@ class _CoalescingConn:
 class AsapPeer:
     """State of one ASAP connection (a PE's or a PU's association with us)."""
 
-    __slots__ = ("registrar", "conn", "entries", "rates", "peer_host", "outbound", "__weakref__")
+    __slots__ = ("registrar", "conn", "entries", "rates", "bad", "peer_host", "outbound", "__weakref__")
 
     def __init__(self, registrar: Registrar) -> None:
         self.registrar = registrar
         self.conn: tp.MessageConnection | None = None
         self.entries: set[tuple[bytes, int]] = set()
         self.rates: RateTracker | None = None  # its request rates (rserpool.ratelimit), if limited
+        self.bad = 0  # messages of it we had to drop or refuse (``RegistrarConfig.max_bad_messages``)
         self.peer_host = "?"
         self.outbound = False  # our connection to a taken-over PE's user transport
 
@@ -177,6 +183,7 @@ class AsapRole:
         _ka_timers: dict[tuple[bytes, int], asyncio.TimerHandle]
         _pe_cache: dict[tuple[bytes, int], tuple[bytes, bytes]]
         _hr_heads: dict[bytes, bytes]
+        _audits: dict[tuple[bytes, int], float]
 
         def _log_once(self, host: str, kind: str, msg: str, *args: object) -> None: ...
         def _notify(self, action: str, entry: PoolEntry, reason: str) -> None: ...
@@ -189,6 +196,7 @@ class AsapRole:
     def _handle_asap(self, peer: AsapPeer, data: bytes, ppid: int) -> None:
         if ppid not in (tp.PPID_ASAP, 0):
             self._log_once(peer.peer_host, "ppid", "PPID %d on the ASAP port", ppid)
+            self._penalize(peer)
             return
         mtype = data[0]
         if mtype == 0x05:
@@ -197,21 +205,28 @@ class AsapRole:
             if handle is not None:
                 self._resolve(peer, handle, items)
                 return
+        elif mtype == 0x01 and self.config.max_reg_rate > 0 and registration_refused(peer, self.config.max_reg_rate):
+            self._refuse_registration(peer, data)  # before decoding: a flood must cost little
+            return
         if mtype not in ASAP_MESSAGES:
             self.stats["unrecognized_message"] += 1
             self._log_once(peer.peer_host, "unrecognized", "unrecognized ASAP message type 0x%02x", mtype)
             self._send_error(peer, CauseCode.UNRECOGNIZED_MESSAGE, data[:1024])
+            self._penalize(peer)
             return
         try:
             msg = decode_asap(data)
         except CodecError as exc:
             self._log_once(peer.peer_host, "malformed", "malformed ASAP message: %s", exc)
+            self._penalize(peer)
             return
         if not self._check_unknown_params(peer, msg):
+            self._penalize(peer)
             return
         handler = self._dispatch.get(mtype)
         if handler is None:
             self._log_once(peer.peer_host, f"type{mtype}", "unexpected %s at a registrar", type(msg).__name__)
+            self._penalize(peer)
             return
         try:
             handler(peer, msg, data)
@@ -237,6 +252,30 @@ class AsapRole:
             self._log_once(peer.peer_host, "param", "unrecognized parameter type 0x%04x: message discarded",
                            unknown[0].type)
         return keep
+
+    def _penalize(self, peer: AsapPeer) -> None:
+        """Count a message of ``peer`` we dropped or refused; abort its association at the limit.
+
+        Why: answering or even parsing an abusive peer's stream costs the registrar time that its
+        legitimate users wait for; an RFC-conforming PE or PU never gets here (the rate limits are
+        off unless configured), so ``max_bad_messages`` (0 = never) only ever ends abuse."""
+        peer.bad += 1
+        limit = self.config.max_bad_messages
+        if 0 < limit <= peer.bad and peer.conn is not None and not peer.conn.is_closing():
+            self.stats["aborted_abusive"] += 1
+            # once per peer: a reconnecting flood would otherwise flood the log as well
+            self._log_once(peer.peer_host, "aborted", "aborting the association: %d messages dropped or refused",
+                           peer.bad)
+            peer.conn.abort()
+
+    def _refuse_registration(self, peer: AsapPeer, data: bytes) -> None:
+        """A Registration over the rate limit: "Rejected due to security considerations"."""
+        self.stats["registration_refused"] += 1
+        self._log_once(peer.peer_host, "reg-rate", "registration rate above %g/s: refused", self.config.max_reg_rate)
+        ids = _registration_ids(data)
+        if ids is not None:
+            self._reply_registration(peer, ids[0], ids[1], HsCause.REJECTED_SECURITY)
+        self._penalize(peer)
 
     def _send_error(self, peer: AsapPeer, cause: int, info: bytes) -> None:
         if peer.conn is not None:
@@ -347,10 +386,12 @@ class AsapRole:
             self._log_once(peer.peer_host, "hr-rate", "handle resolution rate above %g/s: refused",
                            cfg.max_hr_rate)
             conn.send(self._hr_error(handle, CauseCode.REJECTED_SECURITY))
+            self._penalize(peer)
             return
         if len(handle) > MAX_POOL_HANDLE_SIZE:
             self._log_once(peer.peer_host, "handle", "pool handle of %d bytes", len(handle))
             self._send_error(peer, CauseCode.INVALID_VALUES, b"")
+            self._penalize(peer)
             return
         n = items if items else cfg.max_hr_items
         if n > MAX_MAX_HANDLE_RESOLUTION_ITEMS:
@@ -439,6 +480,9 @@ class AsapRole:
             self._log_once(peer.peer_host, "ka-unknown", "keep-alive ack for unknown PE $%08x", msg.identifier)
             return
         log.debug("keep-alive ack for $%08x of pool %r", msg.identifier, msg.pool_handle)
+        if self._audits.pop((msg.pool_handle, msg.identifier), None) is not None:
+            entry.unreachability_reports = 0  # it answered: the reports were false
+            self.stats["unreachable_audit_passed"] += 1
         self._arm_keepalive(entry, self.config.keepalive_interval)
 
     def _on_unreachable(self, peer: AsapPeer, msg: EndpointUnreachable, data: bytes) -> None:
@@ -448,15 +492,45 @@ class AsapRole:
             self.stats["endpoint_unreachable_refused"] += 1
             self._log_once(peer.peer_host, "eu-rate", "unreachable-report rate above %g/s: refused",
                            cfg.max_eu_rate)
+            self._penalize(peer)
             return
-        entry = self.handlespace.get(msg.pool_handle, msg.identifier)
+        key = (msg.pool_handle, msg.identifier)
+        entry = self.handlespace.get(*key)
         if entry is None:
             return
         entry.unreachability_reports += 1
+        if key in self._audits:
+            return  # a keep-alive is already out: its answer (or timeout) decides
+        if (cfg.audit_unreachable and entry.unreachability_reports >= cfg.max_bad_pe_reports
+                and isinstance(entry.registrator, AsapPeer) and entry.registrator.conn is not None):
+            # Reports can be forged (RFC 5355 section 3.6): ask the PE itself before removing it;
+            # the keep-alive timeout removes it if it is really gone.
+            log.info("%d unreachability reports for $%08x -> asking it", entry.unreachability_reports,
+                     msg.identifier)
+            self.stats["unreachable_audit"] += 1
+            assert self._loop is not None
+            self._audits[key] = self._loop.time()
+            self._keepalive_due(key)
+            return
         if entry.unreachability_reports >= cfg.max_bad_pe_reports:
             log.info("%d unreachability reports for $%08x -> removing it", entry.unreachability_reports,
                      msg.identifier)
             self._remove(entry, "unreachable")
+
+
+def _registration_ids(data: bytes) -> tuple[bytes, int] | None:
+    """(pool handle, PE identifier) of a Registration (Pool Handle, Pool Element first), or None."""
+    n = len(data)
+    if n < 16:
+        return None
+    t, plen = _TLVH.unpack_from(data, 4)
+    off = 4 + ((plen + 3) & ~3)
+    if t != 0x0009 or plen < 4 or off + 8 > n:
+        return None
+    t2, _ = _TLVH.unpack_from(data, off)
+    if t2 != 0x000A:
+        return None
+    return data[8:4 + plen], _U32.unpack_from(data, off + 4)[0]
 
 
 def _fast_hr(data: bytes) -> tuple[bytes | None, int]:

@@ -133,6 +133,14 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]], event_loop: st
               help="Max handle resolutions per second per PU and pool (<= 0: unlimited).")
 @click.option("--max-eu-rate", default=-1.0, show_default=True,
               help="Max endpoint-unreachable reports per second per PU and pool (<= 0: unlimited).")
+@click.option("--max-reg-rate", default=-1.0, show_default=True,
+              help="Max registrations per second per association (<= 0: unlimited; not in RSPLIB).")
+@click.option("--max-bad-messages", default=64, show_default=True,
+              help="Dropped or refused messages after which an association is aborted (0: never).")
+@click.option("--audit-unreachable/--no-audit-unreachable", default=False, show_default=True,
+              help="On max-bad-pe-reports, ask the PE with a keep-alive instead of removing it.")
+@click.option("--enrp-peers-only/--no-enrp-peers-only", default=False, show_default=True,
+              help="Accept ENRP (and hsdump) only from the hosts of the static peers.")
 @click.option("--event-loop", type=click.Choice(["auto", "asyncio", "uvloop"]), default="auto", show_default=True,
               help="Event loop implementation (auto: uvloop if installed).")
 @_announce_options
@@ -148,7 +156,9 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
                   peer_max_time_last_heard: float = 5.0, peer_max_time_no_response: float = 5.0,
                   takeover_expiry: float = 5.0, mentor_hunt_timeout: float = 5.0,
                   max_elements_per_ht_request: int = 128, mirror_lifetime: float | None = None,
-                  cspserver: str | None = None, cspinterval: int | None = None) -> None:
+                  cspserver: str | None = None, cspinterval: int | None = None, max_reg_rate: float = -1.0,
+                  max_bad_messages: int = 64, audit_unreachable: bool = False,
+                  enrp_peers_only: bool = False) -> None:
     """Run a registrar (ASAP server, endpoint monitoring, multicast announces, ENRP peering)."""
     from rserpool.registrar import Registrar, RegistrarConfig
 
@@ -170,7 +180,8 @@ def registrar_cmd(listen: tuple[str, ...], enrp_listen: str, peers: tuple[str, .
         peer_heartbeat_cycle=peer_heartbeat_cycle, peer_max_time_last_heard=peer_max_time_last_heard,
         peer_max_time_no_response=peer_max_time_no_response, takeover_expiry=takeover_expiry,
         mentor_hunt_timeout=mentor_hunt_timeout, max_elements_per_ht_request=max_elements_per_ht_request,
-        mirror_lifetime=mirror_lifetime,
+        mirror_lifetime=mirror_lifetime, max_reg_rate=max_reg_rate, max_bad_messages=max_bad_messages,
+        audit_unreachable=audit_unreachable, enrp_peers_only=enrp_peers_only,
     )
 
     async def main(stop: asyncio.Event) -> None:

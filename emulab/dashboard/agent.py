@@ -47,6 +47,14 @@ async def registry(host: str, port: int, interval: float, stop: asyncio.Event) -
             await asyncio.wait_for(stop.wait(), max(0.1, interval - (time.time() - t0)))
 
 
+def shades(values: Any, iterations: int) -> str:
+    """The points' values for drawing, one byte each (base64): fractalpooluser's colour index
+    (value mod 72, its hue in steps of 5 degrees), 255 for a point inside the set."""
+    import base64
+
+    return base64.b64encode(bytes(255 if v >= iterations else v % 72 for v in values)).decode()
+
+
 def strip_parameters(width: int, height: int, iterations: int, strips: int) -> list[tuple[int, Any]]:
     """fractalpooluser's default view split into ``strips`` horizontal strips: (first row, parameter)."""
     from rserpool.wire.fractal import Algorithm, FGPParameter
@@ -80,7 +88,8 @@ async def fractal(host: str, port: int, args: argparse.Namespace, stop: asyncio.
 
             async def one(s: int, top: int, param: Any, n: int = n) -> bool:
                 def on_update(u: Update) -> None:
-                    _emit({"image": n, "strip": s, "update": [u.pe_id, u.x, u.y + top, u.points, round(u.at, 3)]})
+                    _emit({"image": n, "strip": s, "update": [u.pe_id, u.x, u.y + top, u.points, round(u.at, 3)],
+                           "shade": shades(u.values, args.iterations)})
 
                 def on_event(ev: dict[str, Any]) -> None:
                     _emit({"image": n, "strip": s, **ev})

@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from emulab.dashboard.state import ASAP_PORT, AgentProcess, TestbedState
+from emulab.dashboard.state import ASAP_PORT, AgentProcess, LiveState
 
 TIMELINE_KINDS = {"connect": "resolve", "first_data": "accept", "failover": "fail-over", "done": "done",
                   "failed": "fail"}
 
 
 class FractalJob:
-    def __init__(self, state: TestbedState, publish: Callable[[str, dict[str, Any]], None], *,
+    def __init__(self, state: LiveState, publish: Callable[[str, dict[str, Any]], None], *,
                  width: int = 400, height: int = 250, iterations: int = 1024, strips: int = 4,
                  pause: float = 2.0) -> None:
         self.state, self.publish = state, publish
@@ -75,10 +75,10 @@ class FractalJob:
         if "update" in obj:
             if self.image is None or self.image["n"] != n:
                 return
-            region = obj["update"]
-            self.image["regions"].append(region[:4])
+            region = [*obj["update"][:4], obj.get("shade", "")]
+            self.image["regions"].append(region)
             self.image["points"][region[0]] = self.image["points"].get(region[0], 0) + region[3]
-            self.publish("fractal_update", {"image": n, "region": region[:4]})
+            self.publish("fractal_update", {"image": n, "region": region})
             return
         kind = obj.get("event")
         if kind == "image":

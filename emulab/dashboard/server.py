@@ -29,7 +29,7 @@ from aiohttp import web
 
 from emulab.dashboard import actions
 from emulab.dashboard.fractal import FractalJob
-from emulab.dashboard.state import TestbedState
+from emulab.dashboard.state import LiveState
 from emulab.errors import EmulabError
 
 STATIC = Path(__file__).parent / "static"
@@ -49,7 +49,7 @@ class Dashboard:
                  fractal_autostart: bool = False) -> None:
         self.interval = interval
         self.token = token
-        self.state = TestbedState()
+        self.state = LiveState()
         self.subscribers: set[asyncio.Queue[tuple[str, str]]] = set()
         self.fractal = FractalJob(self.state, self.publish, **(fractal_options or {}))
         self.state.fractal = self.fractal

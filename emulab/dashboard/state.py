@@ -105,7 +105,7 @@ class AgentProcess:
                 await asyncio.wait_for(self.task, 1.0)
 
 
-class TestbedState:
+class LiveState:
     """The dashboard's model of the running testbed; ``refresh()`` brings it up to date."""
 
     def __init__(self, registry_interval: float = 2.0) -> None:
@@ -134,13 +134,13 @@ class TestbedState:
             if state is None or state.get("phase") != "ready":
                 raise NotRunning("no testbed is running (start one with `emulab start TOPOLOGY --detach`)"
                                  if state is None else f"the testbed is {state.get('phase', '?')}")
-            status = await asyncio.to_thread(control.request, {"cmd": "status"}, 10.0)
+            status = await asyncio.to_thread(self._status, state)
         except EmulabError as exc:
             self.running = False
             self.message = str(exc)
             await self.stop_agents()
             return
-        self.running, self.seen, self.message = True, True, ""
+        self.running, self.seen, self.message = True, True, status.get("partial", "")
         self.run_state, self.status = state, status
         now = time.time()
         self._read_rates(now)
@@ -149,6 +149,38 @@ class TestbedState:
         self._read_experiment()
         self.refresh_s = time.perf_counter() - t0
         self.refreshed_at = now
+
+    @staticmethod
+    def _status(state: dict[str, Any]) -> dict[str, Any]:
+        """`emulab status` from the runner; when its process lives but answers no requests (an experiment
+        holds the testbed in its own process, without a control socket), what the state file and the
+        topology tell: nodes with their pids, links as configured, the services the topology lists."""
+        try:
+            return control.request({"cmd": "status"}, 10.0)
+        except NotRunning:
+            from emulab.runstate import pid_alive
+
+            if not pid_alive(state.get("runner_pid")) or not state.get("topology_file"):
+                raise
+        from emulab.topology import load
+
+        spec = load(state["topology_file"])
+        pids = state.get("nodes", {})
+        return {
+            "topology": spec.name, "topology_file": str(spec.source), "uptime_s": time.time() - state.get("started_at", 0),
+            "link_backend": state.get("link_backend"), "rserpool_transport": None,
+            "nodes": [{"name": n.name, "role": n.role, "site": n.site, "pid": (pids.get(n.name) or {}).get("pid"),
+                       "addresses": [str(a) for a in spec.addresses(n.name)]} for n in spec.nodes.values()],
+            "links": [{"name": lk.name, "ends": [f"{lk.a.node}:{lk.a.intf}", f"{lk.b.node}:{lk.b.intf}"],
+                       "segment": lk.segment, "radio": lk.radio, "configured": lk.params.as_dict(), "applied": None}
+                      for lk in spec.links],
+            "switches": [{"name": sw.name, "site": sw.site} for sw in spec.switches.values()],
+            "services": [{"node": n.name, "kind": svc.kind, "pid": None, "alive": None}
+                         for n in spec.nodes.values() for svc in n.services],
+            "radio": None, "controller": {},
+            "partial": "the testbed's runner answers no control requests (an experiment holds it): links as "
+                       "configured, no radio, no controls",
+        }
 
     def _read_rates(self, now: float) -> None:
         pids = {n["name"]: n.get("pid") for n in self.status.get("nodes", [])}

@@ -199,6 +199,9 @@ class EmulatedSweep:
         options = runner.StartOptions(topology=str(spec.source), services=False, radio=self.radio)
         self.testbed = runner.build(options, self.log, run_id=run_id)
         self.spec = self.testbed.spec
+        from emulab.dashboard.feed import EventFeed  # the dashboard (another process) reads the progress
+
+        self.subscribe(EventFeed())
         self.svc = ServiceManager(self.testbed)
         self.svc.start(kinds={"registrar"})
 

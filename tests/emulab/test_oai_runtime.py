@@ -133,12 +133,13 @@ def test_start_waits_for_rrc_attach_then_reroutes_and_keeps_routes(monkeypatch, 
         assert st["user_plane"].startswith("OAI tunnel 10.0.1.2/24")
         assert ("ue", "0.0.0.0/0", UE_TUN) in host.routes and ("enb", "10.0.1.0/24", ENB_TUN) in host.routes
         deadline = time.monotonic() + 10
-        while (st := r.state())["radio_rtt"] is None and time.monotonic() < deadline:
+        while ((st := r.state())["radio_rtt"] or {}).get("n") != 20 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert st["radio_rtt"]["median_ms"] == 12.0 and st["radio_rtt"]["n"] == 20
         m = r.measured_link_params()
         assert m is not None and m["uplink"].delay_ms == 6.0 and m["uplink"].jitter_ms > 0
-        assert r.address_of("ue") == "10.0.1.2" and r.address_of("mec-pe1") is None
+        assert r.address_of("ue") == "10.0.1.2" and r.address_of("enb") == "10.0.1.1"
+        assert r.address_of("mec-pe1") is None
         # both softmodems run through the normal-scheduling wrapper
         for argv in host.argv.values():
             assert argv[:2] == ["unshare", "--mount"] and "LD_PRELOAD=" in argv[7]
@@ -203,8 +204,9 @@ def test_telnet_command_oai_rejects(monkeypatch, tmp_path: Path) -> None:
     r = radio(host)
     try:
         r.start()
-        host.telnet_answer = "channelmod: unknown command\n"
-        with pytest.raises(RadioError, match=r"OAI telnet server \(ue, port 9091\) rejected 'channelmod modify 0"):
+        host.telnet_answer = "Error: \n      channelmod modify 0 ploss 60\n is not a softmodem command\nsoftmodem_ue> "
+        with pytest.raises(RadioError, match=r"OAI telnet server \(ue, port 9091\) rejected 'channelmod modify 0 "
+                                             r"ploss 60': .*is not a softmodem command"):
             r.detach()
     finally:
         r.stop()
@@ -279,3 +281,60 @@ def test_b210_without_a_device_names_it_before_anything_is_built() -> None:
     with pytest.raises(RadioError, match=r"no USRP B210 attached: `uhd_find_devices --args type=b200` says: .*USB 3") as exc:
         B210Radio.preflight({})
     assert said and said in str(exc.value)  # the message quotes uhd_find_devices' own words
+
+
+def fake_telnet_server(answers: dict[str, str]) -> tuple[int, Any]:
+    """A server that talks like OAI's telnet server: one client at a time, prompt, answer, prompt."""
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:  # like OAI's: no greeting, a line in, the answer and a prompt out
+                buf = b""
+                while b"\n" not in buf:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+                line = buf.decode().strip()
+                reply = answers.get(line, f"Error: \n      {line}\n is not a softmodem command\n")
+                conn.sendall(reply.encode() + b"softmodem_ue> ")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], srv
+
+
+def test_telnet_client_and_channel_reader_against_a_server_like_oais() -> None:
+    import sys
+
+    from radio.oai_rlm import ONE_COMMAND, READER, parse_reading
+
+    show = ("model 0 rfsimu_channel_enB0 type AWGN:\nmodel owner: not set\nnb_tx: 1    nb_rx: 1    taps: 1\n"
+            "max Doppler: 0.000000    path loss: 60.000000  noise: -50.000000 rchannel offset: 0    forget factor; 0\n"
+            "----------------\nmodel 1 rfsimu_channel_ue0 type AWGN:\nmax Doppler: 0.000000    path loss: 0.000000  "
+            "noise: -50.000000 rchannel offset: 0\n----------------\n")
+    port, srv = fake_telnet_server({"channelmod show current": show, "channelmod modify 0 ploss 60": ""})
+    try:
+        ok = subprocess.run([sys.executable, "-c", ONE_COMMAND, str(port), "channelmod modify 0 ploss 60"],
+                            capture_output=True, text=True, timeout=30, check=True)
+        assert "is not a softmodem command" not in ok.stdout
+        bad = subprocess.run([sys.executable, "-c", ONE_COMMAND, str(port), "channelmod frobnicate"],
+                             capture_output=True, text=True, timeout=30, check=True)
+        assert "channelmod frobnicate" in bad.stdout and "is not a softmodem command" in bad.stdout
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(port), "0.1"], stdout=subprocess.PIPE, text=True)
+        try:
+            lines = [reader.stdout.readline() for _ in range(3)]  # type: ignore[union-attr]
+        finally:
+            reader.kill()
+            reader.wait()
+        readings = [parse_reading(ln) for ln in lines]
+        assert all(r is not None and r[1] == -10.0 for r in readings), lines  # SNR = 50 - 60 dB
+    finally:
+        srv.close()

@@ -53,6 +53,10 @@ def test_small_topology_lifecycle(testbed_guard):
                 assert applied[direction][key] == pytest.approx(configured[key]), (link["name"], direction, key)
     assert st["controller"]["alive"]
     assert all(sw["controller_connected"] for sw in st["switches"])
+    # the start-up phases, with their durations (benchmarks/startup.py reports them)
+    phases = {p["phase"]: p["s"] for p in st["phases"]}
+    assert {"probe", "namespaces", "links", "switches", "addresses/routes", "services/registration"} <= set(phases)
+    assert all(s >= 0 for s in phases.values())
 
     # exec passes the exit code through, and runs inside the node's namespace
     assert emulab("exec", next(iter(spec.nodes)), "--", "sh", "-c", "exit 7").returncode == 7

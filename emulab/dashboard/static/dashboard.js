@@ -71,7 +71,6 @@ function colourOf(peId) {
 function learnNames(state) {
   for (const pool of state.pools || []) for (const e of pool.elements) if (e.node) dash.names[e.identifier] = e.node;
   if (state.fractal) for (const [id, e] of Object.entries(state.fractal.elements)) if (e.node) dash.names[id] = e.node;
-  for (const id of Object.keys(dash.colours)) if (dash.names[id] === undefined) continue;
 }
 const peLabel = (id) => (dash.names[id] || "?") + " ($" + Number(id).toString(16).padStart(8, "0") + ")";
 
@@ -122,7 +121,6 @@ function drawTopology(state) {
   const svg = $("topo");
   const { pos, boxes, width, height } = layout(state);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.style.height = Math.min(700, Math.max(300, height)) + "px";
   svg.replaceChildren();
   for (const b of boxes) {
     const g = el("svg:g", { class: "site", "data-site": b.site });
@@ -156,7 +154,7 @@ function drawTopology(state) {
   for (const [name, p] of Object.entries(pos)) {
     const n = byName[name];
     const kinds = n ? n.services.map((s) => s.kind) : [];
-    const down = n && n.services.some((s) => !s.alive);
+    const down = n && n.services.some((s) => s.alive === false);
     const cls = ["node", n ? n.role : "switch", ...kinds, down ? "down" : ""].join(" ");
     const g = el("svg:g", { class: cls, "data-node": name });
     g.append(el("svg:rect", { x: p.x, y: p.y, width: p.w, height: p.h }));
@@ -295,15 +293,27 @@ function newImage(img) {
   for (const e of dash.image.timeline) logEvent(e);
   drawLegend(); drawTimeline();
 }
-function paintRegion([pe, x, y, points], count = true) {
+function rgbOf(hex) {
+  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+}
+function paintRegion([pe, x, y, points, shade], count = true) {
+  // each point in its element's colour; the fractal's own value (fractalpooluser's colour index,
+  // 0-71, or 255 inside the set) sets the brightness, so the picture stays recognisable
   const img = dash.image;
   if (!img) return;
   const ctx = $("fractal").getContext("2d");
-  ctx.fillStyle = colourOf(pe);
-  let left = points, cx = x, cy = y;
+  const [r, g, b] = rgbOf(colourOf(pe));
+  const bytes = shade ? atob(shade) : "";
+  let left = points, cx = x, cy = y, k = 0;
   while (left > 0 && cy < img.height) {
     const n = Math.min(left, img.width - cx);
-    ctx.fillRect(cx, cy, n, 1);
+    const row = ctx.createImageData(n, 1);
+    for (let i = 0; i < n; i++, k++) {
+      const v = k < bytes.length ? bytes.charCodeAt(k) : 36;
+      const f = v === 255 ? 0.25 : 0.55 + 0.45 * Math.abs(Math.cos((v / 72) * Math.PI));
+      row.data.set([r * f, g * f, b * f, 255], 4 * i);
+    }
+    ctx.putImageData(row, cx, cy);
     left -= n; cx = 0; cy += 1;
   }
   if (count) img.points[pe] = (img.points[pe] || 0) + points;
@@ -366,7 +376,7 @@ function drawState(state) {
   learnNames(state);
   $("conn").textContent = state.running ? "live" : "not running";
   $("conn").className = "badge " + (state.running ? "ok" : "bad");
-  $("notrunning").hidden = state.running;
+  $("notrunning").hidden = state.running && !state.message;
   $("notrunning").textContent = state.message || "";
   $("refresh").textContent = `refresh ${state.dashboard.refresh_ms} ms`;
   if (!state.running) return;
