@@ -19,10 +19,21 @@ from typing import Any
 
 import pytest
 
+from rserpool import transport as tp
 from rserpool.wire import decode_asap
 
 _RSPLIB = ("rspregistrar", "rspserver", "hsdump", "calcappclient")
 MISSING_RSPLIB = [b for b in _RSPLIB if shutil.which(b) is None]
+
+RSPLIB_MARKS = [  # every RSPLIB interop test: real kernel, root, SCTP, the programs
+    pytest.mark.realkernel,
+    pytest.mark.root,
+    pytest.mark.skipif(not tp.sctp_available(),
+                       reason="needs a kernel with SCTP, sch_netem and the openvswitch datapath "
+                              "(RSPLIB speaks ASAP/ENRP over SCTP only)"),
+    pytest.mark.skipif(bool(MISSING_RSPLIB), reason=f"RSPLIB binaries missing: {MISSING_RSPLIB} (apt-get install "
+                                              "rsplib-registrar rsplib-services rsplib-tools)"),
+]
 _SCRIPT = Path(sys.executable).parent / "rserpool"
 RSERPOOL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "rserpool"]
 SNIFF = [sys.executable, str(Path(__file__).resolve().parents[1] / "realkernel" / "sctp_sniff.py"), "lo"]

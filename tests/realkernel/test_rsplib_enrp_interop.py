@@ -10,12 +10,10 @@ import time
 
 import pytest
 
-from rserpool import transport as tp
-
 from helpers.rsplib_lab import (
     LO,
-    MISSING_RSPLIB,
     RSP_LOG_ACTION,
+    RSPLIB_MARKS,
     Lab,
     emulab_pe,
     emulab_registrar,
@@ -30,15 +28,7 @@ from helpers.rsplib_lab import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.realkernel,
-    pytest.mark.root,
-    pytest.mark.skipif(not tp.sctp_available(),
-                       reason="needs a kernel with SCTP, sch_netem and the openvswitch datapath "
-                              "(RSPLIB speaks ASAP/ENRP over SCTP only)"),
-    pytest.mark.skipif(bool(MISSING_RSPLIB), reason=f"RSPLIB binaries missing: {MISSING_RSPLIB} (apt-get install "
-                                              "rsplib-registrar rsplib-services rsplib-tools)"),
-]
+pytestmark = RSPLIB_MARKS
 
 
 # ---- 3: ENRP peering -------------------------------------------------------------------------

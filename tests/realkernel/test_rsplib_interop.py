@@ -35,7 +35,6 @@ import json
 
 import pytest
 
-from rserpool import transport as tp
 from rserpool.services.calcapp import decode_cookie
 from rserpool.wire import CookieEcho, CookieMessage
 
@@ -43,8 +42,8 @@ from helpers.rsplib_lab import (
     ASAP_COOKIE,
     ASAP_COOKIE_ECHO,
     LO,
-    MISSING_RSPLIB,
     RSP_LOG,
+    RSPLIB_MARKS,
     Lab,
     asap_chunks,
     calcapp_records,
@@ -64,15 +63,7 @@ from helpers.rsplib_lab import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.realkernel,
-    pytest.mark.root,
-    pytest.mark.skipif(not tp.sctp_available(),
-                       reason="needs a kernel with SCTP, sch_netem and the openvswitch datapath "
-                              "(RSPLIB speaks ASAP/ENRP over SCTP only)"),
-    pytest.mark.skipif(bool(MISSING_RSPLIB), reason=f"RSPLIB binaries missing: {MISSING_RSPLIB} (apt-get install "
-                                              "rsplib-registrar rsplib-services rsplib-tools)"),
-]
+pytestmark = RSPLIB_MARKS
 
 
 # ---- 1: RSPLIB PE at emulab's registrar ------------------------------------------------------

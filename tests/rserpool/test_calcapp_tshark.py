@@ -9,43 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from rserpool.session import SessionChannel
-
 from helpers.pool_lab import POOL, pu_config, run_with_registrar, start_pe
+from helpers.tshark_replay import TSHARK_MARKS, dissect, record_sends
 
-pytestmark = [
-    pytest.mark.tshark,
-    pytest.mark.skipif(not all(shutil.which(t) for t in ("tshark", "text2pcap")), reason="tshark/text2pcap missing"),
-]
+pytestmark = TSHARK_MARKS
 
-
-def _hexdump(packets: list[bytes]) -> str:
-    lines = []
-    for data in packets:
-        for off in range(0, len(data), 16):
-            lines.append(f"{off:06x} " + " ".join(f"{b:02x}" for b in data[off:off + 16]))
-        lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 def _record_exchange(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]:
     from rserpool.services.calcapp_pu import CalcAppPU, PUParams, Request
 
-    sent: list[tuple[bytes, int]] = []
-    orig = SessionChannel.send
-
-    def spy(self: SessionChannel, data: bytes, ppid: int) -> None:
-        sent.append((bytes(data), ppid))
-        orig(self, data, ppid)
-
-    monkeypatch.setattr(SessionChannel, "send", spy)
+    sent = record_sends(monkeypatch)
 
     async def body(reg, pes) -> None:  # type: ignore[no-untyped-def]
         a = await start_pe(reg)
@@ -76,19 +55,7 @@ def test_emulab_calcapp_exchange_dissects_cleanly(tmp_path: Path, monkeypatch: p
     assert len(by_ppid[34]) >= 5 and by_ppid[11], "expected CalcApp messages and ASAP cookies"
     names: list[str] = []
     for ppid, packets in by_ppid.items():
-        txt = tmp_path / f"p{ppid}.txt"
-        txt.write_text(_hexdump(packets))
-        pcap = tmp_path / f"p{ppid}.pcap"
-        subprocess.run(["text2pcap", "-q", "-S", f"40000,{3864 if ppid == 34 else 3863},{ppid}", str(txt),
-                        str(pcap)], check=True, capture_output=True)
-        out = subprocess.run(
-            ["tshark", "-r", str(pcap), "-T", "fields", "-E", "separator=|", "-e", "frame.number", "-e", "_ws.col.Info",
-             "-e", "_ws.malformed", "-e", "_ws.expert.severity"],
-            check=True, capture_output=True, text=True).stdout
-        rows = [ln.split("|") for ln in out.strip().splitlines()]
-        assert len(rows) == len(packets)
-        for row in rows:
-            assert row[2] == "" and row[3] == "", f"malformed/expert in {row}"
+        rows = dissect(tmp_path, f"p{ppid}", packets, ppid, ports=(40000, 3864 if ppid == 34 else 3863))
         names += [row[1] for row in rows]
     text = "\n".join(names)
     for want in ("CalcApp Request", "CalcApp Accept", "CalcApp Complete", "Cookie"):

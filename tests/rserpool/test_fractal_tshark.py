@@ -9,44 +9,25 @@ RSPLIB's legacy 0x29097601; ASAP 11) through text2pcap: byte for byte what RSPLI
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from rserpool.session import SessionChannel
 from rserpool.wire.fractal import PPID_FGP, PPID_FGP_LEGACY, Algorithm, FGPParameter
 
 from helpers.pool_lab import pu_config, run_with_registrar, start_pe
+from helpers.tshark_replay import TSHARK_MARKS, dissect, record_sends
 
-pytestmark = [
-    pytest.mark.tshark,
-    pytest.mark.skipif(not all(shutil.which(t) for t in ("tshark", "text2pcap")), reason="tshark/text2pcap missing"),
-]
+pytestmark = TSHARK_MARKS
 
-
-def _hexdump(packets: list[bytes]) -> str:
-    lines = []
-    for data in packets:
-        for off in range(0, len(data), 16):
-            lines.append(f"{off:06x} " + " ".join(f"{b:02x}" for b in data[off:off + 16]))
-        lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 def _record_exchange(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]:
     from rserpool.services.fractal import compute_row
     from rserpool.services.fractal_pu import DEFAULT_POOL, FractalPU
 
-    sent: list[tuple[bytes, int]] = []
-    orig = SessionChannel.send
-
-    def spy(self: SessionChannel, data: bytes, ppid: int) -> None:
-        sent.append((bytes(data), ppid))
-        orig(self, data, ppid)
-
-    monkeypatch.setattr(SessionChannel, "send", spy)
+    sent = record_sends(monkeypatch)
     p = FGPParameter(64, 40, 100, Algorithm.MANDELBROT, -2.0, 1.25, 1.0, -1.25, 2.0)
     total = sum(int(compute_row(p, y).sum()) for y in range(p.height)) + p.width * p.height
 
@@ -71,21 +52,7 @@ def _record_exchange(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, int]]
 
 
 def _dissect(tmp_path: Path, name: str, packets: list[bytes], ppid: int) -> list[list[str]]:
-    txt = tmp_path / f"{name}.txt"
-    txt.write_text(_hexdump(packets))
-    pcap = tmp_path / f"{name}.pcap"
-    subprocess.run(["text2pcap", "-q", "-S", f"40000,40001,{ppid}", str(txt), str(pcap)], check=True,
-                   capture_output=True)
-    out = subprocess.run(
-        ["tshark", "-r", str(pcap), "-T", "fields", "-E", "separator=|", "-e", "frame.number", "-e", "_ws.col.Info",
-         "-e", "_ws.malformed", "-e", "_ws.expert.severity", "-e", "frame.protocols",
-         "-e", "fractalgeneratorprotocol.data_points"],
-        check=True, capture_output=True, text=True).stdout
-    rows = [ln.split("|") for ln in out.strip().splitlines()]
-    assert len(rows) == len(packets)
-    for row in rows:
-        assert row[2] == "" and row[3] == "", f"malformed/expert in {row}"
-    return rows
+    return dissect(tmp_path, name, packets, ppid, fields=("frame.protocols", "fractalgeneratorprotocol.data_points"))
 
 
 def test_emulab_fractal_exchange_dissects_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

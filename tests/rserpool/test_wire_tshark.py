@@ -22,6 +22,7 @@ from rserpool import wire
 from rserpool.policytypes import PolicyType
 
 import helpers.wire_strategies as S
+from helpers.tshark_replay import hexdump
 
 pytestmark = [
     pytest.mark.tshark,
@@ -34,14 +35,6 @@ _plain_error = st.builds(wire.OperationError, causes=st.lists(
     st.builds(wire.ErrorCause, code=st.sampled_from([4, 6, 8, 9, 10]), info=st.just(b"")), min_size=1, max_size=2,
 ).map(tuple))
 
-
-def _hexdump(packets: list[bytes]) -> str:
-    lines = []
-    for data in packets:
-        for off in range(0, len(data), 16):
-            lines.append(f"{off:06x} " + " ".join(f"{b:02x}" for b in data[off:off + 16]))
-        lines.append("")
-    return "\n".join(lines) + "\n"
 
 
 FIELDS = {
@@ -134,7 +127,7 @@ def _run_tshark(tmp: Path, batches: dict[tuple[str, str], list]) -> list[dict[st
     for (proto, transport), msgs in batches.items():
         txt = tmp / f"{proto}-{transport}.txt"
         pcap = tmp / f"{proto}-{transport}.pcap"
-        txt.write_text(_hexdump([m.encode() for m in msgs]))
+        txt.write_text(hexdump([m.encode() for m in msgs]))
         if transport == "sctp":
             ppid = {"asap": 11, "enrp": 12, "calcapp": 34}[proto]
             port = {"asap": 3863, "enrp": 9901, "calcapp": 7}[proto]
