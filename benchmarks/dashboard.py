@@ -161,7 +161,7 @@ def main() -> int:
             browser.new_page(viewport={"width": 1500, "height": 1000}).goto(base + "/")
         time.sleep(3)  # past the page's first load
         cpu0 = (tree_cpu(dash.pid), tree_cpu(os.getpid(), "chrom"), time.monotonic())
-        n0 = len(reader.times)
+        n0, b0 = len(reader.times), reader.bytes
         refresh_ms = []
         log("self-check with the dashboard open")
         during, ok_during = rtts(testbed, count)
@@ -176,7 +176,7 @@ def main() -> int:
             "state_events_per_s": round(len(times) / window, 3),
             "state_event_gap_s": {"median": round(statistics.median(gaps), 3), "max": round(max(gaps), 3)} if gaps else None,
             "server_refresh_ms_last": refresh_ms[-1],
-            "stream_bytes_per_s": round(reader.bytes / max(1e-9, time.monotonic() - cpu0[2] + 3), 1),
+            "stream_bytes_per_s": round((reader.bytes - b0) / window, 1),
             "dashboard_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / window, 2),
             "browser_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / window, 2) if browser is not None else None,
         })

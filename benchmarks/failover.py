@@ -12,9 +12,10 @@ times and prints, per run and summarised,
 * whether every request issued completed exactly once, and the requests restarted from scratch
   (with the calculations that gave up),
 
-and which runs it could not use, and why (the run failed, or it did not fail over: no UE Accept
-during the loss, or a job in flight at the loss that never resumed on the UE). "goal met" only when
-every run was used and failed over and every job no element turned away failed over within the goal.
+which runs it could not use, and why (the run failed, or nothing failed over: no UE Accept during
+the loss), and which runs did not fail over (a job in flight at the loss that did not move to the
+UE). "goal met" only when every run was used and failed over and every job no element turned away
+failed over within the goal.
 
 with the timers that bound them (from the run's summary.json). What bounds fail-over: the UE only
 learns it is offline at radio link failure, N310 × 10 ms + T310 = 1.2 s after the loss (its bearer
@@ -68,11 +69,11 @@ def one_run(args: argparse.Namespace, i: int, duration: float, lose_at: float, r
 
 
 def unusable(row: dict[str, Any]) -> str | None:
-    """Why a run cannot count towards the goal (None: it can)."""
+    """Why a run gives no fail-over figures (None: it does)."""
     if "error" in row:
         return row["error"]
-    if not row["failed_over"]:
-        return row["failover_problem"] or "did not fail over"
+    if row["failover_s"] is None:
+        return row["failover_problem"] or "no fail-over"
     return None
 
 
@@ -114,9 +115,12 @@ def main() -> int:
     done = [r for r in per_run if "error" not in r]
     radio = timers.get("radio", {})
     rlf_s = round(radio.get("n310", 0) * 0.01 + radio.get("t310_ms", 0) / 1000.0, 3)
-    goal_met = (bool(per_run) and not skipped and unrejected["n"] > 0
+    stuck = {r["run"]: r["failover_problem"] for r in used if not r["failed_over"]}
+    goal_met = (bool(per_run) and not skipped and not stuck and unrejected["n"] > 0
                 and unrejected["max"] <= GOAL_FAILOVER_S)
     print(f"runs: {len(used)} of {runs} used" + "".join(f"; run {k} not used: {v}" for k, v in skipped.items()))
+    print(f"runs that failed over: {len(used) - len(stuck)} of {len(used)}"
+          + "".join(f"; run {k} did not: {v}" for k, v in stuck.items()))
     print(f"fail-over per job: n {jobs['n']}, p50 {jobs['p50']} s, p90 {jobs['p90']} s, max {jobs['max']} s "
           f"(every cut-off job, waits for the full UE element included)")
     print(f"fail-over per job, not turned away: n {unrejected['n']}, p50 {unrejected['p50']} s, "
@@ -137,6 +141,7 @@ def main() -> int:
         "benchmark": "failover", "topology": args.topology, "radio": args.radio or "topology's", "pus": args.pus,
         "runs": runs, "reattach_s": ra,
         "runs_used": len(used), "runs_not_used": {str(k): v for k, v in skipped.items()},
+        "runs_without_failover": {str(k): v for k, v in stuck.items()},
         "duration_s": duration, "lose_at_s": lose_at, "restore_at_s": restore_at,
         "failover_job_s": jobs, "failover_job_unrejected_s": unrejected, "failover_s": first, "recovery_s": rc, "goal_failover_s": GOAL_FAILOVER_S,
         "goal_met": goal_met, "rlf_s": rlf_s, "timers": timers, "per_run": per_run, "results_dir": str(out_dir),

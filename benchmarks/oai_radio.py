@@ -85,14 +85,16 @@ def iperf(seconds: int, reverse: bool, udp_mbit: float | None = None) -> dict[st
         argv += ["-u", "-b", f"{udp_mbit}M"]
     p = in_node("ue", *argv, timeout=seconds + 60)
     try:
-        end = json.loads(p.stdout)["end"]
-    except (ValueError, KeyError):
+        data = json.loads(p.stdout)
+    except ValueError:
         return {"error": (p.stdout + p.stderr)[-300:]}
+    s = data.get("end", {}).get("sum_received")
+    if data.get("error") or not s:
+        return {"error": str(data.get("error") or "no result")[:300]}
     if udp_mbit is None:
-        return {"mbit_s": round(end["sum_received"]["bits_per_second"] / 1e6, 3)}
-    s = end["sum"]
-    return {"offered_mbit_s": udp_mbit, "mbit_s": round(s["bits_per_second"] / 1e6 * (1 - s["lost_percent"] / 100), 3),
-            "lost_pct": round(s["lost_percent"], 2)}
+        return {"mbit_s": round(s["bits_per_second"] / 1e6, 3)}
+    return {"offered_mbit_s": udp_mbit, "mbit_s": round(s["bits_per_second"] / 1e6, 3),
+            "lost_pct": round(s.get("lost_percent", 0.0), 2), "jitter_ms": round(s.get("jitter_ms", 0.0), 2)}
 
 
 def model_figures(bandwidth_mhz: float) -> dict[str, float]:

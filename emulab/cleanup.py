@@ -16,10 +16,17 @@ import time
 from pathlib import Path
 
 from emulab import paths
+from emulab.errors import EmulabError
 from emulab.runstate import pid_alive, read_state
 
 # System daemons that may have been (re)started from inside a testbed and so inherited the marker.
 _SPARE = {"ovsdb-server", "ovs-vswitchd"}
+
+
+def _state_files() -> tuple[Path, ...]:
+    """The run directory's files of a running testbed besides state.json and the control socket: the
+    shaper's control socket and the controller's status (rewritten at every start)."""
+    return (paths.run_dir() / "shaper.sock", paths.run_dir() / "controller.json")
 
 
 def _ancestors() -> set[int]:
@@ -100,11 +107,7 @@ def clean() -> list[str]:
             netns.remove(name)
             removed.append(f"network namespace {name}")
 
-    from emulab import ovs
-
-    for bridge in ovs.list_bridges(paths.PREFIX):
-        removed.append(f"OVS bridge {bridge}")
-    ovs.delete_bridges(paths.PREFIX)
+    ovs_problem = _clean_bridges(removed)
 
     from pyroute2 import IPRoute
 
@@ -120,15 +123,37 @@ def clean() -> list[str]:
 
     removed.extend(cleanup_leftovers())
 
-    for leftover in (paths.state_file(), paths.control_socket(), paths.run_dir() / "shaper.sock"):
-        if leftover.exists():
-            leftover.unlink()
+    for leftover in (paths.state_file(), paths.control_socket(), *_state_files()):
+        if leftover.exists() or leftover.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
             removed.append(str(leftover))
     generated = paths.run_dir() / "oai"  # the OAI backend's generated configuration and scheduling shim
     if generated.is_dir():
         shutil.rmtree(generated, ignore_errors=True)
         removed.append(str(generated))
+    if ovs_problem:  # everything else is gone; the bridges need Open vSwitch back first
+        raise EmulabError(f"Open vSwitch is not usable, so emulab's bridges could not be removed: {ovs_problem}")
     return removed
+
+
+def _clean_bridges(removed: list[str]) -> str | None:
+    """Delete emulab's OVS bridges, first bringing Open vSwitch back if one of its daemons is gone (a
+    killed ovs-vswitchd or ovsdb-server: emulab starts OVS when it is not running, so it restarts it
+    here too rather than leave the machine unable to start a testbed). Returns what went wrong, or None."""
+    from emulab import ovs
+
+    if not ovs.installed():
+        return None
+    try:
+        if not ovs.is_running():
+            ovs.ensure_running()
+            removed.append("Open vSwitch daemons (restarted: one of them was not running)")
+        bridges = ovs.delete_bridges(paths.PREFIX)
+    except ovs.OvsError as exc:
+        return str(exc)
+    removed.extend(f"OVS bridge {b}" for b in bridges)
+    return None
 
 
 def find_leftovers() -> list[str]:

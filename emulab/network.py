@@ -284,30 +284,35 @@ class Testbed:
                 future.result()
 
     def _configure_node(self, node: Any, routes: dict[str, Any]) -> None:
-        from pyroute2 import NetNS
-
-        host = self.net.get(node.name)
-        with NetNS(self.netns[node.name]) as ns:
-            for link in self.spec.links_of(node.name):
-                end = link.a if link.a.node == node.name else link.b
-                if end.address is None:
-                    continue
-                idx = ns.link_lookup(ifname=end.intf)[0]
-                ns.addr("add", index=idx, address=str(end.address.ip), prefixlen=end.address.network.prefixlen)
-                ns.link("set", index=idx, state="up")
-            _apply_routes(ns, routes.get(node.name, ()), present=True)
-        # Mininet's own way into a host (sysctl needs the namespace's /proc/sys view); one shell
-        # round trip per host.
+        """One round trip to the host's shell: addresses, links up and routes in one `ip -batch`, the
+        sysctls written by the shell itself (no process), checksum offload off where needed."""
+        ip_lines = []
+        for link in self.spec.links_of(node.name):
+            end = link.a if link.a.node == node.name else link.b
+            if end.address is None:
+                continue
+            ip_lines.append(f"address add {end.address.ip}/{end.address.network.prefixlen} dev {end.intf}")
+            ip_lines.append(f"link set {end.intf} up")
+        ip_lines += [f"route replace {r.dest} via {r.via}" for r in routes.get(node.name, ())]
+        script = []
+        if ip_lines:
+            quoted = " ".join(f"'{line}'" for line in ip_lines)
+            script.append(f"printf '%s\\n' {quoted} | ip -batch - 2>&1 || echo {_CONFIG_FAILED}")
+        # the namespace's own /proc/sys view, as `sysctl` would write it (errors ignored, as sysctl -q)
         forwarding = "1" if node.forwarding else "0"
-        cmd = (f"sysctl -qw net.ipv4.ip_forward={forwarding} net.ipv4.conf.all.rp_filter=0 "
-               "net.ipv4.conf.default.rp_filter=0 net.ipv6.conf.all.disable_ipv6=1")
+        for key, value in (("net/ipv4/ip_forward", forwarding), ("net/ipv4/conf/all/rp_filter", "0"),
+                           ("net/ipv4/conf/default/rp_filter", "0"), ("net/ipv6/conf/all/disable_ipv6", "1")):
+            script.append(f"{{ echo {value} > /proc/sys/{key}; }} 2>/dev/null")
         if self.datapath == "user":
             # OVS's userspace datapath forwards veth frames whose checksums the sender left to TX
             # offload without completing them, so TCP across a switch dies (ping survives). Hosts
             # then compute their own checksums, as the kernel datapath's users never notice.
             for link in self.spec.links_of(node.name):
-                cmd += f"; ethtool -K {link.end_of(node.name).intf} tx off >/dev/null 2>&1"
-        host.cmd(cmd)
+                script.append(f"ethtool -K {link.end_of(node.name).intf} tx off >/dev/null 2>&1")
+        out = self.net.get(node.name).cmd("; ".join(script))
+        if _CONFIG_FAILED in out:
+            detail = " ".join(ln.strip() for ln in out.splitlines() if ln.strip() and _CONFIG_FAILED not in ln)
+            raise StartError(f"{node.name}: addresses/routes could not be set: {detail}")
 
     # --------------------------------------------------------------- teardown
     def stop(self) -> None:
@@ -492,6 +497,10 @@ class Testbed:
             "radio": self.radio.state() if self.radio else None,
             "services": self.services.status() if self.services else [],
         }
+
+
+#: What the host shell prints when `ip -batch` failed while configuring a node.
+_CONFIG_FAILED = "EMULAB-CONFIG-FAILED"
 
 
 class _ControllerTarget:

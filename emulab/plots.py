@@ -293,8 +293,45 @@ def _utilisation_figures(files: ResultsFiles, out: Path) -> list[Path]:
     return fig_utilisation_timelines(files.results, files.samples, files.events, out)
 
 
+def fig_chaos(files: ResultsFiles, out: Path) -> list[Path]:
+    """Per chaos run (`emulab experiment chaos`): every fault as a bar on its target's lane, and the
+    requests completed over time; [] without a chaos.csv."""
+    import csv
+
+    path = files.path / "chaos.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    runs = {(r["setting"], r["run"]) for r in rows}
+    written = []
+    for setting, run in sorted(runs, key=lambda k: (int(k[0]), int(k[1]))):
+        mine = [r for r in rows if (r["setting"], r["run"]) == (setting, run)]
+        lanes = sorted({(r["kind"], r["target"]) for r in mine})
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 2.5 + 0.25 * len(lanes)), sharex=True,
+                                          height_ratios=[max(2, len(lanes)) * 0.3, 2])
+        colours = {"pe": "tab:red", "registrar": "tab:purple", "link": "tab:orange", "coverage": "tab:blue"}
+        for i, lane in enumerate(lanes):
+            begun: float | None = None
+            for r in (r for r in mine if (r["kind"], r["target"]) == lane):
+                if r["action"] == "fault":
+                    begun = float(r["done_s"])
+                elif begun is not None:
+                    top.barh(i, float(r["done_s"]) - begun, left=begun, color=colours.get(lane[0], "grey"))
+                    begun = None
+        top.set_yticks(range(len(lanes)), [f"{k} {t}" for k, t in lanes], fontsize=8)
+        top.set_title(f"Chaos, {setting} PUs, run {run}: faults (bars) and requests completed")
+        done = sorted(e.t for e in files.events
+                      if e.event == "complete" and (str(e.setting), str(e.run)) == (setting, run))
+        bottom.step(done, range(1, len(done) + 1), where="post", color="black", lw=1.2)
+        bottom.set_ylabel("completed")
+        bottom.set_xlabel("time since the pool users started [s]")
+        written.append(_save(fig, out / f"chaos-{setting}pus-run{run}.png"))
+    return written
+
+
 Figure = Callable[[ResultsFiles, Path], list[Path]]
-RESULT_FIGURES: tuple[Figure, ...] = (_coverage_figures, _utilisation_figures)
+RESULT_FIGURES: tuple[Figure, ...] = (_coverage_figures, _utilisation_figures, fig_chaos)
 """Figures of one kind of results: each returns the PNGs it wrote, [] when the directory lacks its data."""
 
 

@@ -130,15 +130,30 @@ def _set_child_subreaper() -> None:
 def launcher_main() -> int:
     """The launcher process: one JSON request a line on stdin, one answer ({"pid"} or {"error"}) on stdout."""
     import ctypes
+    import importlib
+    import pkgutil
     import random
 
     import rserpool.cli
+    import rserpool.services
+
+    # What the commands import only when they run: imported here once, a service then pays for none.
+    for name in ("rserpool.registrar", "rserpool.pe", "rserpool.policytypes",
+                 *(f"rserpool.services.{m.name}" for m in pkgutil.iter_modules(rserpool.services.__path__))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # the service that needs it will say so in its own log
+            print(f"launcher: not preloaded: {name}: {exc}", file=sys.stderr)
 
     libc = ctypes.CDLL(None, use_errno=True)
     clone_newnet = 0x40000000
     for line in sys.stdin.buffer:
         req = json.loads(line)
         try:
+            # opened (and truncated) before the answer: a caller reading the log never sees a
+            # previous run's lines
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if req["append"] else os.O_TRUNC)
+            out = os.open(req["log"], flags, 0o644)
             r, w = os.pipe()
             child = os.fork()
             if child == 0:  # intermediate: fork the service, say its pid, exit (re-parenting it)
@@ -150,16 +165,16 @@ def launcher_main() -> int:
                         os._exit(0)
                     os.close(w)
                     os.setsid()
+                    null = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(null, 0)
+                    os.dup2(out, 1)  # from here on, whatever goes wrong is in the service's log
+                    os.dup2(out, 2)
+                    os.close(null)
+                    os.close(out)
                     fd = os.open(req["netns"], os.O_RDONLY)
                     if libc.setns(fd, clone_newnet) != 0:
                         raise OSError(ctypes.get_errno(), f"setns {req['netns']}")
                     os.close(fd)
-                    out = os.open(req["log"], os.O_WRONLY | os.O_CREAT | (os.O_APPEND if req["append"] else os.O_TRUNC),
-                                  0o644)
-                    null = os.open(os.devnull, os.O_RDONLY)
-                    os.dup2(null, 0)
-                    os.dup2(out, 1)
-                    os.dup2(out, 2)
                     random.seed()  # forked children would otherwise draw the same identifiers
                     sys.argv = ["rserpool", *req["args"]]
                     rserpool.cli.main(args=req["args"], prog_name="rserpool")
@@ -177,6 +192,7 @@ def launcher_main() -> int:
                         sys.stderr.flush()
                 os._exit(code)
             os.close(w)
+            os.close(out)
             pid = int(os.read(r, 32) or b"0")
             os.close(r)
             os.waitpid(child, 0)

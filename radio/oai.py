@@ -25,7 +25,8 @@ Coverage loss is ``channelmod modify 0 ploss <coverage_ploss_db>`` on the UE's t
 ``ploss_db``. OAI's 4G UE neither declares RLF nor recovers by itself, so radio.oai_rlm's monitor
 evaluates the UE's downlink SNR per frame against Qout/Qin with the topology's N310/T310/N311: at
 RLF the UE's bearer goes (its routes through the tunnel are withdrawn), and once the cell is back the
-UE softmodem is restarted and attaches anew (``reattach_s`` in the state). By default both run with
+softmodems are restarted (OAI's UE cannot leave its dead connection, and OAI's eNB, with no EPC to
+release it, keeps the lost UE's context and tunnel slot) and the UE attaches anew (``reattach_s``). By default both run with
 ``--noS1`` (``no_s1: true``): the EPC nodes of emulab topologies are plain hosts, not an OAI EPC;
 with ``no_s1: false`` the eNB config points S1-MME/S1-U at the topology's MME / eNB addresses.
 
@@ -325,26 +326,31 @@ class OaiRfsimRadio(RadioBackend):
         log.info("OAI UE: %s", self.user_plane)
 
     def _restart_ue(self) -> None:
-        """The cell is back after an RLF: OAI's UE cannot leave its dead connection, so start it anew
-        (its cell search, RRC connection and bearer follow; ``_step`` puts the user plane back)."""
+        """The cell is back after an RLF: OAI's UE cannot leave its dead connection, and OAI's eNB (no
+        EPC to release the context) keeps the lost UE's context and its tunnel slot, so the new
+        connection would get no downlink: both softmodems start anew, the eNB first (its cell
+        search, RRC connection and bearer follow; ``_step`` puts the user plane back)."""
         assert self.plan is not None and self.conf_dir is not None and self.ue_log is not None
-        proc = self.procs.pop("ue")
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for role in ("ue", "enb"):
+            proc = self.procs.pop(role)
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         self.ue_restarts += 1
-        log_file = self.host.log_dir / "oai-ue.log"
-        with contextlib.suppress(OSError):
-            log_file.rename(log_file.with_name(f"oai-ue.{self.ue_restarts}.log"))
+        for role in ("enb", "ue"):
+            log_file = self.host.log_dir / f"oai-{role}.log"
+            with contextlib.suppress(OSError):
+                log_file.rename(log_file.with_name(f"oai-{role}.{self.ue_restarts}.log"))
+        self._popen("enb", self.plan.enb_node, enb_command(self.plan, self.conf_dir / "enb.conf"), "oai-enb.log")
         self._popen("ue", self.plan.ue_node, ue_command(self.plan, self.conf_dir), "oai-ue.log")
         self.ue_log.restart()
         self._routed_for = None
-        self.user_plane = "down: re-attaching (UE softmodem restarted after the RLF)"
-        log.info("OAI UE: cell back after RLF, UE softmodem restarted")
+        self.user_plane = "down: re-attaching (softmodems restarted after the RLF)"
+        log.info("OAI UE: cell back after RLF, softmodems restarted")
 
     def measured_link_params(self) -> dict[str, RadioLinkParams] | None:
         """What OAI's radio does to the user plane now, per direction ("uplink", "downlink"), from the

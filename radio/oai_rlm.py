@@ -14,8 +14,9 @@ define it for a real UE:
   running out is the RLF (the topology's ``radio.options`` give n310/t310_ms/n311, as for the
   emulated backend);
 * after the RLF the UE is idle: it looks for the cell again and, once the cell is back (in-sync for
-  N311 frames), attaches anew. OAI's UE cannot do that from its dead state, so the backend restarts
-  the UE softmodem then (restart semantics for the re-attach, not for the detection).
+  N311 frames), attaches anew. OAI's UE cannot do that from its dead state (and OAI's eNB, with no
+  EPC to release it, keeps the lost UE's context), so the backend restarts both softmodems then
+  (restart semantics for the re-attach, not for the detection).
 
 The downlink quality is the UE's own: the SNR at its receiver, from the RF simulator's channel
 model *inside the UE process* (model 0, ``rfsimu_channel_enB0``: the eNB's signal as the UE receives

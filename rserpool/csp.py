@@ -8,17 +8,19 @@ Wire format (RSPLIB ``src/componentstatuspackets.h``, ``src/rserpool-csp.h``; Wi
   leaving), Length u16, Version u32 (0x0200), SenderID u64, SenderTimeStamp u64 (µs since the
   component started reporting);
 * report (264 bytes more, 288 in all): ReportInterval u32 (µs), Location char[128] (RSPLIB: "host:
-  addresses"), Status char[128] (RSPLIB: e.g. "3 Sessions"), Workload u16 (fraction × 0xFFFE;
+  addr:port, addr", the component's socket), Status char[128] (RSPLIB's PEs and PUs: "3 Sessions", its
+  registrar: "5[2] PEs in 1 Pools, 2 Peers", [own PEs]), Workload u16 (fraction × 0xFFFE;
   0xFFFF = none reported), Associations u16, then that many associations of 24 bytes: ReceiverID
   u64, Duration u64 (µs; all ones = unknown), Flags u16, ProtocolID u16 (IPPROTO_SCTP 132, TCP 6),
   PPID u32;
 * a component identifier is ``group << 56 | object`` with group 1 = registrar, 2 = pool element,
   3 = pool user and a 56-bit object (a PR's or PE's 32-bit identifier, a PU's random number).
 
-RSPLIB's ``componentStatusSend()`` stores ``htonl(length)`` into the 16-bit Length field, so its
-little-endian hosts send 0 there; ``cspmonitor`` and Wireshark ignore the field. We send the
-true length and accept any value when decoding. ``cspmonitor`` takes a report only if the datagram
-is exactly 288 + 24 × Associations bytes long; so do we.
+Length is the whole datagram (RSPLIB 3.4.4's ``rspregistrar`` sends 288 with no associations, seen
+in the real-kernel lane; some RSPLIB sources store ``htonl(length)`` into the 16-bit field, which
+gives 0 on little-endian hosts): ``cspmonitor`` and Wireshark ignore it, so the decoder accepts any
+value. ``cspmonitor`` takes a report only if the datagram is exactly 288 + 24 × Associations bytes
+long; so does the decoder.
 
 Components report every ``interval`` (RSPLIB's ``-cspinterval``, milliseconds) to ``server``
 (``-cspserver=ADDR:PORT``); the environment variables ``CSP_SERVER`` and ``CSP_INTERVAL`` give the
@@ -305,23 +307,29 @@ class CSPReporter:
 # What registrars, pool elements and pool users report
 
 
-def location_of(addresses: list[str] | tuple[str, ...] = ()) -> str:
-    """RSPLIB's location string: "hostname: addr, addr" (its addresses of widest scope)."""
+def location_of(addresses: list[str] | tuple[str, ...] = (), port: int | None = None) -> str:
+    """RSPLIB's location string: "hostname: addr:port, addr" (the component's socket; the port with
+    the first address only, as RSPLIB's getComponentLocation() writes it)."""
     host = socket.gethostname()
     addrs = [a for a in addresses if a and a not in ("0.0.0.0", "::")]
     if not addrs:
+        port = None
         with contextlib.suppress(OSError):
             addrs = sorted({i[4][0] for i in socket.getaddrinfo(host, None, socket.AF_INET)} - {"127.0.0.1"})
+    if addrs and port:
+        addrs[0] = f"[{addrs[0]}]:{port}" if ":" in addrs[0] else f"{addrs[0]}:{port}"
     return f"{host}: {', '.join(addrs)}" if addrs else host
 
 
-def _local_address(conn: Any) -> str | None:
-    """The local address of a message connection (TCP transport or SCTP socket), if it has one."""
+def _local_endpoint(conn: Any) -> tuple[str, int] | None:
+    """The local address and port of a message connection (TCP transport or SCTP socket), if any."""
     with contextlib.suppress(Exception):
         if getattr(conn, "transport", None) is not None:
-            return str(conn.transport.get_extra_info("sockname")[0])
+            name = conn.transport.get_extra_info("sockname")
+            return str(name[0]), int(name[1])
         if getattr(conn, "sock", None) is not None:
-            return str(conn.sock.getsockname()[0])
+            name = conn.sock.getsockname()
+            return str(name[0]), int(name[1])
     return None
 
 
@@ -334,21 +342,26 @@ def _plural(n: int, word: str) -> str:
 
 
 def registrar_snapshot(reg: Any) -> Snapshot:
-    """A registrar: its PEs and pools; one association per ENRP peer (RSPLIB: peers over ENRP)."""
+    """A registrar: its PEs ([those it is home for]), pools and peers, in RSPLIB's registrar's words;
+    one association per connected ENRP peer."""
     started = time.monotonic()
 
     def snap() -> tuple[str, str, float | None, tuple[Association, ...]]:
         hs = reg.handlespace
         pools = hs.pools()
-        pes = sum(len(hs.entries(p)) for p in pools)
+        entries = [e for p in pools for e in hs.entries(p)]
+        own = sum(1 for e in entries if e.home_pr == reg.identifier)
         assocs = []
         enrp = getattr(reg, "enrp", None)
-        for peer in (getattr(enrp, "peers", {}) or {}).values():
+        peers = list((getattr(enrp, "peers", {}) or {}).values())
+        for peer in peers:
             if peer.conn() is not None:
                 assocs.append(Association(component_id(GROUP_REGISTRAR, peer.identifier),
                                           int((time.monotonic() - started) * 1e6), _proto(reg.kind), PPID_ENRP))
-        addrs = [h for h, _p in reg.addresses()]
-        return (location_of(addrs), f"{_plural(pes, 'PE')} in {_plural(len(pools), 'Pool')}", None, tuple(assocs))
+        listen = reg.addresses()
+        location = location_of([h for h, _p in listen], listen[0][1] if listen else None)
+        status = f"{len(entries)}[{own}] PEs in {len(pools)} Pools, {len(peers)} Peers"
+        return location, status, None, tuple(assocs)
 
     return snap
 
@@ -375,8 +388,12 @@ def pe_snapshot(pe: Any) -> Snapshot:
         status = _plural(len(pe.sessions), "Session") if pe.registered.is_set() else "Looking for Registrar ..."
         host = pe.config.listen[0] if getattr(pe.config, "listen", None) else ""
         if not host or host in ("0.0.0.0", "::"):  # a wildcard: the address it reaches its registrar from
-            host = (_local_address(ch.conn) if ch is not None else None) or ""
-        return location_of([host]), status, workload, tuple(assocs)
+            host = ((_local_endpoint(ch.conn) if ch is not None else None) or ("", 0))[0]
+        try:
+            port = pe.port
+        except Exception:  # not listening (yet)
+            port = None
+        return location_of([host], port), status, workload, tuple(assocs)
 
     return snap
 
@@ -397,12 +414,9 @@ def pu_snapshot(pu: Any, ppid: int = 0, status: Callable[[], str | None] | None 
             assocs.append(Association(component_id(GROUP_POOLELEMENT, s.pe.identifier), None,
                                       _proto(s.pe.protocol if s.pe.protocol in ("sctp", "tcp") else pu.kind), ppid))
         text = (status() if status is not None else None) or _plural(len(sessions), "Session")
-        local = []
-        for s in sessions:  # where the PU talks from: the local address of its session
-            addr = _local_address(s.channel.conn)
-            if addr:
-                local.append(addr)
-        return location_of(local[:1]), text, None, tuple(assocs)
+        local = [ep for ep in (_local_endpoint(s.channel.conn) for s in sessions) if ep]
+        # where the PU talks from: its session's local endpoint (RSPLIB: the session's socket)
+        return (location_of([local[0][0]], local[0][1]) if local else location_of()), text, None, tuple(assocs)
 
     return snap
 

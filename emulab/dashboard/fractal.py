@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from emulab.dashboard.state import ASAP_PORT, AgentProcess, LiveState
 
 TIMELINE_KINDS = {"connect": "resolve", "first_data": "accept", "failover": "fail-over", "done": "done",
@@ -30,6 +32,8 @@ class FractalJob:
         self.image: dict[str, Any] | None = None  # the image being drawn
         self.last: dict[str, Any] | None = None  # the last one completed
         self.images_done = 0
+        self.numbered = 0  # images numbered so far: a restarted pool user's images carry on from here
+        self._base = 0
 
     @property
     def running(self) -> bool:
@@ -60,6 +64,7 @@ class FractalJob:
         args = ["fractal", f"{addr}:{ASAP_PORT}", "--width", str(o["width"]), "--height", str(o["height"]),
                 "--iterations", str(o["iterations"]), "--strips", str(o["strips"]), "--pause", str(o["pause"])]
         self.node = ue
+        self._base = self.numbered
         self.agent = AgentProcess(ue, ns, args, self.on_line, self.state.run_state.get("run_id"))
         await self.agent.start()
         self.publish("fractal_status", {"running": True})
@@ -71,19 +76,27 @@ class FractalJob:
         self.publish("fractal_status", {"running": False})
 
     def on_line(self, _node: str, obj: dict[str, Any]) -> None:
-        n = obj.get("image")
+        if "image" not in obj:
+            return
+        n = int(obj["image"]) + self._base
+        self.numbered = max(self.numbered, n)
         if "update" in obj:
             if self.image is None or self.image["n"] != n:
                 return
             region = [*obj["update"][:4], obj.get("shade", "")]
             self.image["regions"].append(region)
-            self.image["points"][region[0]] = self.image["points"].get(region[0], 0) + region[3]
+            # a point belongs to the element that sent it last (after a fail-over without a cookie,
+            # the new element recomputes what the old one had sent)
+            pe, x, y, points = region[:4]
+            start = y * self.image["width"] + x
+            self.image["owner"][start:start + points] = pe
             self.publish("fractal_update", {"image": n, "region": region})
             return
         kind = obj.get("event")
         if kind == "image":
             self.image = {"n": n, "width": obj["width"], "height": obj["height"], "strips": obj["strips"],
-                          "started_at": obj.get("at", time.time()), "regions": [], "points": {}, "timeline": [],
+                          "started_at": obj.get("at", time.time()), "regions": [], "timeline": [],
+                          "owner": np.zeros(obj["width"] * obj["height"], dtype=np.uint32),
                           "complete": False, "ok": None, "elapsed": None}
             self.publish("fractal_image", self._public(self.image))
         elif kind == "image_done" and self.image is not None and self.image["n"] == n:
@@ -103,7 +116,10 @@ class FractalJob:
 
     @staticmethod
     def _points(image: dict[str, Any]) -> dict[str, int]:
-        return {str(k): v for k, v in image["points"].items()}
+        """Points of the image per element identifier (who computed how much of what is there now)."""
+        owner = image["owner"]
+        ids, counts = np.unique(owner[owner != 0], return_counts=True)
+        return {str(int(i)): int(c) for i, c in zip(ids, counts, strict=True)}
 
     def _public(self, image: dict[str, Any] | None, regions: bool = True) -> dict[str, Any] | None:
         if image is None:
@@ -121,7 +137,7 @@ class FractalJob:
         ids = set()
         for img in (self.image, self.last):
             if img is not None:
-                ids.update(int(k) for k in img["points"])
+                ids.update(int(k) for k in self._points(img))
                 ids.update(int(e["pe"]) for e in img["timeline"] if e.get("pe"))
         return {
             "running": self.running, "node": self.node, "options": self.options, "images_done": self.images_done,

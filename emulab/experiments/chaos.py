@@ -143,7 +143,6 @@ class ChaosExperiment(EmulatedSweep):
 
     def __init__(self, scenario: Scenario, *, mean_gap: float = 8.0, settle: float = 15.0,
                  kinds: tuple[str, ...] = KINDS, drain: float = DRAIN_S, **kwargs: Any) -> None:
-        super().__init__(scenario, drain=drain, **kwargs)
         if mean_gap <= 0:
             raise ExperimentError(f"--mean-gap must be positive, got {mean_gap:g}")
         if not 0 <= settle < scenario.duration - WARMUP_S:
@@ -153,6 +152,7 @@ class ChaosExperiment(EmulatedSweep):
         if unknown or not kinds:
             raise ExperimentError(f"--faults: unknown {', '.join(sorted(unknown)) or 'none given'} "
                                   f"(of {', '.join(KINDS)})")
+        super().__init__(scenario, drain=drain, **kwargs)  # after the checks: it makes a work directory
         self.mean_gap, self.settle, self.kinds = mean_gap, settle, tuple(kinds)
         self.schedules: dict[str, list[Fault]] = {}
         self.actions: list[dict[str, Any]] = []

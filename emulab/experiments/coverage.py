@@ -103,16 +103,23 @@ def job_failovers(events: Iterable[EventRecord], requests: Iterable[RequestRecor
 
 def _failed_over(jobs: list[dict[str, Any]], failover_s: float | None, restored_at: float | None) -> str | None:
     """Why a run did not fail over (None: it did): a UE element accepted work during the loss, and every
-    job in flight on a remote element (or in start-up) at the loss resumed on a UE element while cut off."""
+    job in flight on a remote element (or in start-up) at the loss resumed on a UE element while cut
+    off, or was turned away there (the UE element was full: it waited for capacity, which
+    ``failover_job_s`` shows) and resumed later. A job that never resumed, or resumed only after
+    coverage came back without being turned away, did not fail over."""
     if failover_s is None:
         return "no Accept by a UE element during the loss"
     end = restored_at if restored_at is not None else float("inf")
-    stuck = [j for j in jobs if j["kind"] == "in_flight" and j["from_class"] != "ue"
-             and not (j["element_class"] == "ue" and j["resumed_at"] is not None and j["resumed_at"] < end)
-             and not (j["resumed_at"] is None and j["completed"])]
+
+    def moved(j: dict[str, Any]) -> bool:
+        if j["resumed_at"] is None:
+            return bool(j["completed"])  # its Complete was already on the way
+        return (j["element_class"] == "ue" and j["resumed_at"] < end) or j["rejections"] > 0
+
+    stuck = [j for j in jobs if j["kind"] == "in_flight" and j["from_class"] != "ue" and not moved(j)]
     if stuck:
-        return (f"{len(stuck)} job(s) in flight at the loss did not resume on a UE element before coverage came "
-                f"back: " + ", ".join(f"{j['pu']}#{j['request_id']}" for j in stuck[:5]))
+        return (f"{len(stuck)} job(s) in flight at the loss did not fail over to a UE element: "
+                + ", ".join(f"{j['pu']}#{j['request_id']}" for j in stuck[:5]))
     return None
 
 

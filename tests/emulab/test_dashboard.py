@@ -267,3 +267,14 @@ def test_cli_has_the_dashboard_and_its_controls() -> None:
         result = runner.invoke(main, args)
         assert result.exit_code == 0, result.output
     assert "--dashboard" in runner.invoke(main, ["start", "--help"]).output
+
+
+def test_fractal_points_belong_to_the_element_that_sent_them_last() -> None:
+    """After a fail-over without a cookie the new element recomputes what the old one sent: the
+    legend counts every point once, for the new element."""
+    job = FractalJob(LiveState(), lambda e, d: None)
+    job.on_line("ue", {"image": 1, "event": "image", "width": 4, "height": 2, "strips": [[0, 2]], "at": 0})
+    job.on_line("ue", {"image": 1, "strip": 0, "update": [7, 0, 0, 6, 0.1]})
+    job.on_line("ue", {"image": 1, "strip": 0, "update": [9, 0, 0, 8, 0.5]})
+    job.on_line("ue", {"image": 1, "event": "image_done", "ok": True, "elapsed": 0.6})
+    assert job.to_json({})["last"]["points"] == {"9": 8}

@@ -10,10 +10,11 @@ saved to results/screenshots/dashboard/ (and pytest's tmp dir); README.md shows 
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from emulab import paths
+from emulab.runstate import pid_alive
 from emulab.topology import load
 
 from helpers.testbed import run_emulab
@@ -45,30 +47,31 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def dashboard_url() -> Iterator[str]:
+    """`emulab start demo-topology --detach --dashboard PORT`; afterwards, `emulab stop` must end the dashboard."""
     from helpers.testbed import BusyTestbedError, testbed_guard
 
     port = _free_port()
-    proc: subprocess.Popen[str] | None = None
+    pid: int | None = None
     try:
         with testbed_guard():
-            started = run_emulab("start", TOPOLOGY, "--detach", "--timeout", "120", timeout=180)
+            started = run_emulab("start", TOPOLOGY, "--detach", "--timeout", "120", "--dashboard", str(port),
+                                 timeout=180)
             assert started.returncode == 0, started.stderr + started.stdout
-            proc = subprocess.Popen([sys.executable, "-m", "emulab", "dashboard", "--port", str(port), "--no-fractal"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert "dashboard on http://127.0.0.1" in line, line
+            found = re.search(rf"dashboard on http://127\.0\.0\.1:{port}/ \(pid (\d+);", started.stdout)
+            assert found, started.stdout
+            pid = int(found.group(1))
             yield f"http://127.0.0.1:{port}/"
-            # stopping the testbed ends the dashboard (the guard stops it; we check right after)
             run_emulab("stop", timeout=60)
-            proc.wait(timeout=15)
-            assert "the testbed stopped: dashboard ends" in proc.stdout.read()
+            deadline = time.monotonic() + 15
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not pid_alive(pid), "the dashboard outlived the testbed"
+            pid = None
     except BusyTestbedError as exc:
         pytest.fail(str(exc))
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        if pid is not None and pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
 
 
 def _shot(page: Any, tmp: Path, name: str) -> None:
@@ -112,9 +115,13 @@ def test_dashboard_demo_in_chromium(dashboard_url: str, tmp_path: Path) -> None:
             _shot(page, tmp_path, "01-loaded.png")
 
             # 2. the fractal completes, computed by more than one element (colours in the picture too)
-            page.evaluate(f"""fetch('/api/control', {{method: 'POST', headers: {{'Content-Type': 'application/json'}},
-                body: JSON.stringify({{action: 'fractal_start', iterations: {ITERATIONS}}})}})""")
-            done = _wait(page, "window.dashboard.lastComplete && window.dashboard.lastComplete.ok && "
+            # the dashboard's pool user started with the testbed; restart it with longer images
+            for body in ("{action: 'fractal_stop'}", f"{{action: 'fractal_start', iterations: {ITERATIONS}}}"):
+                page.evaluate(f"""fetch('/api/control', {{method: 'POST', headers: {{'Content-Type': 'application/json'}},
+                    body: JSON.stringify({body})}}).then(r => r.json())""")
+            first = page.evaluate("window.dashboard.image ? window.dashboard.image.n : 0")
+            done = _wait(page, f"window.dashboard.lastComplete && window.dashboard.lastComplete.n > {first} && "
+                               "window.dashboard.lastComplete.ok && "
                                "Object.keys(window.dashboard.lastComplete.points).length", 90, "a complete image")
             assert done > 1, "the image was computed by one element only"
             colours = page.evaluate("""(() => { const c = document.getElementById('fractal');

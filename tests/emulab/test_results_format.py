@@ -260,6 +260,14 @@ def test_every_job_cut_off_by_the_loss_is_timed_to_its_first_accept_after_the_cu
     assert ok["failed_over"] and ok["failover_problem"] is None
     none = coverage_metrics([e for e in events if e.element_class != "ue"], reqs, lost, restored)
     assert none["failover_problem"] == "no Accept by a UE element during the loss"
+    # in flight at the loss, back on the MEC only after the restore: turned away by the full UE
+    # element it waited for capacity (a fail-over that found no room); never turned away, it did not move
+    late = [*[r for r in reqs if r.pu != "pu4"], _req("pu6", 1, 9.0, 33.0)]
+    waited = coverage_metrics([*events, _acc("pu6", 1, 9.2, "mec"), _acc("pu6", 1, 31.0, "mec")],
+                              [*late[:-1], replace(late[-1], rejected_by=("ue",))], lost, restored)
+    assert waited["failed_over"]
+    stayed = coverage_metrics([*events, _acc("pu6", 1, 9.2, "mec"), _acc("pu6", 1, 31.0, "mec")], late, lost, restored)
+    assert not stayed["failed_over"] and "pu6#1" in stayed["failover_problem"]
     assert job_failovers(events, reqs, None, None) == []
 
 

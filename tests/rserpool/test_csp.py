@@ -131,7 +131,8 @@ def test_registrar_pe_pu_report_to_a_receiver(monitor_config) -> None:
                 assert set(kinds) == {"registrar", "pool element", "pool user"}
             pr, pe_rep, pu = kinds["registrar"], kinds["pool element"], kinds["pool user"]
             assert pr.sender_id == csp.component_id(csp.GROUP_REGISTRAR, reg.identifier)
-            assert pr.status == "1 PE in 1 Pool" and pr.report_interval_us == 50_000
+            assert pr.status == "1[1] PEs in 1 Pools, 0 Peers" and pr.report_interval_us == 50_000  # RSPLIB's words
+            assert pr.location.endswith(f"127.0.0.1:{reg.port}")
             assert pe_rep.sender_id == csp.component_id(csp.GROUP_POOLELEMENT, 0x5EED)
             assert [a.ppid for a in pe_rep.associations] == [csp.PPID_ASAP]
             assert pu.associations[0].receiver_id >> 56 == csp.GROUP_REGISTRAR
@@ -140,7 +141,7 @@ def test_registrar_pe_pu_report_to_a_receiver(monitor_config) -> None:
             # while computing, the PU's association to the PE carries the Fractal Generator PPID
             assert (csp.component_id(csp.GROUP_POOLELEMENT, 0x5EED), PPID_FGP) in {
                 (a.receiver_id, a.ppid) for r in during for a in r.associations}
-            assert pe_rep.location.endswith("127.0.0.1")
+            assert pe_rep.location.endswith(f"127.0.0.1:{pe.port}")
             # the PU closed: its final report removed it
             await asyncio.sleep(0.1)
             assert pu.sender_id not in {r.report.sender_id for r in recv.latest()}
@@ -244,9 +245,9 @@ def test_rsplib_cspmonitor_lists_emulab_components(tmp_path: Path, monitor_confi
     text = strip_ansi((tmp_path / "cspmonitor.out").read_text(errors="replace"))
     counts = re.findall(r"Current Component Status -- (\d+) PRs, (\d+) PEs, (\d+) PUs", text)
     assert ("1", "1", "1") in counts, text[-2000:]
-    assert re.search(r"PE \$00e0a1ab \[[^\]]*127\.0\.0\.1\] U=\S+ l=\S+ A=1 L=\s*\d+% \"1 Session\"", text), text[-2000:]
-    assert re.search(r"PR \$[0-9a-f]{8} \[[^\]]*\] U=\S+ l=\S+ A=0 \"1 PE in 1 Pool\"", text), text[-2000:]
-    assert re.search(r"PU \$[0-9a-f]{14} \[[^\]]*\] U=\S+ l=\S+ A=2 \"1 Session\"", text), text[-2000:]
+    assert re.search(r"PE \$00e0a1ab \[[^\]]*127\.0\.0\.1:\d+\]\s+U=\S+ l=\S+ A=1 L=\s*\d+% \"1 Session\"", text), text[-2000:]
+    assert re.search(r"PR \$[0-9a-f]{8} \[[^\]]*\]\s+U=\S+ l=\S+ A=0 \"1\[1\] PEs in 1 Pools, 0 Peers\"", text), text[-2000:]
+    assert re.search(r"PU \$[0-9a-f]{14} \[[^\]]*\]\s+U=\S+ l=\S+ A=2 \"1 Session\"", text), text[-2000:]
     assert re.search(r"-> PE \$00e0a1ab CalcApp/TCP|-> PE \$00e0a1ab \$00000022/TCP", text), text[-2000:]
 
 

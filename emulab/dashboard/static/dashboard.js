@@ -283,20 +283,21 @@ function drawRadio(state) {
 // ---------------------------------------------------------------- fractal
 function newImage(img) {
   dash.image = { n: img.n, width: img.width, height: img.height, strips: img.strips, timeline: img.timeline || [],
-    points: Object.assign({}, img.points || {}), complete: img.complete, ok: img.ok, elapsed: img.elapsed };
+    points: {}, owner: new Uint32Array(img.width * img.height), complete: img.complete, ok: img.ok, elapsed: img.elapsed };
   const c = $("fractal");
   c.width = img.width; c.height = img.height;
   const ctx = c.getContext("2d");
   ctx.fillStyle = "#c8c8c8"; ctx.fillRect(0, 0, img.width, img.height);
   $("timeline-log").replaceChildren();
-  for (const r of img.regions || []) paintRegion(r, false);
+  for (const r of img.regions || []) paintRegion(r);
+  countPoints();
   for (const e of dash.image.timeline) logEvent(e);
   drawLegend(); drawTimeline();
 }
 function rgbOf(hex) {
   return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 }
-function paintRegion([pe, x, y, points, shade], count = true) {
+function paintRegion([pe, x, y, points, shade]) {
   // each point in its element's colour; the fractal's own value (fractalpooluser's colour index,
   // 0-71, or 255 inside the set) sets the brightness, so the picture stays recognisable
   const img = dash.image;
@@ -316,7 +317,14 @@ function paintRegion([pe, x, y, points, shade], count = true) {
     ctx.putImageData(row, cx, cy);
     left -= n; cx = 0; cy += 1;
   }
-  if (count) img.points[pe] = (img.points[pe] || 0) + points;
+  // a point belongs to the element that sent it last (a new element may recompute what the old one sent)
+  img.owner.fill(pe, y * img.width + x, Math.min(img.owner.length, y * img.width + x + points));
+}
+function countPoints() {
+  const img = dash.image, counts = {};
+  if (!img) return;
+  for (const pe of img.owner) if (pe) counts[pe] = (counts[pe] || 0) + 1;
+  img.points = counts;
 }
 function drawLegend() {
   const img = dash.image, div = $("legend");
@@ -412,11 +420,12 @@ function connect() {
   es.addEventListener("fractal_done", (m) => {
     const d = JSON.parse(m.data);
     if (!dash.image || dash.image.n !== d.image) return;
-    Object.assign(dash.image, { complete: true, ok: d.ok, elapsed: d.elapsed, points: d.points });
+    countPoints();
+    Object.assign(dash.image, { complete: true, ok: d.ok, elapsed: d.elapsed });
     dash.lastComplete = { n: d.image, ok: d.ok, points: d.points, timeline: dash.image.timeline.slice() };
     drawLegend(); drawTimeline();
   });
   es.onerror = () => { $("conn").textContent = "disconnected"; $("conn").className = "badge bad"; };
 }
-setInterval(() => { if (dash.dirty) { dash.dirty = false; drawLegend(); } }, 250);
+setInterval(() => { if (dash.dirty) { dash.dirty = false; countPoints(); drawLegend(); } }, 250);
 connect();
