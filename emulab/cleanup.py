@@ -21,6 +21,7 @@ from emulab.runstate import pid_alive, read_state
 
 # System daemons that may have been (re)started from inside a testbed and so inherited the marker.
 _SPARE = {"ovsdb-server", "ovs-vswitchd"}
+NETDEV_TAP = "ovs-netdev"  # the tap device of OVS's userspace datapath
 
 
 def _state_files() -> tuple[Path, ...]:
@@ -150,9 +151,19 @@ def _clean_bridges(removed: list[str]) -> str | None:
             ovs.ensure_running()
             removed.append("Open vSwitch daemons (restarted: one of them was not running)")
         bridges = ovs.delete_bridges(paths.PREFIX)
+        removed.extend(f"OVS bridge {b}" for b in bridges)
+        # The userspace datapath's own tap device is persistent: a killed ovs-vswitchd leaves it, and
+        # the restarted one does not remove it with the last bridge. Gone with it when no userspace
+        # bridge is left, whoever's (the next netdev bridge creates it afresh).
+        datapaths = ovs.vsctl("--bare", "--columns=datapath_type", "list", "Bridge").stdout.split()
     except ovs.OvsError as exc:
         return str(exc)
-    removed.extend(f"OVS bridge {b}" for b in bridges)
+    if "netdev" not in datapaths and Path(f"/sys/class/net/{NETDEV_TAP}/tun_flags").exists():
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr, contextlib.suppress(Exception):
+            ipr.link("del", index=ipr.link_lookup(ifname=NETDEV_TAP)[0])
+            removed.append(f"link {NETDEV_TAP} (OVS userspace datapath, no bridge uses it)")
     return None
 
 

@@ -439,8 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     host, port = a.registrar.rsplit(":", 1)
     enrp_port = int(a.enrp.rsplit(":", 1)[1]) if a.enrp else None
-    if a.enrp:
-        require_loopback(a.enrp.rsplit(":", 1)[0])
+    try:
+        require_loopback(host)
+        if a.enrp:
+            require_loopback(a.enrp.rsplit(":", 1)[0])
+    except ValueError as exc:
+        ap.error(str(exc))
     report = asyncio.run(attack_with_watch(host, int(port), enrp_port, a.connections, a.messages, a.duration, a.seed))
     print(json.dumps(report), flush=True)
     return 0

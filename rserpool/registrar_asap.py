@@ -510,6 +510,9 @@ class AsapRole:
             self.stats["unreachable_audit"] += 1
             assert self._loop is not None
             self._audits[key] = self._loop.time()
+            pending = self._ka_timers.pop(key, None)  # the regular cycle resumes with the ack
+            if pending is not None:
+                pending.cancel()
             self._keepalive_due(key)
             return
         if entry.unreachability_reports >= cfg.max_bad_pe_reports:

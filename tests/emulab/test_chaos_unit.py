@@ -103,3 +103,77 @@ def test_bad_options_are_refused() -> None:
         ChaosExperiment(sc, kinds=("pe", "meteor"), progress=False)
     with pytest.raises(ExperimentError):
         ChaosExperiment(sc, mean_gap=0.0, progress=False)
+
+
+class _Proc:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+class _Services:
+    """ServiceManager's kill/restart as the experiment uses them, recording the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self.procs: list[tuple[str, str, _Proc, list[str]]] = []
+
+    def kill(self, node: str, kind: str) -> dict:
+        self.calls.append(("kill", node, kind))
+        return {"alive": False}
+
+    def restart(self, node: str, kind: str) -> dict:
+        self.calls.append(("restart", node, kind))
+        proc = _Proc(1000 + len(self.calls))
+        self.procs.append((node, kind, proc, []))
+        return {"pid": proc.pid, "alive": True}
+
+
+def test_hooks_inject_and_undo_the_schedule_on_time(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from emulab.experiments.base import RunContext
+    from emulab.experiments.records import Element
+
+    links = {"a--b": SimpleNamespace(backend="shaper", hop=True, params=LinkParams(delay_ms=5.0)),
+             "c--d": SimpleNamespace(backend="shaper", hop=False, params=LinkParams())}
+    applied: list[tuple[str, LinkParams]] = []
+    radio = SimpleNamespace(log=[])
+    radio.detach = lambda: radio.log.append("detach")
+    radio.attach = lambda: radio.log.append("attach")
+    spec = SimpleNamespace(
+        links=[SimpleNamespace(name="a--b", radio=False), SimpleNamespace(name="c--d", radio=False),
+               SimpleNamespace(name="ue--enb", radio=True)],
+        nodes={"ue": SimpleNamespace(services=[SimpleNamespace(kind="registrar")]),
+               "pe1": SimpleNamespace(services=[])})
+    exp = ChaosExperiment(Scenario(pus=(8,), runs=1, duration=120.0, seed=3), mean_gap=3.0, settle=10.0,
+                          progress=False)
+    exp.testbed = SimpleNamespace(spec=spec, links=links, radio=radio, link=lambda n: links[n],
+                                  set_link_params=lambda n, p: applied.append((n, p)))
+    exp.svc = _Services()
+    exp.elements = [Element("pe1", "mec", {})]
+    exp.ue = "ue"
+    exp.results_path = tmp_path
+    extra = exp.manifest_extra()["chaos"]
+    assert extra["targets"] == {"pe": ["pe1"], "registrar": ["ue"], "link": ["a--b"], "coverage": ["ue"]}
+    plan = exp.schedules["8pus-run1"]
+    assert extra["schedules"]["8pus-run1"] == [f.__dict__ for f in plan] and len(plan) > 10
+    ctx = RunContext(1, 1, 8, 1, 3)
+    exp.before_run(ctx)
+    t = 0.0
+    while t < 121.0:
+        exp.during_run(ctx, t)
+        t += 0.2
+    exp.end_run(ctx)
+    faults = [a for a in exp.actions if a["action"] == "fault"]
+    restores = [a for a in exp.actions if a["action"] == "restore"]
+    assert len(faults) == len(restores) == len(plan) and all(a["ok"] for a in exp.actions)
+    assert all(0 <= a["done_s"] - a["planned_s"] < 0.21 for a in exp.actions)
+    kills = [c for c in exp.svc.calls if c[0] == "kill"]
+    assert len(kills) == sum(1 for f in plan if f.kind in ("pe", "registrar"))
+    assert exp.pes == {"pe1": exp.svc.procs[-1][2]} or not any(f.kind == "pe" for f in plan)
+    assert radio.log == ["detach", "attach"] * sum(1 for f in plan if f.kind == "coverage")
+    # every flap is undone with the parameters from before it
+    flaps = [f for f in plan if f.kind == "link"]
+    assert len(applied) == 2 * len(flaps) and all(p == LinkParams(delay_ms=5.0) for _, p in applied[1::2])
+    rows = (tmp_path / "chaos.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * len(plan) and rows[0].startswith("setting,run,planned_s,done_s,kind")

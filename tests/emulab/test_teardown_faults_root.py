@@ -59,7 +59,7 @@ def _cmdline(pid: int) -> list[bytes]:
         return []
 
 
-def testbed_processes() -> set[str]:
+def live_testbed_processes() -> set[str]:
     """The testbed's processes: those with emulab's run marker, and the runner, shaper and
     controller by command line (a process that lost its marker would still be found)."""
     found = {f"{pid} {comm}" for pid, comm in marked_processes()}
@@ -89,7 +89,7 @@ def snapshot() -> dict[str, set[str]]:
     run_files = {p.name for p in paths.run_dir().iterdir()} - {"logs", "capabilities.json"} \
         if paths.run_dir().is_dir() else set()
     return {"namespaces": netns, "links": links, "tun devices": tuns,
-            "bridges": set(ovs.vsctl("list-br").stdout.split()), "processes": testbed_processes(),
+            "bridges": set(ovs.vsctl("list-br").stdout.split()), "processes": live_testbed_processes(),
             "state files": run_files}
 
 

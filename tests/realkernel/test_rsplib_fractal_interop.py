@@ -7,9 +7,10 @@ over kernel SCTP in a fresh namespace (the ``lab`` fixture; see test_rsplib_inte
 2. emulab's fractal pool elements (``rserpool pe --service fractal``) serve RSPLIB's
    ``fractalpooluser`` (Qt, run headless with ``QT_QPA_PLATFORM=offscreen``). Its
    ``-imagestorageprefix`` stored no file in such a run (Debian's 3.4.4), so completion is read
-   from what it says itself: its Component Status reports (to emulab's receiver) name the packets
-   it processed from emulab's elements, it starts image after image (a thread ends only on an
-   image's finalizer), and it never logs a fail-over or an invalid data block.
+   from emulab's elements (images computed, the next Parameter only after the previous image's
+   finalizer: fractalpooluser's thread ends only on it), from fractalpooluser's log (no fail-over,
+   no invalid data block) and from its own Component Status reports to emulab's receiver (a
+   session with emulab's elements, Fractal Generator PPID 32 over SCTP).
 3. RSPLIB's ``cspmonitor`` lists emulab's registrar, fractal pool element and pool user (Component
    Status reports, ``--cspserver``) next to an ``rspserver``; and emulab's CSP receiver decodes the
    reports RSPLIB's own ``rspregistrar`` sends.
@@ -128,11 +129,15 @@ def test_emulab_fractal_pe_serves_rsplib_fractalpooluser(lab: Lab) -> None:
     lab.alive("fractalpooluser")
     fpu_log = lab.log("fractalpooluser")
     assert "FAILOVER" not in fpu_log and "Invalid data block" not in fpu_log, fpu_log[-3000:]
+    # what fractalpooluser says of itself in its Component Status reports: in a session with one of
+    # emulab's elements, over SCTP with the Fractal Generator PPID
     reports = [json.loads(ln) for ln in lab.log("receiver").splitlines() if ln.startswith("{") and "label" in ln]
-    statuses = {r["status"] for r in reports if r["label"] == "PU $0000000000fa11"}
-    print("fractalpooluser's CSP statuses:", sorted(statuses)[:10])
-    served_by = {int(m.group(1), 16) for s in statuses if (m := re.search(r"of PE \$([0-9a-f]{8})", s))}
-    assert served_by and served_by <= {0xE1, 0xE2}, statuses
+    mine = [r for r in reports if r["label"] == "PU $0000000000fa11"]
+    print("fractalpooluser's CSP reports:", sorted({(r["status"], tuple(a["receiver"] for a in r["associations"]))
+                                                    for r in mine}))
+    served_by = {(a["receiver"], a["ppid"], a["protocol_id"]) for r in mine if r["status"] == "1 Session"
+                 for a in r["associations"] if a["receiver"].startswith("PE ")}
+    assert served_by and served_by <= {("PE $000000e1", 32, 132), ("PE $000000e2", 32, 132)}, mine[-5:]
 
 
 def _strip_ansi(text: str) -> str:

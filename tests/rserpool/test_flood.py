@@ -90,6 +90,23 @@ def test_false_unreachable_reports_against_a_live_pe(audit: bool) -> None:
         assert keepalives >= 1  # the audit's keep-alive was answered
 
 
+def test_audits_under_running_keepalives_keep_a_live_pe() -> None:
+    """Audits interleaved with the regular keep-alive cycle: no timer of an audit outlives its ack."""
+    async def body(reg: Registrar) -> bool:
+        pe = attack.LegitElement(HOST, reg.port, POOL, 7)
+        await pe.start()
+        for _ in range(6):
+            await _send_reports(reg.port, 7, 3)
+            await asyncio.sleep(0.15)
+        await asyncio.sleep(1.5)
+        present = reg.handlespace.get(POOL, 7) is not None
+        await pe.stop()
+        assert reg.stats["unreachable_audit"] >= 3
+        return present
+
+    assert run(cfg(audit_unreachable=True, keepalive_interval=0.3, keepalive_timeout=0.4), body)
+
+
 def test_audit_still_removes_a_dead_pe() -> None:
     async def body(reg: Registrar) -> None:
         writer = await _silent_pe(reg.port, 9)

@@ -35,6 +35,8 @@ def test_only_loopback_targets() -> None:
             attack.require_loopback(host)
     attack.require_loopback("127.0.0.1")
     attack.require_loopback("127.1.2.3")
+    with pytest.raises(SystemExit):
+        attack.main(["--registrar", "192.0.2.1:3863"])
 
 
 def test_every_case_produces_bytes() -> None:
