@@ -58,7 +58,8 @@ def softmodem_cpu() -> dict[str, tuple[float, int]]:
             f = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             rss = next(int(ln.split()[1]) for ln in (entry / "status").read_text().splitlines()
                        if ln.startswith("VmRSS:"))
-            out[comm] = ((int(f[11]) + int(f[12])) / tick, rss)
+            cpu0, rss0 = out.get(comm, (0.0, 0))  # OAI forks a helper with the same name: add it in
+            out[comm] = (cpu0 + (int(f[11]) + int(f[12])) / tick, rss0 + rss)
         except (OSError, StopIteration, ValueError, IndexError):
             continue
     return out

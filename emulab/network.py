@@ -461,6 +461,11 @@ class Testbed:
                     "applied": emu.applied() if emu is not None else None,
                 }
             )
+        from emulab.controller import read_status
+
+        # the controller's own view first: OVS's database learns of a connection up to a second late
+        app_status = read_status(paths.run_dir() / "controller.json") or {}
+        app_connected = {int(d, 16) for d in app_status.get("connected", [])} if app_status.get("alive") else set()
         switches = []
         for sw in self.spec.switches.values():
             switches.append(
@@ -470,7 +475,8 @@ class Testbed:
                     "site": sw.site,
                     "subnet": str(sw.subnet),
                     "datapath": self.datapath,
-                    "controller_connected": ovs.controller_connected(sw.bridge),
+                    "controller_connected": int(self.net.get(sw.bridge).dpid, 16) in app_connected
+                    or ovs.controller_connected(sw.bridge),
                 }
             )
         controller = {

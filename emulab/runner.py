@@ -224,7 +224,7 @@ def start_detached(options: StartOptions, timeout: float | None, progress: Progr
     while time.monotonic() < deadline:
         time.sleep(0.05)
         with contextlib.suppress(OSError):
-            lines = log_path.read_text().splitlines()
+            lines = log_path.read_text(errors="replace").splitlines()
             for line in lines[shown:]:
                 if line.startswith("emulab: ") and not line.startswith("emulab: error: "):
                     progress(line)
