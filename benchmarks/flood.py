@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import registrar as regbench  # benchmarks/registrar.py: PE farm, client, process helpers
+import registrar as regbench  # benchmarks/registrar.py: run_load (farm + clients against one registrar)
+import registrar_load as regload  # its PE farm, clients and process helpers
 
 from rserpool import attack
 from rserpool.wire import (
@@ -181,11 +182,11 @@ def registrar_options(mode: str, args: argparse.Namespace) -> list[str]:
             "--audit-unreachable", "--enrp-peers-only"]
 
 
-def measure_capacity(args: argparse.Namespace, procs: regbench.Procs) -> float:
+def measure_capacity(args: argparse.Namespace, procs: regload.Procs) -> float:
     """Closed-loop Handle Resolutions/s of a fresh registrar (benchmarks/registrar.py's farm + client)."""
-    port = regbench.free_port()
-    reg = procs.spawn(regbench.registrar_cmd("emulab", HOST, port, None, "tcp", "auto"), procs.reg_cpus)
-    regbench.wait_listening(HOST, port, "tcp", reg)
+    port = regload.free_port()
+    reg = procs.spawn(regload.registrar_cmd("emulab", HOST, port, None, "tcp", "auto"), procs.reg_cpus)
+    regload.wait_listening(HOST, port, "tcp", reg)
     ns = argparse.Namespace(transport="tcp", policy="RR", pool="BenchPool", pe_host=None, pes=10, load_updates=0.0,
                             clients=1, connections=4, depth=2, rate=0.0)
     res = regbench.run_load(ns, procs, f"{HOST}:{port}", reg.pid, args.capacity_duration)
@@ -201,12 +202,12 @@ async def legit_run(port: int, duration: float, reg_pid: int, attacker: subproce
     await pe.start()
     users = [attack.LegitUser(HOST, port, LEGIT_POOL, {LEGIT_PE}, interval=USER_INTERVAL) for _ in range(USERS)]
     rss0 = peak = rss_kb(reg_pid)
-    cpu0, t0 = regbench.cpu_seconds(reg_pid), time.monotonic()
+    cpu0, t0 = regload.cpu_seconds(reg_pid), time.monotonic()
     tasks = [asyncio.ensure_future(u.run(duration)) for u in users]
     while not all(t.done() for t in tasks):
         peak = max(peak, rss_kb(reg_pid))
         await asyncio.sleep(0.1)
-    cpu = (regbench.cpu_seconds(reg_pid) - cpu0) / (time.monotonic() - t0)
+    cpu = (regload.cpu_seconds(reg_pid) - cpu0) / (time.monotonic() - t0)
     rss1 = rss_kb(reg_pid)
     # wait for the attacker to end, then ask afresh: is the legitimate PE still there?
     while attacker.poll() is None:
@@ -243,12 +244,12 @@ async def still_missing(port: int, patience: float = 30.0) -> bool | None:
     return None
 
 
-def one_case(args: argparse.Namespace, procs: regbench.Procs, case: str, mode: str, rate: float) -> dict[str, Any]:
-    port, eport = regbench.free_port(), regbench.free_port()
-    cmd = regbench.registrar_cmd("emulab", HOST, port, eport if case == "enrp" else None, "tcp", "auto")
+def one_case(args: argparse.Namespace, procs: regload.Procs, case: str, mode: str, rate: float) -> dict[str, Any]:
+    port, eport = regload.free_port(), regload.free_port()
+    cmd = regload.registrar_cmd("emulab", HOST, port, eport if case == "enrp" else None, "tcp", "auto")
     reg = procs.spawn(cmd + registrar_options(mode, args), procs.reg_cpus)
     try:
-        regbench.wait_listening(HOST, port, "tcp", reg)
+        regload.wait_listening(HOST, port, "tcp", reg)
         target = eport if case == "enrp" else port
         atk = procs.spawn([sys.executable, str(Path(__file__).resolve()), "--role", "attacker", "--case", case,
                            "--port", str(target), "--rate", str(rate), "--duration", str(args.duration),
@@ -294,7 +295,7 @@ def main() -> None:
     for c in cases:
         if c not in CASES:
             raise SystemExit(f"unknown case {c!r} (cases: {', '.join(CASES)})")
-    procs = regbench.Procs(dict(os.environ, PYTHONPATH=str(regbench.ROOT)))
+    procs = regload.Procs(dict(os.environ, PYTHONPATH=str(regload.ROOT)))
     rows: list[dict[str, Any]] = []
     # The legitimate PE and PUs (this process) share the registrar's core, not the attacker's: they
     # sleep between requests, so the scheduler wakes them promptly unless the registrar itself lags.

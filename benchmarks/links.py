@@ -36,7 +36,7 @@ from typing import Any
 
 from emulab.linkparams import LinkParams
 from emulab.links import EmuLink, cleanup_leftovers, probe_netem
-from emulab.shaper import Shaper
+from emulab.shaper_control import Shaper
 
 DELAYS_MS = [0.0, 5.0, 20.0, 50.0, 160.0]
 JITTER_CASE = (20.0, 5.0)

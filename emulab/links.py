@@ -43,7 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.tcmsg import common as tc_common
 
 from emulab.linkparams import LinkParams
-from emulab.shaper import DEFAULT_NETNS, Shaper, ShaperError, delete_netns, netns_exists
+from emulab.shaper_control import DEFAULT_NETNS, Shaper, ShaperError, delete_netns, netns_exists
 
 BACKENDS = ("netem", "shaper")
 ENV_BACKEND = "EMULAB_LINK_BACKEND"
@@ -493,9 +493,9 @@ def cleanup_leftovers(netns_prefix: str = DEFAULT_NETNS, control_dir: str = "/ru
                         os.unlink(path)
                         removed.append(path)
             elif name.startswith("shaper") and name.endswith(".sock"):
-                from emulab.shaper import _socket_alive
+                from emulab.shaper_control import socket_alive
 
-                if not _socket_alive(path):
+                if not socket_alive(path):
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                         removed.append(path)

@@ -152,7 +152,7 @@ class Testbed:
 
         # Radio links change at run time, so they need a shaper hop even while their parameters are neutral.
         if self.link_backend == "shaper" and any(not lk.params.is_neutral or lk.radio for lk in self.spec.links):
-            from emulab.shaper import Shaper
+            from emulab.shaper_control import Shaper
 
             with phase("shaper"):
                 self.progress("starting the userspace link shaper (no sch_netem in this kernel)")

@@ -75,7 +75,6 @@ see - kernel softirqs, the pinging process - then likely came with it).
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import statistics
@@ -85,7 +84,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulab.linkparams import LinkParams
-from emulab.topology import LinkSpec, TopologySpec
+from emulab.selfcheck_paths import (
+    expected_rtt_ms,
+    round_trip,
+    switch_crossings,
+)
+from emulab.selfcheck_stats import (
+    FLOOR_SIGMA_MS,
+    Lateness,
+    Noise,
+    fifo_bias_ms,
+    lateness_between,
+    median_se_ms,
+    ping_resolution_ms,
+)
+from emulab.topology import TopologySpec
 
 _RTT = re.compile(r"time=([0-9.]+) ms")
 
@@ -105,207 +118,11 @@ MODEL_MS = 0.1
 BASE_DEFAULT_MS = 0.05  # RTT of a plain veth pair (benchmarks/links.py: 0.04-0.05 ms) when no path measures it
 SWITCH_DEFAULT_MS = 0.1  # one crossing of an OVS userspace bridge when no path measures it
 UNEXPLAINED_MIN_PATHS = 5  # paths without jitter needed to estimate what the model leaves unexplained
-MC_REPLICAS = 400  # Monte Carlo replicas of the median (its SE then carries ~4 % error)
 LOAD_LATENESS_MS = 0.1  # mean lateness per shaped hop above which a busy machine is the likely cause
-FLOOR_SIGMA_MS = 0.02
 PING_FRAME_BYTES = 98  # Ethernet 14 + IPv4 20 + ICMP 8 + 56 bytes of ping data
 DEFAULT_COUNT = 15
 DEFAULT_INTERVAL = 0.07
 DIRECTIONS = ("1to2", "2to1")
-
-
-def _segment_path(spec: TopologySpec, src: str, dst: str) -> list[LinkSpec]:
-    """Links from node ``src`` to neighbour ``dst`` across one L2 segment (direct, or through switches)."""
-    frontier: list[tuple[str, list[LinkSpec]]] = [(src, [])]
-    seen = {src}
-    while frontier:
-        nxt = []
-        for node, path in frontier:
-            for link in spec.links_of(node):
-                other = link.b.node if link.a.node == node else link.a.node
-                if other in seen:
-                    continue
-                if other == dst:
-                    return [*path, link]
-                if other in spec.switches:
-                    seen.add(other)
-                    nxt.append((other, [*path, link]))
-        frontier = nxt
-    raise ValueError(f"{src} and {dst} share no segment")
-
-
-def _owner(spec: TopologySpec, ip: ipaddress.IPv4Address) -> str:
-    for name in spec.nodes:
-        if any(a.ip == ip for a in spec.addresses(name)):
-            return name
-    raise ValueError(f"no node has address {ip}")
-
-
-def path_links(
-    spec: TopologySpec, src: str, dst: str, target: ipaddress.IPv4Address | None = None
-) -> list[LinkSpec]:
-    """The links an IP packet from ``src`` to ``target`` (default: ``dst``'s primary address)
-    crosses, following the routes."""
-    target = target or spec.primary_address(dst)
-    routes = spec.routes()
-    cur, links, hops = src, [], 0
-    while cur != dst:
-        hops += 1
-        if hops > 64:
-            raise ValueError(f"routing loop from {src} to {dst}")
-        if any(target in a.network for a in spec.addresses(cur)):
-            nxt = dst
-        else:
-            candidates = [r for r in routes.get(cur, ()) if target in r.dest]
-            if not candidates:
-                raise ValueError(f"{cur} has no route to {dst} ({target})")
-            best = max(candidates, key=lambda r: r.dest.prefixlen)
-            nxt = _owner(spec, best.via)
-        links.extend(_segment_path(spec, cur, nxt))
-        cur = nxt
-    return links
-
-
-def path_hops(
-    spec: TopologySpec, src: str, dst: str, target: ipaddress.IPv4Address | None = None
-) -> list[tuple[LinkSpec, str]]:
-    """``path_links`` with the direction each link is crossed in: "1to2" from its end a to end b."""
-    hops, cur = [], src
-    for link in path_links(spec, src, dst, target):
-        if link.a.node == cur:
-            hops.append((link, "1to2"))
-            cur = link.b.node
-        else:
-            hops.append((link, "2to1"))
-            cur = link.a.node
-    return hops
-
-
-def round_trip(spec: TopologySpec, a: str, b: str) -> list[tuple[LinkSpec, str]]:
-    """Every hop a ping from ``a`` to ``b`` and its reply cross, in order.
-
-    The reply goes to the request's source address, i.e. the address of ``a``'s outgoing
-    interface, which need not be ``a``'s primary address (so the way back may differ)."""
-    there = path_hops(spec, a, b)
-    source = there[0][0].end_of(a).address if there else None
-    return there + path_hops(spec, b, a, source.ip if source is not None else None)
-
-
-def expected_rtt_ms(spec: TopologySpec, a: str, b: str) -> float:
-    """Configured RTT: one-way delays along the path there plus along the path back."""
-    return sum(lk.params.delay_ms for lk, _ in round_trip(spec, a, b))
-
-
-# ---------------------------------------------------------------------------------------------
-# the statistics
-
-
-def ping_resolution_ms(rtt_ms: float) -> float:
-    """The step in which ping (iputils) prints an RTT of this size."""
-    if rtt_ms >= 99.95:
-        return 1.0
-    if rtt_ms >= 9.995:
-        return 0.1
-    if rtt_ms >= 1.0:
-        return 0.01
-    return 0.001
-
-
-def fifo_bias_ms(rate_per_s: float, jitter_ms: float) -> float:
-    """Expected extra wait of a probe behind an earlier one on a FIFO hop with uniform jitter ±J
-    and probes arriving at ``rate_per_s`` (Poisson, rate * 2J << 1): lambda * J^2 / 6."""
-    return rate_per_s * (jitter_ms / 1e3) ** 2 / 6.0 * 1e3
-
-
-@dataclass
-class Lateness:
-    """The shaper's lateness histogram of one link direction over one probing round (ms)."""
-
-    edges: list[float] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
-    sum_ms: float = 0.0
-
-    @property
-    def n(self) -> int:
-        return sum(self.counts)
-
-    @property
-    def mean_ms(self) -> float:
-        return self.sum_ms / self.n if self.n else 0.0
-
-    def bounds(self) -> tuple[Any, Any]:
-        """Lower and upper bound of every bucket (the open ends closed at one more step)."""
-        import numpy as np
-
-        e = np.asarray(self.edges, dtype=float)
-        lo = np.concatenate(([e[0] - (e[1] - e[0])], e))
-        hi = np.concatenate((e, [e[-1] * 1.5]))
-        return lo, hi
-
-    def sample(self, rng: Any, shape: tuple[int, ...]) -> Any:
-        """Draws from the histogram (uniform within a bucket)."""
-        import numpy as np
-
-        if not self.n:
-            return np.zeros(shape)
-        lo, hi = self.bounds()
-        idx = rng.choice(len(self.counts), size=shape, p=np.asarray(self.counts, dtype=float) / self.n)
-        return lo[idx] + (hi[idx] - lo[idx]) * rng.random(shape)
-
-
-def lateness_between(before: dict[str, Any], after: dict[str, Any], edges: list[float]) -> dict[tuple[str, str], Lateness]:
-    """Per (link, "1to2"/"2to1"): the shaper's lateness between two ``stats`` answers."""
-    out: dict[tuple[str, str], Lateness] = {}
-    for name, st in after.items():
-        prev = before.get(name)
-        for d, sd in (("1to2", "ab"), ("2to1", "ba")):
-            a = st[sd]
-            b = prev[sd] if prev else {"late_sum_ms": 0.0, "late_hist": [0] * len(a["late_hist"])}
-            hist = [max(0, x - y) for x, y in zip(a["late_hist"], b["late_hist"], strict=True)]
-            out[(name, d)] = Lateness(list(edges), hist, a["late_sum_ms"] - b["late_sum_ms"])
-    return out
-
-
-@dataclass
-class Noise:
-    """One path's RTT noise model: the uniform jitters of its hops, the shaper's lateness on its
-    shaped hops, and the kernel floor."""
-
-    jitters_ms: list[float] = field(default_factory=list)
-    lateness: list[Lateness] = field(default_factory=list)
-
-    def median_stats(self, n: int, seed: int, replicas: int = MC_REPLICAS) -> tuple[float, float]:
-        """Mean and standard deviation of the median of ``n`` RTT noise samples (Monte Carlo)."""
-        import numpy as np
-
-        if n <= 0:
-            return 0.0, math.inf
-        rng = np.random.default_rng(seed)
-        shape = (replicas, n)
-        x = rng.normal(0.0, FLOOR_SIGMA_MS, shape)
-        for j in self.jitters_ms:
-            x += rng.uniform(-j, j, shape)
-        for late in self.lateness:
-            x += late.sample(rng, shape)
-        med = np.median(x, axis=1)
-        return float(med.mean()), float(med.std())
-
-
-def median_se_ms(jitters_ms: Iterable[float], extra_sigma_ms: float, n: int) -> float:
-    """Closed form of the median's standard error for uniform jitters plus normal noise (no
-    lateness): 1 / (2 f sqrt(n)), f = min(1/(2 J_max), 1/(sigma sqrt(2 pi))). The check itself
-    uses ``Noise.median_stats`` (which also takes the measured lateness); this is the rule's
-    closed form for the configuration alone, printed and tested against it."""
-    js = [j for j in jitters_ms if j > 0]
-    var = sum(j * j / 3.0 for j in js) + extra_sigma_ms**2
-    if n <= 0:
-        return math.inf
-    if var <= 0:
-        return 0.0
-    f = 1.0 / (math.sqrt(var) * math.sqrt(2 * math.pi))
-    if js:
-        f = min(f, 1.0 / (2 * max(js)))
-    return 1.0 / (2 * f * math.sqrt(n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,12 +311,6 @@ def link_views(testbed: Any, before: dict[str, dict[str, LinkParams] | None]) ->
         measured = link.radio and callable(getattr(getattr(testbed, "radio", None), "measured_link_params", None))
         views[link.name] = LinkView(link.name, expected, applied, shaped, link.radio, measured)
     return views
-
-
-def switch_crossings(spec: TopologySpec, src: str, dst: str) -> int:
-    """How many times a ping's round trip is forwarded by a switch (an Open vSwitch bridge)."""
-    return sum(1 for link, d in round_trip(spec, src, dst)
-               if (link.b.node if d == "1to2" else link.a.node) in spec.switches)
 
 
 @dataclass

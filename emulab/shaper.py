@@ -46,10 +46,10 @@ keeps time; the self-check (emulab.selfcheck) reads it to tell a loaded machine 
 configuration.
 
 Control: a UNIX stream socket speaking newline-delimited JSON, one request per line, one reply
-line each (see ``ShaperClient``). Operations: ping, add, set, remove, stats, shutdown.
+line each (see ``emulab.shaper_control.ShaperClient``). Operations: ping, add, set, remove, stats, shutdown.
 
 Run: ``python -m emulab.shaper --control /run/emulab/shaper.sock [--netns emulab-shaper]``;
-from Python ``Shaper.start(control_path, netns=...)``. SIGTERM/SIGINT end the process cleanly
+from Python ``emulab.shaper_control.Shaper.start(control_path, netns=...)``. SIGTERM/SIGINT end the process cleanly
 (control socket and pid file removed).
 """
 
@@ -58,8 +58,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import collections
-import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -68,27 +66,33 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONTROL = "/run/emulab/shaper.sock"
-DEFAULT_NETNS = "emulab-shaper"
-DEFAULT_LIMIT = 1000
+from emulab.shaper_control import (
+    DEFAULT_CONTROL,
+    DEFAULT_LIMIT,
+    ShaperError,
+    ensure_netns,
+    enter_netns,
+    pidfile_for,
+    socket_alive,
+)
+from emulab.shaper_io import (
+    TIMESPEC,
+    TimerFd,
+    arrival,
+    packet_socket,
+    tune_process,
+)
 
-ETH_P_ALL = 0x0003
-SOL_PACKET = 263
-PACKET_VNET_HDR = 15
-PACKET_IGNORE_OUTGOING = 23
 VNET_HDR_LEN = 10  # struct virtio_net_hdr without num_buffers
 _VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 ETH_OVERHEAD = 0  # rate counts L2 frame bytes, like netem (no preamble/IFG)
 
-SOCK_BUF = 8 * 1024 * 1024
 RX_BUF = 256 * 1024  # > 64 KiB GSO frames (+ BIG TCP headroom)
 RX_BUDGET = 64  # frames read per readiness event before timers are looked at again
 LEAD_MAX = 0.0005  # s; the wake-up lead never exceeds this, so no frame leaves more than 0.5 ms early
@@ -96,16 +100,6 @@ LEAD_MAX = 0.0005  # s; the wake-up lead never exceeds this, so no frame leaves 
 LATE_EDGES = (-0.0005, -0.0002, -0.0001, -0.00005, -0.00002, 0.0, 0.00002, 0.00005, 0.0001, 0.0002,
               0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 LEAD_STEP = 0.000002  # s; the lead follows the median wake-up latency in steps of 2 us
-
-CLOCK_MONOTONIC = 1
-TFD_NONBLOCK = 0o4000
-TFD_CLOEXEC = 0o2000000
-TFD_TIMER_ABSTIME = 1
-PR_SET_TIMERSLACK = 29
-
-
-class ShaperError(RuntimeError):
-    """The shaper refused a request or could not be reached; the message says why."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,56 +168,6 @@ def wire_len(frame: bytes | bytearray | memoryview) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # data path
-
-
-SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS is the same number
-_TIMESPEC = struct.Struct("@qq")
-
-
-def _arrival(ancdata: list[tuple[int, int, bytes]], fallback: float, offset: float) -> float:
-    """Monotonic arrival time of a frame from its kernel timestamp (CLOCK_REALTIME + offset)."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-            sec, nsec = _TIMESPEC.unpack_from(data)
-            t = sec + nsec * 1e-9 - offset
-            return t if t <= fallback else fallback
-    return fallback
-
-
-def _tune_process() -> None:
-    """Wake up on time: 1 ns timer slack and a scheduling boost (best effort, needs root)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
-    except (OSError, AttributeError):
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, -10)
-    except OSError:
-        pass
-
-
-def _packet_socket(ifname: str) -> socket.socket:
-    """AF_PACKET socket bound to ifname, with vnet headers, big buffers, not seeing its own sends."""
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    try:
-        s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        # Without this every frame we send would come back to us as PACKET_OUTGOING.
-        s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        # The kernel stamps each frame when it arrives, so the time the shaper needs to wake up
-        # and read it is not added to the emulated delay (it was ~0.2-0.5 ms per hop under load).
-        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # SO_RCVBUFFORCE/SNDBUFFORCE
-            try:
-                s.setsockopt(socket.SOL_SOCKET, force, SOCK_BUF)
-            except OSError:
-                s.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
-        s.bind((ifname, ETH_P_ALL))
-        s.setblocking(False)
-    except BaseException:
-        s.close()
-        raise
-    return s
 
 
 class Direction:
@@ -323,9 +267,9 @@ class ShapedLink:
 
     def __init__(self, link_id: str, a: str, b: str, pab: DirParams, pba: DirParams, seed: int | None) -> None:
         self.id, self.a, self.b = link_id, a, b
-        self.sa = _packet_socket(a)
+        self.sa = packet_socket(a)
         try:
-            self.sb = _packet_socket(b)
+            self.sb = packet_socket(b)
         except BaseException:
             self.sa.close()
             raise
@@ -341,53 +285,6 @@ class ShapedLink:
         return {"id": self.id, "a": self.a, "b": self.b, "ab": self.ab.stats(), "ba": self.ba.stats()}
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-class _TimerFd:
-    """A CLOCK_MONOTONIC timerfd armed at absolute times (ctypes: Python 3.11 has no os.timerfd_*)."""
-
-    def __init__(self) -> None:
-        self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fd = self.libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self.fd = fd
-        self.armed: float | None = None
-        self._spec = _Itimerspec()
-        # Default timer slack (50 us) would be added to every wake-up; ask for 1 us.
-        self.libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
-
-    def arm(self, when: float | None) -> None:
-        """Arm at monotonic time `when` (seconds); None disarms."""
-        if when == self.armed:
-            return
-        self.armed = when
-        spec = self._spec
-        if when is None:
-            spec.it_value.tv_sec = spec.it_value.tv_nsec = 0
-        else:
-            ns = max(int(when * 1e9), 1)
-            spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(ns, 1_000_000_000)
-        if self.libc.timerfd_settime(self.fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
-            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
-
-    def clear(self) -> None:
-        try:
-            os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
-        self.armed = None
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
 class ShaperServer:
     """The event loop: packet sockets, the timer, the control socket and its clients."""
 
@@ -401,7 +298,7 @@ class ShaperServer:
         self.clients: dict[int, tuple[socket.socket, bytearray]] = {}
         self.running = True
         self.ep = select.epoll()
-        self.timer = _TimerFd()
+        self.timer = TimerFd()
         self.ep.register(self.timer.fd, select.EPOLLIN)
         self.rxbuf = bytearray(RX_BUF)
         self.rxview = memoryview(self.rxbuf)
@@ -412,7 +309,7 @@ class ShaperServer:
         self.ep.register(self._wr, select.EPOLLIN)
         Path(control_path).parent.mkdir(parents=True, exist_ok=True)
         if os.path.exists(control_path):
-            if _socket_alive(control_path):
+            if socket_alive(control_path):
                 raise ShaperError(f"another shaper already listens on {control_path}")
             os.unlink(control_path)
         self.ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -421,7 +318,7 @@ class ShaperServer:
         self.ctl.listen(16)
         self.ctl.setblocking(False)
         self.ep.register(self.ctl.fileno(), select.EPOLLIN)
-        self.pidfile = _pidfile_for(control_path)
+        self.pidfile = pidfile_for(control_path)
         Path(self.pidfile).write_text(f"{os.getpid()}\n")
 
     # -- control -------------------------------------------------------------------------------
@@ -542,7 +439,7 @@ class ShaperServer:
         view = self.rxview
         queued = False
         offset = time.time() - time.monotonic()
-        anc_size = socket.CMSG_SPACE(_TIMESPEC.size)
+        anc_size = socket.CMSG_SPACE(TIMESPEC.size)
         for _ in range(RX_BUDGET):
             try:
                 n, ancdata, _flags, _addr = sock.recvmsg_into([buf], anc_size)
@@ -557,7 +454,7 @@ class ShaperServer:
                 return
             if n <= VNET_HDR_LEN:
                 continue
-            if d.offer(bytes(view[:n]), _arrival(ancdata, time.monotonic(), offset)):
+            if d.offer(bytes(view[:n]), arrival(ancdata, time.monotonic(), offset)):
                 queued = True
         if queued:
             self.busy.add(d)
@@ -629,250 +526,6 @@ class ShaperServer:
                 pass
 
 
-# ---------------------------------------------------------------------------------------------
-# namespace handling
-
-
-def netns_exists(name: str) -> bool:
-    return os.path.exists(f"/run/netns/{name}")
-
-
-def ensure_netns(name: str) -> bool:
-    """Create the shaper's namespace if missing; True when it was created now.
-
-    IPv6 is disabled for every interface created in it so the middle veth ends never emit
-    router solicitations, DAD or MLD into the emulated links; lo is brought up.
-    """
-    created = False
-    if not netns_exists(name):
-        _run(["ip", "netns", "add", name])
-        created = True
-    for key in ("all", "default"):
-        _run(["ip", "netns", "exec", name, "sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=1"])
-    _run(["ip", "-n", name, "link", "set", "lo", "up"])
-    return created
-
-
-def delete_netns(name: str) -> None:
-    if netns_exists(name):
-        _run(["ip", "netns", "del", name])
-
-
-def _run(cmd: list[str]) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise ShaperError(f"{' '.join(cmd)} failed: {r.stderr.strip() or r.stdout.strip()}")
-
-
-def _enter_netns(name: str) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-            raise OSError(ctypes.get_errno(), f"setns({name}) failed")
-    finally:
-        os.close(fd)
-
-
-def _pidfile_for(control_path: str) -> str:
-    return str(Path(control_path).with_suffix(".pid"))
-
-
-def _socket_alive(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1.0)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# client side
-
-
-def params_to_wire(params: Any) -> dict[str, Any]:
-    """LinkParams (or a dict of its fields) -> the shaper's JSON parameter object."""
-    d = params.as_dict() if hasattr(params, "as_dict") else dict(params)
-    return {
-        "delay_ms": float(d.get("delay_ms") or 0.0),
-        "jitter_ms": float(d.get("jitter_ms") or 0.0),
-        "loss_pct": float(d.get("loss_pct") or 0.0),
-        "rate_mbit": None if d.get("rate_mbit") is None else float(d["rate_mbit"]),
-    }
-
-
-class ShaperClient:
-    """Talks to a running shaper over its control socket (thread-safe, one connection)."""
-
-    def __init__(self, control_path: str | os.PathLike[str] = DEFAULT_CONTROL, timeout: float = 5.0) -> None:
-        self.control_path = os.fspath(control_path)
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._buf = b""
-        self._lock = threading.Lock()
-
-    def _connect(self) -> socket.socket:
-        if self._sock is None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
-            try:
-                s.connect(self.control_path)
-            except OSError as e:
-                s.close()
-                raise ShaperError(f"cannot reach the shaper at {self.control_path}: {e}") from e
-            self._sock, self._buf = s, b""
-        return self._sock
-
-    def request(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Send one request, return the reply; raise ShaperError when it says ok: false."""
-        with self._lock:
-            s = self._connect()
-            try:
-                s.sendall(json.dumps(req).encode() + b"\n")
-                while b"\n" not in self._buf:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        raise ShaperError("the shaper closed the control connection")
-                    self._buf += chunk
-            except OSError as e:
-                self.close()
-                raise ShaperError(f"shaper control I/O failed: {e}") from e
-            line, _, self._buf = self._buf.partition(b"\n")
-        reply = json.loads(line)
-        if not reply.get("ok"):
-            raise ShaperError(f"shaper refused {req.get('op')}: {reply.get('error')}")
-        return reply
-
-    def ping(self) -> dict[str, Any]:
-        return self.request({"op": "ping"})
-
-    def add_link(self, link_id: str, a: str, b: str, params: Any, *, params_ab: Any = None,
-                 params_ba: Any = None, limit: int = DEFAULT_LIMIT, seed: int | None = None) -> dict[str, Any]:
-        req: dict[str, Any] = {"op": "add", "id": link_id, "a": a, "b": b,
-                               "params": params_to_wire(params), "limit": limit, "seed": seed}
-        if params_ab is not None:
-            req["params_ab"] = params_to_wire(params_ab)
-        if params_ba is not None:
-            req["params_ba"] = params_to_wire(params_ba)
-        return self.request(req)["link"]
-
-    def set_params(self, link_id: str, params: Any, direction: str | None = None,
-                   limit: int | None = None) -> dict[str, Any]:
-        req: dict[str, Any] = {"op": "set", "id": link_id, "params": params_to_wire(params), "direction": direction}
-        if limit is not None:
-            req["limit"] = limit
-        return self.request(req)["link"]
-
-    def remove_link(self, link_id: str) -> None:
-        self.request({"op": "remove", "id": link_id})
-
-    def stats(self, link_id: str | None = None) -> dict[str, Any]:
-        r = self.request({"op": "stats", "id": link_id})
-        return r["link"] if link_id is not None else r["links"]
-
-    def shutdown(self) -> None:
-        self.request({"op": "shutdown"})
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-
-class Shaper:
-    """Handle on a shaper process started by ``Shaper.start`` (the builder keeps one per testbed)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes] | None, pid: int, control_path: str, netns: str,
-                 owns_netns: bool) -> None:
-        self.proc = proc
-        self.pid = pid
-        self.control_path = control_path
-        self.netns = netns
-        self.owns_netns = owns_netns
-        self.client = ShaperClient(control_path)
-
-    @classmethod
-    def start(cls, control_path: str | os.PathLike[str] = DEFAULT_CONTROL, netns: str = DEFAULT_NETNS,
-              log_path: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Shaper:
-        """Create the namespace (if needed), start the shaper in it and wait until it answers."""
-        control_path = os.fspath(control_path)
-        if os.path.exists(control_path) and _socket_alive(control_path):
-            raise ShaperError(f"a shaper already listens on {control_path}")
-        created = ensure_netns(netns)
-        env = dict(os.environ)
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "emulab.shaper", "--control", control_path, "--netns", netns],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out if log_path else None,
-                env=env, start_new_session=True,
-            )
-        finally:
-            if log_path:
-                out.close()  # type: ignore[union-attr]
-        handle = cls(proc, proc.pid, control_path, netns, created)
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                if created:
-                    delete_netns(netns)
-                raise ShaperError(f"shaper exited at start with code {proc.returncode}")
-            try:
-                handle.client.ping()
-                return handle
-            except ShaperError:
-                if time.monotonic() > deadline:
-                    handle.stop()
-                    raise ShaperError(f"shaper did not answer on {control_path} within {timeout} s") from None
-                time.sleep(0.02)
-
-    def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return _pid_alive(self.pid)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM the process, wait, SIGKILL if needed; remove the namespace if we created it."""
-        self.client.close()
-        if self.alive():
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if self.alive():
-                os.kill(self.pid, signal.SIGKILL)
-                if self.proc is not None:
-                    self.proc.wait()
-        elif self.proc is not None:
-            self.proc.wait()
-        for path in (self.control_path, _pidfile_for(self.control_path)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        if self.owns_netns:
-            delete_netns(self.netns)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emulab.shaper", description=__doc__.splitlines()[0])
     ap.add_argument("--control", default=DEFAULT_CONTROL, help="UNIX control socket path")
@@ -880,8 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.netns:
         ensure_netns(args.netns)
-        _enter_netns(args.netns)
-    _tune_process()
+        enter_netns(args.netns)
+    tune_process()
     server = ShaperServer(args.control)
     server.serve()
     return 0

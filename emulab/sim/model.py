@@ -207,7 +207,7 @@ def synthetic_model(n: int, scenario: Scenario) -> PoolModel:
 
 
 def topology_model(target: str, scenario: Scenario) -> PoolModel:
-    from emulab.selfcheck import path_links
+    from emulab.selfcheck_paths import path_links
     from emulab.topology import TopologyError, load
 
     try:

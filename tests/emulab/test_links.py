@@ -15,7 +15,7 @@ from emulab.links import (
     netem_readback,
     netem_tc_args,
 )
-from emulab.shaper import params_to_wire
+from emulab.shaper_control import params_to_wire
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ import pytest
 
 from emulab.linkparams import LinkParams
 from emulab.links import EmuLink, LinkError, cleanup_leftovers, probe_netem
-from emulab.shaper import Shaper, ShaperClient, ShaperError, netns_exists
+from emulab.shaper_control import Shaper, ShaperClient, ShaperError, netns_exists
 
 pytestmark = pytest.mark.root
 

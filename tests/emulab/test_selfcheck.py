@@ -9,21 +9,15 @@ from pathlib import Path
 import pytest
 
 from emulab.linkparams import LinkParams
-from emulab.selfcheck import (
-    DIRECTIONS,
+from emulab.selfcheck import DIRECTIONS, LinkView, PairResult, all_pairs, evaluate, probe_rates, schedule
+from emulab.selfcheck_paths import expected_rtt_ms
+from emulab.selfcheck_stats import (
     Lateness,
-    LinkView,
     Noise,
-    PairResult,
-    all_pairs,
-    evaluate,
-    expected_rtt_ms,
     fifo_bias_ms,
     lateness_between,
     median_se_ms,
     ping_resolution_ms,
-    probe_rates,
-    schedule,
 )
 from emulab.shaper import LATE_EDGES
 from emulab.topology import load
@@ -163,7 +157,8 @@ def test_schedule_probes_every_pair_once_each_source_once_per_round(spec) -> Non
 
 
 def test_forwarding_cost_is_calibrated_on_unshaped_paths() -> None:
-    from emulab.selfcheck import calibrate, switch_crossings
+    from emulab.selfcheck import calibrate
+    from emulab.selfcheck_paths import switch_crossings
 
     spec = load(DATA / "good-switch-chain.yaml")
     assert switch_crossings(spec, "h1", "h2") == 4  # s1 and s2, there and back

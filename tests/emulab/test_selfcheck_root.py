@@ -16,7 +16,8 @@ import pytest
 
 from emulab import control
 from emulab.linkparams import LinkParams
-from emulab.selfcheck import check, describe, round_trip, run_self_check
+from emulab.selfcheck import check, describe, run_self_check
+from emulab.selfcheck_paths import round_trip
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ import pytest
 
 from emulab import control
 from emulab.cleanup import find_leftovers
-from emulab.selfcheck import expected_rtt_ms
+from emulab.selfcheck_paths import expected_rtt_ms
 from emulab.topology import load
 
 from helpers.testbed import run_emulab as emulab

@@ -43,6 +43,7 @@ def test_registrar_side_by_side_with_rspregistrar(tmp_path: Path) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1100, cwd=ROOT)
     keep = os.environ.get("EMULAB_RK_ARTIFACTS")
     if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
         (Path(keep) / "registrar_vs_rsplib.log").write_text(r.stdout + r.stderr)
     assert r.returncode == 0, f"benchmark failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     res = json.loads(r.stdout.strip().splitlines()[-1])
