@@ -26,6 +26,8 @@ from rserpool.session import PEInfo, SessionChannel, business_card_candidates
 from rserpool.wire import BusinessCard, TcpTransport, decode_asap
 from rserpool.wire import PoolElement as WirePoolElement
 
+from helpers.netns_lab import stop_processes
+
 POOL = b"EchoPool"
 ROOT = Path(__file__).resolve().parents[2]
 RSERPOOL = [sys.executable, "-m", "rserpool"]
@@ -451,15 +453,7 @@ class CliLab:
         return subprocess.run(RSERPOOL + args, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+        stop_processes(self.procs)
 
 
 @pytest.fixture
