@@ -334,9 +334,12 @@ def test_oai_softmodem_accepts_generated_config(plan, tmp_path):  # pragma: no c
         proc.wait(timeout=10)
 
 
-@pytest.mark.skipif(oai_install.find_install() is not None, reason="OAI is installed here")
-def test_oai_backend_refuses_without_oai():
+def test_oai_backend_refuses_without_oai(tmp_path, monkeypatch):
     from radio import get_backend
+
+    # an empty prefix: the machine's own OAI build (if any) is out of sight
+    monkeypatch.setenv("EMULAB_OAI_PREFIX", str(tmp_path))
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
 
     for name in ("oai", "b210"):
         r = get_backend(name)(FakeTestbed())
