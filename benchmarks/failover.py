@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -55,17 +57,28 @@ def one_run(args: argparse.Namespace, i: int, duration: float, lose_at: float, r
     """One coverage-loss run: its row (``RUN_KEYS``, the per-job fail-over times, ``error`` if it failed)
     and the timers it ran with."""
     sc = Scenario(target=args.topology, pus=(args.pus,), runs=1, duration=duration, seed=1000 + i, out=out_dir)
+    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine's load: OAI's timing follows it
     try:
         path = run_coverage_loss(sc, lose_at, restore_at, drain=90.0, pcaps=False, progress=False, radio=args.radio)
     except EmulabError as exc:
-        return {"run": i + 1, "error": f"{type(exc).__name__}: {exc}"}, {}
+        return {"run": i + 1, "error": f"{type(exc).__name__}: {exc}", "load_before": load_before,
+                "load_after": [round(x, 2) for x in os.getloadavg()]}, {}
     s = json.loads((path / "summary.json").read_text())
     r = s["coverage_runs"][0]
     row = {"run": i + 1, **{k: r.get(k) for k in RUN_KEYS}, "calculations_discarded": s["calculations_discarded"],
            "job_failover_s": [[j["failover_s"], j["rejections"]] for j in r.get("failover_jobs", ())
                               if j["failover_s"] is not None and j["from_class"] != "ue"],
-           "reattach_s": r.get("radio", {}).get("reattach_s"), "results": str(path)}
+           "reattach_s": r.get("radio", {}).get("reattach_s"), "ue_restarts": r.get("radio", {}).get("ue_restarts"),
+           "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()], "results": str(path)}
     return row, s.get("timers", {})
+
+
+def spread(values: list[float]) -> dict[str, float | int | None]:
+    """n, min, mean, standard deviation and max of ``values`` (sd None below two)."""
+    if not values:
+        return {"n": 0, "min": None, "mean": None, "sd": None, "max": None}
+    return {"n": len(values), "min": round(min(values), 3), "mean": round(statistics.fmean(values), 3),
+            "sd": round(statistics.stdev(values), 3) if len(values) > 1 else None, "max": round(max(values), 3)}
 
 
 def unusable(row: dict[str, Any]) -> str | None:
@@ -104,7 +117,8 @@ def main() -> int:
         print(f"run {i + 1}/{runs}: fail-over per job n {jobs['n']} p50 {jobs['p50']} s max {jobs['max']} s, "
               f"first UE Accept {row['failover_s']} s, recovery {row['recovery_s']} s, "
               f"{row['requests_completed']}/{row['requests_issued']} completed, "
-              f"{row['requests_restarted']} restarted ({row['results']})", file=sys.stderr)
+              f"{row['requests_restarted']} restarted, re-attach {row['reattach_s']} s, load {row['load_before'][0]} -> "
+              f"{row['load_after'][0]} ({row['results']})", file=sys.stderr)
 
     skipped = {r["run"]: why for r in per_run if (why := unusable(r)) is not None}
     used = [r for r in per_run if r["run"] not in skipped]
@@ -140,6 +154,8 @@ def main() -> int:
     print(json.dumps({
         "benchmark": "failover", "topology": args.topology, "radio": args.radio or "topology's", "pus": args.pus,
         "runs": runs, "reattach_s": ra,
+        "spread": {k: spread([r[k] for r in used if r.get(k) is not None])
+                   for k in ("failover_s", "recovery_s", "reattach_s")},
         "runs_used": len(used), "runs_not_used": {str(k): v for k, v in skipped.items()},
         "runs_without_failover": {str(k): v for k, v in stuck.items()},
         "duration_s": duration, "lose_at_s": lose_at, "restore_at_s": restore_at,

@@ -7,8 +7,14 @@ services) with ``--radio oai`` and that bandwidth, then measures over OAI's tunn
 * RTT: ``ping -i 0.1`` × COUNT (median, p10, p90, mean) and jitter (standard deviation, and the
   mean difference of consecutive RTTs, RFC 3550's view);
 * TCP throughput, uplink and downlink (``iperf3 -t SECONDS``, one stream);
-* UDP throughput at an offered rate above the cell's (received rate and loss), both ways;
-* CPU of each softmodem over the whole measurement (% of one core, from /proc utime+stime) and RSS.
+* UDP throughput, both ways, in 1400-byte datagrams: received rate and loss at an offered rate above
+  the cell's (20 Mbit/s at 25 PRB, 40 at 50; ``--udp-mbit`` sets them): what the radio carries; then
+  at half of that: the loss of a flow the radio can take. Each iperf3 run has a server of its own,
+  waited for (see ``iperf``): one shared server, still ending the last test, reset the control
+  connection of the next (the uplink UDP run, after the TCP download);
+* CPU of each softmodem (% of one core, from /proc utime+stime of the process and OAI's forked
+  helper): attached and idle for 10 s, and over the measurements (loaded); RSS; the load average
+  before and after.
 
 Beside them, what the emulated backend's model (radio.lte, defaults, the paper topology's 500 m)
 gives for the same bandwidth: one-way delay (base + HARQ), jitter and rate. The last line is JSON.
@@ -40,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 EMULAB = [sys.executable, "-m", "emulab"]
 ENB_TUN_ADDR = "10.0.1.1"  # OAI --noS1: oaitun_enb1 10.0.1.1, oaitun_ue1 10.0.1.2
 SOFTMODEMS = ("lte-softmodem", "lte-uesoftmodem")
+IDLE_S = 10.0  # CPU of the attached softmodems without user traffic, over this long
+UDP_DATAGRAM_B = 1400  # iperf3 -l: one IP packet inside the tunnels' 1500-byte MTU (no fragments)
+UDP_SATURATE_MBIT = {5: 20.0, 10: 40.0}  # UDP offered above the cell's capacity, per bandwidth (MHz)
+SERVER_DONE_S = 20.0  # how long an iperf3 server may take to end its side of a test
 
 
 def in_node(node: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -78,13 +88,26 @@ def rtt(count: int) -> dict[str, float]:
 
 
 def iperf(seconds: int, reverse: bool, udp_mbit: float | None = None) -> dict[str, Any]:
-    """One iperf3 run from the UE to the eNB's tunnel address (``reverse``: downlink)."""
+    """One iperf3 run from the UE to the eNB's tunnel address (``reverse``: downlink), against a server
+    of its own that ends with the test (``-1``), waited for before the next run: over OAI the server's
+    side of a test ends seconds after the client's (the last data and control messages queue behind
+    the radio), and a server still busy with it resets the next client's control connection."""
     argv = ["iperf3", "-c", ENB_TUN_ADDR, "-t", str(seconds), "-J", "--connect-timeout", "5000"]
     if reverse:
         argv.append("-R")
     if udp_mbit is not None:
-        argv += ["-u", "-b", f"{udp_mbit}M"]
-    p = in_node("ue", *argv, timeout=seconds + 60)
+        argv += ["-u", "-b", f"{udp_mbit:.3f}M", "-l", str(UDP_DATAGRAM_B)]
+    server = subprocess.Popen(["ip", "netns", "exec", paths.netns_name("enb"), "iperf3", "-s", "-1", "-B",
+                               ENB_TUN_ADDR], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # until it listens
+        p = in_node("ue", *argv, timeout=seconds + 60)
+    finally:
+        try:
+            server.wait(timeout=SERVER_DONE_S)
+        except subprocess.TimeoutExpired:  # the client never reached it: it would wait for ever
+            server.kill()
+            server.wait()
     try:
         data = json.loads(p.stdout)
     except ValueError:
@@ -110,7 +133,13 @@ def model_figures(bandwidth_mhz: float) -> dict[str, float]:
             "snr_db": round(statistics.median(s.snr_db for s in states), 1)}
 
 
-def measure(topology: str, bandwidth_mhz: float, count: int, seconds: int) -> dict[str, Any]:
+def cpu_share(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]], wall_s: float) -> dict[str, float]:
+    """Each softmodem's CPU between two readings as % of one core (100 = one core busy all the time)."""
+    return {k: round(100 * (after[k][0] - before[k][0]) / wall_s, 1) for k in after if k in before}
+
+
+def measure(topology: str, bandwidth_mhz: float, count: int, seconds: int,
+            udp_mbit: tuple[float | None, float | None] = (None, None)) -> dict[str, Any]:
     spec_path = load(topology).source
     doc = yaml.safe_load(Path(spec_path).read_text())
     doc.setdefault("radio", {}).setdefault("options", {})["bandwidth_mhz"] = bandwidth_mhz
@@ -127,28 +156,48 @@ def measure(topology: str, bandwidth_mhz: float, count: int, seconds: int) -> di
         start_s = time.monotonic() - t0
         st = json.loads(subprocess.run([*EMULAB, "radio", "status", "--json"], capture_output=True, text=True,
                                        check=True, timeout=60).stdout)
-        server = subprocess.Popen(["ip", "netns", "exec", paths.netns_name("enb"), "iperf3", "-s", "-B",
-                                   ENB_TUN_ADDR], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)
-        cpu0, w0 = softmodem_cpu(), time.monotonic()
         out: dict[str, Any] = {"bandwidth_mhz": bandwidth_mhz, "n_prb": {5: 25, 10: 50, 20: 100}[int(bandwidth_mhz)],
-                               "start_s": round(start_s, 1), "attach_s": st.get("attach_s"), "rtt": rtt(count)}
-        cap = 40.0 if bandwidth_mhz >= 10 else 20.0
+                               "start_s": round(start_s, 1), "attach_s": st.get("attach_s"),
+                               "load_before": [round(x, 2) for x in os.getloadavg()]}
+        # the softmodems attached and idle (no user traffic): what OAI costs just to keep the cell and the UE up
+        cpu0, w0 = softmodem_cpu(), time.monotonic()
+        time.sleep(IDLE_S)
+        cpu1, w1 = softmodem_cpu(), time.monotonic()
+        out["cpu_idle_pct_of_core"] = cpu_share(cpu0, cpu1, w1 - w0)
+        cpu0, w0 = softmodem_cpu(), time.monotonic()
+        out["rtt"] = rtt(count)
         out["tcp_up"] = iperf(seconds, reverse=False)
         out["tcp_down"] = iperf(seconds, reverse=True)
-        out["udp_up"] = iperf(seconds, reverse=False, udp_mbit=cap)
-        out["udp_down"] = iperf(seconds, reverse=True, udp_mbit=cap)
+        offered = udp_mbit[0] or UDP_SATURATE_MBIT[int(bandwidth_mhz)], udp_mbit[1] or UDP_SATURATE_MBIT[int(bandwidth_mhz)]
+        for key, reverse, rate in (("udp_up", False, offered[0]), ("udp_down", True, offered[1])):
+            # at a rate above the cell's (what the radio carries: its UDP capacity), then at half of what it
+            # carried (the loss of a flow the radio can take)
+            out[key] = iperf(seconds, reverse=reverse, udp_mbit=rate)
+            if out[key].get("mbit_s"):
+                out[key + "_half"] = iperf(seconds, reverse=reverse, udp_mbit=round(out[key]["mbit_s"] / 2, 3))
         out["rtt_after_load"] = rtt(max(20, count // 4))
         cpu1, w1 = softmodem_cpu(), time.monotonic()
-        out["cpu_pct_of_core"] = {k: round(100 * (cpu1[k][0] - cpu0[k][0]) / (w1 - w0), 1) for k in cpu1 if k in cpu0}
+        # under the measurements above (pings, TCP and UDP both ways): busy softmodems
+        out["cpu_pct_of_core"] = cpu_share(cpu0, cpu1, w1 - w0)
+        out["cpu_window_s"] = {"idle": IDLE_S, "loaded": round(w1 - w0, 1)}
         out["rss_mb"] = {k: round(v[1] / 1024) for k, v in cpu1.items()}
+        out["load_after"] = [round(x, 2) for x in os.getloadavg()]
         out["model"] = model_figures(bandwidth_mhz)
-        server.terminate()
-        server.wait(timeout=10)
         return out
     finally:
         subprocess.run([*EMULAB, "stop"], capture_output=True, timeout=180, check=False)
         tmp.unlink(missing_ok=True)
+
+
+MEASUREMENTS = ("tcp_up", "tcp_down", "udp_up", "udp_up_half", "udp_down", "udp_down_half")
+
+
+def udp_text(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "not run"
+    if "error" in r:
+        return f"FAILED ({r['error'][:120]})"
+    return f"{r['mbit_s']} of {r['offered_mbit_s']} Mbit/s offered, {r['lost_pct']} % lost"
 
 
 def main() -> int:
@@ -156,13 +205,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="100 pings and 5 s per iperf3 run (else 300 and 10 s)")
     ap.add_argument("--topology", default="paper-topology")
     ap.add_argument("--prb", type=int, nargs="+", default=[25, 50], choices=[25, 50])
+    ap.add_argument("--udp-mbit", type=float, nargs=2, metavar=("UP", "DOWN"), default=(None, None),
+                    help="UDP rates to offer, Mbit/s (default: 20 at 25 PRB, 40 at 50: above the cell's)")
     args = ap.parse_args()
     count, seconds = (100, 5) if args.quick else (300, 10)
     cells = []
     for prb in args.prb:
         mhz = {25: 5.0, 50: 10.0}[prb]
         try:
-            c = measure(args.topology, mhz, count, seconds)
+            c = measure(args.topology, mhz, count, seconds, tuple(args.udp_mbit))
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"{prb} PRB: FAILED: {exc}", file=sys.stderr)
             cells.append({"n_prb": prb, "error": str(exc)})
@@ -171,11 +222,19 @@ def main() -> int:
         r, m = c["rtt"], c["model"]
         print(f"{prb} PRB: OAI RTT median {r['median_ms']} ms (p10 {r['p10_ms']}, p90 {r['p90_ms']}), jitter sd "
               f"{r['sd_ms']} ms / ipdv {r['ipdv_ms']} ms; TCP up {c['tcp_up'].get('mbit_s')} down "
-              f"{c['tcp_down'].get('mbit_s')} Mbit/s; UDP up {c['udp_up'].get('mbit_s')} down "
-              f"{c['udp_down'].get('mbit_s')} Mbit/s; CPU {c['cpu_pct_of_core']} % of a core, RSS {c['rss_mb']} MB; "
+              f"{c['tcp_down'].get('mbit_s')} Mbit/s; UDP up {udp_text(c['udp_up'])} / {udp_text(c.get('udp_up_half'))}, "
+              f"down {udp_text(c['udp_down'])} / {udp_text(c.get('udp_down_half'))}; "
+              f"CPU idle {c['cpu_idle_pct_of_core']}, loaded {c['cpu_pct_of_core']} % of a core, RSS {c['rss_mb']} MB; "
+              f"load {c['load_before'][0]} -> {c['load_after'][0]}; "
               f"model: RTT {m['rtt_ms']} ms, jitter {m['jitter_ms']} ms, rate {m['rate_mbit_s']} Mbit/s")
-    print(json.dumps({"benchmark": "oai_radio", "topology": args.topology, "quick": args.quick, "cells": cells}))
-    return 0 if all("error" not in c for c in cells) else 1
+    # a measurement that failed inside a cell (an iperf3 run) is an error of the benchmark too
+    failed = {f"{c['n_prb']} PRB {k}": c[k]["error"] for c in cells for k in MEASUREMENTS
+              if isinstance(c.get(k), dict) and "error" in c[k]}
+    failed.update({f"{c['n_prb']} PRB": c["error"] for c in cells if "error" in c})
+    print(json.dumps({"benchmark": "oai_radio", "topology": args.topology, "quick": args.quick,
+                      "udp_datagram_bytes": UDP_DATAGRAM_B, "errors": failed,
+                      "cells": cells}))
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ def format_state(st: dict[str, Any]) -> str:
         parts.append(f"CQI {st['cqi']}")
     if "rate_mbit" in st:
         parts.append(f"rate {st['rate_mbit']:.1f} Mbit/s")
+    mac = st.get("enb_mac")
+    if mac:  # OAI: what the eNB's MAC reports of the UE
+        parts.append(format_enb_mac(mac))
     p = st.get("params")
     if p:
         rate = f"{p['rate_mbit']:.1f} Mbit/s" if p.get("rate_mbit") else "unlimited"
@@ -47,6 +50,24 @@ def format_state(st: dict[str, Any]) -> str:
     if st.get("last_error"):
         parts.append(f"last error: {st['last_error']}")
     return ", ".join(parts)
+
+
+def format_enb_mac(mac: dict[str, Any]) -> str:
+    """The eNB's MAC statistics of the UE (radio.oai_mac) in one phrase: MCS, SNR, throughput, BLER
+    (its CQI is the state's ``cqi``)."""
+    def num(key: str, fmt: str = "{}") -> str:
+        return fmt.format(mac[key]) if mac.get(key) is not None else "-"
+
+    out = f"eNB MAC: MCS DL {num('dl_mcs')} UL {num('ul_mcs')}"
+    if mac.get("ul_snr_db") is not None:
+        out += f", UL SNR {mac['ul_snr_db']} dB"
+    if mac.get("dl_mbit_s") is not None:
+        out += f", DL {num('dl_mbit_s', '{:.2f}')} UL {num('ul_mbit_s', '{:.2f}')} Mbit/s over {mac['window_s']:g} s"
+    if mac.get("ul_bler_pct") is not None:
+        out += f", UL BLER {mac['ul_bler_pct']:.1f} %"
+    if mac.get("error"):
+        out += f" (telnet: {mac['error']})"
+    return out
 
 
 @click.group()
@@ -57,7 +78,7 @@ def radio() -> None:
 @radio.command(name="status")
 @click.option("--json", "as_json", is_flag=True, help="Print the backend's full state as JSON.")
 def radio_status(as_json: bool) -> None:
-    """SNR, CQI, rate and attach state of the UE."""
+    """SNR, CQI, rate and attach state of the UE (OAI: RRC state, and the eNB's MAC: MCS, CQI, throughput)."""
     st = _request("state")
     click.echo(json.dumps(st, indent=2) if as_json else format_state(st))
 

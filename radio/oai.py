@@ -18,7 +18,10 @@ OAI, and fails with one message naming the softmodem and its log when one exits 
 does not attach within ``attach_timeout_s`` (default 60 s). While it runs, a supervisor thread
 follows the log, keeps the user plane in the tunnel, measures the radio's RTT through it
 (radio.oai_probe; the self-check and `emulab radio status` use it) and runs the UE's radio link
-monitor (radio.oai_rlm).
+monitor (radio.oai_rlm). The eNB's MAC statistics of the UE (MCS each way, the UE's CQI, uplink
+SNR/BLER, throughput each way) come from OAI's eNB itself: its telnet server's ``measur show
+enbues`` and its MAC_stats.log (radio.oai_mac); `emulab radio status` shows them. (With ``b210``
+the reader is not started: it waits for an attach, which only the UE softmodem's log tells here.)
 
 Coverage loss is ``channelmod modify 0 ploss <coverage_ploss_db>`` on the UE's telnet server (model
 0 = ``rfsimu_channel_enB0``, the downlink as the UE receives it); restore sets it back to
@@ -67,7 +70,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from radio import oai_install, oai_probe, oai_rlm, oai_sched
+from radio import oai_install, oai_mac, oai_probe, oai_rlm, oai_sched
 from radio.base import RadioBackend, RadioError, RadioProbe, binaries_probe
 from radio.host import Process, RadioHost, RadioLinkParams
 from radio.oai_conf import (  # noqa: F401 - re-exported: the generated files are part of this backend
@@ -183,6 +186,8 @@ class OaiRfsimRadio(RadioBackend):
         self.probe_proc: Process | None = None
         self.rlm: RadioLinkMonitor | None = None  # the UE's radio link monitor (radio.oai_rlm)
         self.reader_proc: Process | None = None  # reads the UE's downlink channel for it
+        self.mac: oai_mac.EnbMac | None = None  # the eNB's MAC statistics of the UE (radio.oai_mac)
+        self.mac_proc: Process | None = None  # asks the eNB's telnet server for them
         self._reader_offset = 0
         self._ue_routes: list[RouteChange] = []
         self.rlf_count = 0
@@ -247,6 +252,7 @@ class OaiRfsimRadio(RadioBackend):
         self.user_plane = "waiting for the UE's RRC attach"
         timeout = float(self.options.get("attach_timeout_s", ATTACH_TIMEOUT_S))
         self._wait_attached(timeout)
+        self._start_mac_reader()
         self._start_probe()
         self._start_rlm()
         self._stop.clear()
@@ -281,6 +287,20 @@ class OaiRfsimRadio(RadioBackend):
         self.probe = oai_probe.RttProbe(log_file)
         self.probe_proc = self.host.popen(self.plan.ue_node, oai_probe.RttProbe.argv(str(enb_tun.ip)),
                                           cwd=self.conf_dir, log=log_file)
+
+    def _start_mac_reader(self) -> None:
+        """Keep reading the eNB's MAC statistics of the UE (radio.oai_mac): its telnet server's answer
+        once a second, and OAI's MAC_stats.log. Only while the UE is attached: the telnet server is up
+        long before the eNB's MAC is, and a ``measur`` command in between can crash the eNB."""
+        assert self.plan is not None and self.conf_dir is not None
+        if self.mac_proc is not None:
+            return
+        self.mac = oai_mac.EnbMac(self.conf_dir / oai_mac.ENB_MAC_FILE, self.conf_dir / oai_mac.MAC_STATS_FILE)
+        self.mac.reader_file.unlink(missing_ok=True)  # the last reader's, from before a restart
+        self.mac_proc = self.host.popen(
+            self.plan.enb_node, [sys.executable, "-c", oai_mac.READER, str(self.plan.enb_telnet_port),
+                                 str(oai_mac.POLL_S), str(self.mac.reader_file)],
+            cwd=self.conf_dir, log=self.host.log_dir / "oai-enb-mac.log")
 
     def _start_rlm(self) -> None:
         """Start the UE's radio link monitor and the reader of the UE's downlink channel it is fed by."""
@@ -331,8 +351,10 @@ class OaiRfsimRadio(RadioBackend):
         connection would get no downlink: both softmodems start anew, the eNB first (its cell
         search, RRC connection and bearer follow; ``_step`` puts the user plane back)."""
         assert self.plan is not None and self.conf_dir is not None and self.ue_log is not None
-        for role in ("ue", "enb"):
-            proc = self.procs.pop(role)
+        # the MAC reader first: no telnet questions to an eNB that is starting (see _start_mac_reader)
+        stopping = [p for p in (self.mac_proc, self.procs.pop("ue"), self.procs.pop("enb")) if p is not None]
+        self.mac_proc = None
+        for proc in stopping:
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -406,6 +428,7 @@ class OaiRfsimRadio(RadioBackend):
                 if self.rlm.cell_back_at is not None:
                     self.reattach_s = round(attached_at - self.rlm.cell_back_at, 3)
                 self.rlm.reattached()
+                self._start_mac_reader()
             if attached_at is not None and self.started_at is not None and self.attach_s is None:
                 self.attach_s = round(attached_at - self.started_at, 3)
             self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
@@ -432,6 +455,8 @@ class OaiRfsimRadio(RadioBackend):
                         self._monitor()
                     check = time.monotonic() >= next_check
                     self._step(check_routes=check)
+                    if check and self.mac is not None:  # every reading, so the throughput window stays full
+                        self.mac.poll()
                     if check:
                         next_check = time.monotonic() + SUPERVISE_PERIOD_S
             except Exception as exc:  # keep supervising; status shows the error
@@ -445,8 +470,9 @@ class OaiRfsimRadio(RadioBackend):
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
             self._supervisor = None
-        procs = [*self.procs.values(), *[p for p in (self.probe_proc, self.reader_proc) if p is not None]]
-        self.probe_proc = self.reader_proc = None
+        procs = [*self.procs.values(),
+                 *[p for p in (self.probe_proc, self.reader_proc, self.mac_proc) if p is not None]]
+        self.probe_proc = self.reader_proc = self.mac_proc = None
         for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -506,6 +532,7 @@ class OaiRfsimRadio(RadioBackend):
         rlm = self.rlm
         rlf = rlm is not None and rlm.state == "rlf"
         attached = bool(ue and ue.attached and alive.get("ue") and not self.failure and not rlf)
+        mac = self.mac.state() if self.mac else None
         return {
             "backend": self.name,
             "link": self.link_name,
@@ -518,6 +545,9 @@ class OaiRfsimRadio(RadioBackend):
             "dci_problems": ue.dci_problems if ue else None,
             "rlm": rlm.state if rlm else None,  # the UE's radio link monitor: in-sync, t310, rlf
             **({"snr_db": rlm.snr} if rlm and rlm.snr is not None else {}),
+            # the eNB's MAC of the UE: MCS, CQI, throughput each way (radio.oai_mac); CQI as the emulated radio has it
+            "enb_mac": mac,
+            **({"cqi": mac["dl_cqi"]} if mac and mac.get("dl_cqi") is not None else {}),
             "bearer": "down" if rlf or (self._routed_for is None and self.started_at) else "up",
             "rlf_count": self.rlf_count,
             "last_rlf_at": rlm.rlf_at if rlm else None,

@@ -38,8 +38,11 @@ QIN_SNR_DB = -6.0
 POLL_S = 0.1
 
 #: Runs inside a node: one exchange with an OAI telnet server: sends the line, returns what comes
-#: back up to the prompt that follows. OAI's server takes one
-#: client at a time, so nothing may stay connected: every exchange connects and closes.
+#: back up to the prompt that follows. OAI's server takes one client at a time, so nothing may stay
+#: connected: every exchange connects and closes - and closes gently (FIN, then reading until the
+#: server has closed too): a client that closes with unread data sends a reset, and OAI's server
+#: (common/utils/telnetsrv/telnetsrv.c) adds recv's -1 to its buffer index and writes before its
+#: buffer.
 TELNET_CLIENT = r"""
 import socket, sys, time
 def exchange(port, line, timeout=3.0):
@@ -48,11 +51,19 @@ def exchange(port, line, timeout=3.0):
         deadline = time.time() + timeout  # the server greets with nothing: it reads a line first
         sock.sendall(line.encode() + b"\n")
         out = b""
-        while not out.rstrip().endswith(b">") and time.time() < deadline:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            out += chunk
+        try:
+            while not out.rstrip().endswith(b">") and time.time() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                while time.time() < deadline + timeout and sock.recv(65536):
+                    pass
+            except OSError:
+                pass
         return out.decode("utf-8", "replace")
 """
 

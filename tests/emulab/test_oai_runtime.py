@@ -338,3 +338,99 @@ def test_telnet_client_and_channel_reader_against_a_server_like_oais() -> None:
         assert all(r is not None and r[1] == -10.0 for r in readings), lines  # SNR = 50 - 60 dB
     finally:
         srv.close()
+
+
+# --- the eNB's MAC statistics (radio.oai_mac), on output captured from OAI's eNB -----------------
+
+OAI_DATA = Path(__file__).parent / "data" / "oai"
+#: what the captured files say (tests/emulab/data/oai/README.md), read off them by eye
+CAPTURED = {"crnti": 41591, "dl_mcs": 28, "ul_mcs": 10, "snr": 31, "dl_bytes_1": 2739077, "ul_bytes_1": 67926,
+            "dl_bytes_2": 4066813, "ul_bytes_2": 95217, "dl_cqi": 15, "pusch_snr": 21, "ul_bler": 0.0}
+CAPTURED_RNTI_HEX = "a277"  # 41591, as MAC_stats.log prints it
+
+
+def test_measur_show_enbues_captured_from_oais_enb() -> None:
+    from radio.oai_mac import parse_enbues, read_reader_file
+
+    got = read_reader_file(OAI_DATA / "enb-mac-1.txt")  # READER's file, during a TCP download
+    assert got is not None
+    t, text = got
+    (ue,) = parse_enbues(text)
+    assert ue["crnti"] == CAPTURED["crnti"] and ue["dlsch_mcs1"] == CAPTURED["dl_mcs"]
+    assert ue["ulsch_mcs1"] == CAPTURED["ul_mcs"] and ue["total_pdu_bytes"] == CAPTURED["dl_bytes_1"]
+    assert ue["total_pdu_bytes_rx"] == CAPTURED["ul_bytes_1"] and ue["snr"] == CAPTURED["snr"]
+    assert parse_enbues("--- UE 0 Id 0 CCid 0 ---\n  snr =      4294967291   ulsch_mcs1 =  9\n") == [
+        {"ue_id": 0, "cc_id": 0, "snr": -5, "ulsch_mcs1": 9}]  # OAI prints a negative int32 through uint32
+    assert parse_enbues("softmodem_enb> ") == []  # no UE context
+
+
+def test_mac_stats_log_captured_from_oais_enb() -> None:
+    from radio.oai_mac import parse_mac_stats
+
+    (ue,) = parse_mac_stats((OAI_DATA / "MAC_stats.log").read_text())
+    assert ue["rnti"] == f"{CAPTURED['crnti']:x}" and ue["in_sync"] is True
+    assert ue["dl_cqi"] == CAPTURED["dl_cqi"] and ue["pusch_snr"] == CAPTURED["pusch_snr"]
+    assert ue["ul_bler_pct"] == CAPTURED["ul_bler"] and ue["ul_mcs"] >= 0 and ue["dl_bytes"] > 0
+
+
+def test_enb_mac_throughput_over_two_readings_and_a_new_context(tmp_path: Path) -> None:
+    import os
+
+    from radio.oai_mac import EnbMac
+
+    reader, stats = tmp_path / "enb-mac.txt", tmp_path / "MAC_stats.log"
+    shutil.copy(OAI_DATA / "MAC_stats.log", stats)
+    os.utime(stats)
+    mac = EnbMac(reader, stats)
+    assert mac.state() is not None and mac.throughput() is None  # MAC_stats.log alone: CQI, no rate yet
+    t1 = t2 = 0.0
+    for name in ("enb-mac-1.txt", "enb-mac-2.txt"):
+        text = (OAI_DATA / name).read_text()
+        reader.write_text(text)
+        t1, t2 = t2, float(text.split()[1])
+        mac.poll()
+    dt = t2 - t1
+    os.utime(stats, (t2, t2))  # OAI rewrote it at the second reading
+    st = mac.state(now=t2)
+    assert st is not None and st["dl_mcs"] == CAPTURED["dl_mcs"] and st["dl_cqi"] == CAPTURED["dl_cqi"]
+    assert st["dl_mbit_s"] == round((CAPTURED["dl_bytes_2"] - CAPTURED["dl_bytes_1"]) * 8 / dt / 1e6, 3)
+    assert st["ul_mbit_s"] == round((CAPTURED["ul_bytes_2"] - CAPTURED["ul_bytes_1"]) * 8 / dt / 1e6, 3)
+    # a new UE context (the softmodems restarted): counters start again, and so does the window
+    mac.update(t2 + 1, {"crnti": 0x1234, "total_pdu_bytes": 10, "total_pdu_bytes_rx": 5})
+    assert mac.throughput() is None and mac.state(now=t2 + 1)["rnti"] == "1234"
+    mac.update(t2 + 2, {"crnti": 0x1234, "total_pdu_bytes": 125010, "total_pdu_bytes_rx": 5})
+    assert mac.throughput() == (1.0, 0.0, 1.0)
+    os.utime(stats, (t2 + 59, t2 + 59))
+    assert mac.state(now=t2 + 60) == {"rnti": CAPTURED_RNTI_HEX, "dl_cqi": CAPTURED["dl_cqi"], "in_sync": True,
+                                      "pusch_snr_db": CAPTURED["pusch_snr"], "ul_bler_pct": CAPTURED["ul_bler"]}
+    # (the telnet reading is stale by then: only MAC_stats.log's figures)
+    reader.write_text(f"time {t2 + 61}\ndown: [Errno 111] Connection refused")
+    assert "Connection refused" in mac.state(now=t2 + 61)["error"]
+
+
+def test_status_line_shows_the_enbs_mac() -> None:
+    from emulab.cli_radio import format_state
+
+    line = format_state({"backend": "oai", "link": "ue--enb", "attach": "attached", "rrc_state": "RRC_RECONFIGURED",
+                         "cqi": 15, "enb_mac": {"dl_mcs": 28, "ul_mcs": 20, "ul_snr_db": 25, "dl_mbit_s": 6.25,
+                                                "ul_mbit_s": 1.5, "window_s": 3.0, "ul_bler_pct": 0.0}})
+    assert "CQI 15" in line and "eNB MAC: MCS DL 28 UL 20, UL SNR 25 dB, DL 6.25 UL 1.50 Mbit/s over 3 s" in line
+
+
+def test_enb_mac_reader_against_a_server_like_oais(tmp_path: Path) -> None:
+    import sys
+
+    from radio.oai_mac import READER, parse_enbues, read_reader_file
+
+    port, srv = fake_telnet_server({"measur show enbues": (OAI_DATA / "enb-mac-1.txt").read_text().split("\n", 1)[1]})
+    path = tmp_path / "enb-mac.txt"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(port), "0.2", str(path)])
+    try:
+        deadline = time.monotonic() + 20
+        while (got := read_reader_file(path)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        reader.kill()
+        reader.wait()
+        srv.close()
+    assert got is not None and parse_enbues(got[1])[0]["crnti"] == CAPTURED["crnti"]

@@ -96,6 +96,19 @@ def test_oai_attach_user_plane_both_ways_normal_scheduling_and_clean_stop() -> N
     back = subprocess.run(["ip", "netns", "exec", paths.netns_name("mec-pe1"), "ping", "-n", "-c", "3", "-W", "3",
                            "10.0.1.2"], capture_output=True, text=True, timeout=60, check=False)
     assert back.returncode == 0, back.stdout + back.stderr
+    # the eNB's MAC statistics of the UE, read live from OAI's eNB (telnet `measur show enbues` and
+    # MAC_stats.log): MCS both ways, the UE's CQI, throughput over a window after the traffic above
+    mac: dict = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        in_ue("ping", "-n", "-c", "10", "-i", "0.1", "-s", "1000", "-W", "2", "10.0.1.1")
+        mac = json.loads(run_emulab("radio", "status", "--json", check=True).stdout).get("enb_mac") or {}
+        if mac.get("dl_mbit_s") is not None and mac.get("dl_cqi") is not None:
+            break
+    assert isinstance(mac.get("dl_mcs"), int) and isinstance(mac.get("ul_mcs"), int), mac
+    assert 0 <= mac["dl_mcs"] <= 28 and 0 <= mac["ul_mcs"] <= 28 and 1 <= mac["dl_cqi"] <= 15, mac
+    assert mac["dl_bytes"] > 0 and mac["ul_bytes"] > 0 and mac["dl_mbit_s"] >= 0 and mac["ul_mbit_s"] >= 0, mac
+    assert "eNB MAC: MCS DL" in run_emulab("radio", "status", check=True).stdout
     pids = softmodem_pids()
     assert len(pids) >= 2
     for pid in pids:  # every thread of every softmodem on normal scheduling

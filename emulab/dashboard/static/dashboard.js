@@ -254,6 +254,10 @@ function drawRadio(state) {
   if (s.snr_db !== undefined) parts.push("SNR " + Number(s.snr_db).toFixed(1) + " dB");
   if (s.cqi !== undefined) parts.push("CQI " + s.cqi);
   if (s.rate_mbit !== undefined) parts.push("rate " + Number(s.rate_mbit).toFixed(1) + " Mbit/s");
+  if (s.enb_mac) {  // OAI: the eNB's MAC statistics of the UE (radio/oai_mac.py)
+    const m = s.enb_mac, f = (v, d) => (typeof v === "number" ? v.toFixed(d) : "-");
+    parts.push(`eNB MAC: MCS DL ${m.dl_mcs ?? "-"} UL ${m.ul_mcs ?? "-"}, DL ${f(m.dl_mbit_s, 2)} UL ${f(m.ul_mbit_s, 2)} Mbit/s`);
+  }
   if (s.state) parts.push("state " + s.state);
   $("radio-now").innerHTML = parts.join(" · ");
   const svg = $("radio-history");
