@@ -9,7 +9,9 @@ backend this kernel offers (netem only where sch_netem exists; the shaper everyw
   10 and 50 Mbit/s (goal: 85 %..102 % of the rate; TCP goodput is ~95 % of the L2 rate);
 * the shaper's per-hop cost (``shaper_hop_rtt_ms``): RTT added by one shaped hop with zero configured
   delay over a plain veth pair, the same for a 1 ms hop beyond its 2 ms, and the shaper's CPU per
-  Gbit/s of TCP; goal: <= 0.2 ms per hop per round trip;
+  Gbit/s of TCP; goal: <= 0.2 ms per hop per round trip; where the kernel has sch_netem, the same
+  for a netem hop (``netem_hop_rtt_ms``: a veth pair with a zero-delay netem qdisc on both ends
+  against one without), so both link emulations are compared on one machine;
 * then the whole TOPOLOGY (default paper-topology, no services) built by the testbed itself: the
   median RTT of every node pair against the RTT its routed path is configured for, judged by
   emulab.selfcheck.check exactly as `emulab start --self-check` does (its tolerance rule).
@@ -32,10 +34,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from emulab.linkparams import LinkParams
-from emulab.links import EmuLink, cleanup_leftovers, probe_netem
+from emulab.links import BACKENDS, EmuLink, cleanup_leftovers, probe_netem
 from emulab.shaper_control import Shaper
 
 DELAYS_MS = [0.0, 5.0, 20.0, 50.0, 160.0]
@@ -125,16 +128,28 @@ def run_backend(backend: str, quick: bool, tag: str) -> dict[str, Any]:
             "ok": all(x["ok"] for x in rtt) and tcp20 >= TCP_GOAL_MBIT and all(x["ok"] for x in rates),
         }
     finally:
+        tear_down((link,), (h1, h2), shaper, netns, tmp)
+
+
+def tear_down(links: Iterable[Any], hosts: Iterable[Any], shaper: Shaper | None, netns: str, tmp: str,
+              pings: Iterable[Any] = ()) -> None:
+    """Remove what a measurement set up (``None`` for what it did not get to): the background
+    pings, the links, the hosts, the shaper, whatever is left in the shaper's namespace, and the
+    temporary directory if nothing else is in it."""
+    for p in pings:
+        p.terminate()
+        p.wait()
+    for link in links:
         if link is not None:
             link.delete()
-        for h in (h1, h2):
-            if h is not None:
-                h.terminate()
-        if shaper is not None:
-            shaper.stop()
-        cleanup_leftovers(netns, tmp)
-        if os.path.isdir(tmp) and not os.listdir(tmp):
-            os.rmdir(tmp)
+    for h in hosts:
+        if h is not None:
+            h.terminate()
+    if shaper is not None:
+        shaper.stop()
+    cleanup_leftovers(netns, tmp)
+    if os.path.isdir(tmp) and not os.listdir(tmp):
+        os.rmdir(tmp)
 
 
 def _cpu_s(pid: int) -> float:
@@ -151,18 +166,19 @@ def _median_rtt(h1: Any, count: int, interval: float) -> tuple[float, int]:
     return statistics.median(rtts), len(rtts)
 
 
-def run_hop_cost(quick: bool, tag: str) -> dict[str, Any]:
-    """What one shaped hop costs: RTT added with zero configured delay (median over a plain veth
+def run_hop_cost(quick: bool, tag: str, backend: str = "shaper") -> dict[str, Any]:
+    """What one shaped (``backend`` "netem": netem) hop costs: RTT added with zero configured delay (median over a plain veth
     pair's median, interleaved rounds so a change of machine load hits both), the excess of a 1 ms
     hop (median RTT - 2 ms - the plain veth's), and the shaper's CPU per Gbit/s of TCP through it.
 
     Measured twice: with the shaper otherwise idle, and at the paper topology's traffic: while its
     self-check runs, about 1,700 frames/s cross the shaper (15 sources x 14.3 pings/s, request and
     reply, ~4 shaped hops each way), here replayed by BG_LINKS other shaped 1 ms links carrying
-    pings at 200/s each way. The probe pings follow each other at 20 ms."""
-    idle = _hop_cost(quick, tag, background=False)
-    busy = _hop_cost(quick, tag, background=True)
-    return {**busy, "idle": idle, "shaper_hop_rtt_idle_ms": idle["shaper_hop_rtt_ms"],
+    pings at 200/s each way. The probe pings follow each other at 20 ms. The keys are named for the
+    backend (``shaper_hop_rtt_ms`` / ``netem_hop_rtt_ms``; netem's CPU is the kernel's: not measured)."""
+    idle = _hop_cost(quick, tag, background=False, backend=backend)
+    busy = _hop_cost(quick, tag, background=True, backend=backend)
+    return {**busy, "idle": idle, f"{backend}_hop_rtt_idle_ms": idle[f"{backend}_hop_rtt_ms"],
             "ok": busy["ok"] and idle["ok"]}
 
 
@@ -170,7 +186,7 @@ BG_LINKS = 4
 BG_INTERVAL = 0.005
 
 
-def _hop_cost(quick: bool, tag: str, background: bool) -> dict[str, Any]:
+def _hop_cost(quick: bool, tag: str, background: bool, backend: str = "shaper") -> dict[str, Any]:
     from mininet.node import Host
 
     count, rounds = (50, 3) if quick else (100, 5)
@@ -182,12 +198,14 @@ def _hop_cost(quick: bool, tag: str, background: bool) -> dict[str, Any]:
     bg_links: list[Any] = []
     bg_pings: list[Any] = []
     try:
-        shaper = Shaper.start(f"{tmp}/shaper.sock", netns=netns)
+        if backend == "shaper":
+            shaper = Shaper.start(f"{tmp}/shaper.sock", netns=netns)
         h1, h2, h3, h4 = (Host(f"lh{tag}{x}") for x in "abcd")
-        # h1-h2: plain veth (the reference); h3-h4: through the shaper with neutral parameters
-        plain = EmuLink(h1, h2, intfName1="lh-eth0", intfName2="lh-eth1", params=LinkParams(), backend="shaper",
+        # h1-h2: plain veth (the reference); h3-h4: through the emulation with neutral parameters
+        # (dynamic: the shaper hop, or a zero-delay netem qdisc on both ends, stays in place)
+        plain = EmuLink(h1, h2, intfName1="lh-eth0", intfName2="lh-eth1", params=LinkParams(), backend=backend,
                         shaper=shaper, link_id="plain", dynamic=False)
-        shaped = EmuLink(h3, h4, intfName1="lh-eth0", intfName2="lh-eth1", params=LinkParams(), backend="shaper",
+        shaped = EmuLink(h3, h4, intfName1="lh-eth0", intfName2="lh-eth1", params=LinkParams(), backend=backend,
                          shaper=shaper, link_id="hop", dynamic=True)
         for h, ip in ((h1, IP1), (h2, IP2), (h3, IP1), (h4, IP2)):
             h.setIP(f"{ip}/24", intf="lh-eth0" if ip == IP1 else "lh-eth1")
@@ -195,7 +213,7 @@ def _hop_cost(quick: bool, tag: str, background: bool) -> dict[str, Any]:
             a, b = Host(f"lg{tag}{k}a"), Host(f"lg{tag}{k}b")
             bg_hosts += [a, b]
             bg_links.append(EmuLink(a, b, intfName1="lg-eth0", intfName2="lg-eth1", params=LinkParams(delay_ms=1.0),
-                                    backend="shaper", shaper=shaper, link_id=f"bg{k}"))
+                                    backend=backend, shaper=shaper, link_id=f"bg{k}"))
             a.setIP(f"{IP1}/24", intf="lg-eth0")
             b.setIP(f"{IP2}/24", intf="lg-eth1")
             bg_pings.append(a.popen(["ping", "-n", "-q", "-i", str(BG_INTERVAL), IP2], stdout=subprocess.DEVNULL,
@@ -215,43 +233,35 @@ def _hop_cost(quick: bool, tag: str, background: bool) -> dict[str, Any]:
             p.terminate()
             p.wait()
         bg_pings.clear()
-        cpu0 = _cpu_s(shaper.pid)
+        cpu0 = _cpu_s(shaper.pid) if shaper is not None else 0.0
         t0 = time.monotonic()
         mbit = iperf(h3, h4, seconds)
-        cpu = (_cpu_s(shaper.pid) - cpu0) / (time.monotonic() - t0)
+        cpu = (_cpu_s(shaper.pid) - cpu0) / (time.monotonic() - t0) if shaper is not None else None
         return {
+            "backend": backend,
             "background_frames_per_s": round(BG_LINKS * 2 * 2 / BG_INTERVAL) if background else 0,
             "plain_veth_rtt_ms": round(b, 4), "rounds": rounds, "pings_per_round": count,
-            "shaper_hop_rtt_ms": round(hop, 4), "shaper_hop_rtt_1ms_delay_ms": round(hop1, 4),
+            f"{backend}_hop_rtt_ms": round(hop, 4), f"{backend}_hop_rtt_1ms_delay_ms": round(hop1, 4),
             "rounds_ms": {"plain": base, "zero_delay": zero, "one_ms_delay": one},
-            "tcp_mbit": round(mbit, 1), "shaper_cpu": round(cpu, 3),
-            "shaper_cpu_per_gbit": round(cpu / (mbit / 1000.0), 3) if mbit > 0 else None,
+            "tcp_mbit": round(mbit, 1), f"{backend}_cpu": None if cpu is None else round(cpu, 3),
+            f"{backend}_cpu_per_gbit": round(cpu / (mbit / 1000.0), 3) if cpu is not None and mbit > 0 else None,
             "ok": hop <= HOP_GOAL_MS and hop1 <= HOP_GOAL_MS,
         }
     finally:
-        for p in bg_pings:
-            p.terminate()
-            p.wait()
-        for link in (plain, shaped, *bg_links):
-            if link is not None:
-                link.delete()
-        for h in (h1, h2, h3, h4, *bg_hosts):
-            if h is not None:
-                h.terminate()
-        if shaper is not None:
-            shaper.stop()
-        cleanup_leftovers(netns, tmp)
-        if os.path.isdir(tmp) and not os.listdir(tmp):
-            os.rmdir(tmp)
+        tear_down((plain, shaped, *bg_links), (h1, h2, h3, h4, *bg_hosts), shaper, netns, tmp, bg_pings)
 
 
 def print_hop_cost(h: dict[str, Any]) -> None:
+    b = h["backend"]
     for label, x in (("idle", h["idle"]), (f"{h['background_frames_per_s']} frames/s beside", h)):
-        print(f"shaper per-hop cost ({label}; RTT added per shaped hop): zero delay {x['shaper_hop_rtt_ms']:+.3f} ms, "
-              f"1 ms delay {x['shaper_hop_rtt_1ms_delay_ms']:+.3f} ms beyond 2 ms (plain veth "
+        print(f"{b} per-hop cost ({label}; RTT added per emulated hop): zero delay {x[f'{b}_hop_rtt_ms']:+.3f} ms, "
+              f"1 ms delay {x[f'{b}_hop_rtt_1ms_delay_ms']:+.3f} ms beyond 2 ms (plain veth "
               f"{x['plain_veth_rtt_ms']:.3f} ms; goal <= {HOP_GOAL_MS} ms) {'yes' if x['ok'] else 'NO'}")
-    print(f"shaper CPU: {h['shaper_cpu']:.2f} s/s at {h['tcp_mbit']:.0f} Mbit/s TCP = "
-          f"{h['shaper_cpu_per_gbit']} CPU-s/s per Gbit/s")
+    if h[f"{b}_cpu"] is not None:
+        print(f"{b} CPU: {h[f'{b}_cpu']:.2f} s/s at {h['tcp_mbit']:.0f} Mbit/s TCP = "
+              f"{h[f'{b}_cpu_per_gbit']} CPU-s/s per Gbit/s")
+    else:
+        print(f"{b}: {h['tcp_mbit']:.0f} Mbit/s TCP through the hop (its CPU is the kernel's, not measured)")
 
 
 def run_topology(backend: str, topology: str) -> dict[str, Any]:
@@ -352,20 +362,20 @@ def main() -> int:
     for b in backends:
         res = run_backend(b, args.quick, tag)
         print_table(res)
-        if b == "shaper":
-            hop = run_hop_cost(args.quick, tag)
-            print_hop_cost(hop)
-            res["hop_cost"] = hop
-            res["shaper_hop_rtt_ms"] = hop["shaper_hop_rtt_ms"]
-            res["ok"] = res["ok"] and hop["ok"]
+        hop = run_hop_cost(args.quick, tag, b)
+        print_hop_cost(hop)
+        res["hop_cost"] = hop
+        res[f"{b}_hop_rtt_ms"] = hop[f"{b}_hop_rtt_ms"]
+        res["ok"] = res["ok"] and hop["ok"]
         if args.topology != "none":
             res["topology"] = run_topology(b, args.topology)
             print_topology(b, res["topology"])
             res["ok"] = res["ok"] and res["topology"]["ok"]
         results.append(res)
     ok = bool(results) and all(r["ok"] for r in results)
-    hop_rtt = next((r["shaper_hop_rtt_ms"] for r in results if "shaper_hop_rtt_ms" in r), None)
-    print(json.dumps({"benchmark": "links", "quick": args.quick, "shaper_hop_rtt_ms": hop_rtt,
+    hop_rtt = {b: next((r[f"{b}_hop_rtt_ms"] for r in results if f"{b}_hop_rtt_ms" in r), None) for b in BACKENDS}
+    print(json.dumps({"benchmark": "links", "quick": args.quick, "shaper_hop_rtt_ms": hop_rtt["shaper"],
+                      "netem_hop_rtt_ms": hop_rtt["netem"],
                       "backends": {r["backend"]: r for r in results}, "skipped": skipped, "ok": ok}))
     return 0 if ok else 1
 

@@ -130,7 +130,7 @@ def run_load(args: argparse.Namespace, procs: Procs, target: str, reg_pid: int |
             "valid": ok > 0 and not errors and reg["registered"] == args.pes,
             "registration_s": round(reg["registration_s"], 4),
             "registrations_per_s": round(args.pes / reg["registration_s"], 1),
-            "load_updates": fstats.get("updates"),
+            "load_updates": fstats.get("updates"), "keepalives_acked": fstats.get("keepalives"),
             "registrar_cpu_us_per_resolution": round(cpu / answered * 1e6, 2) if answered and reg_pid else None,
             "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 

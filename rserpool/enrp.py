@@ -112,6 +112,7 @@ class _Conn:
         self.cursor_own = False
         self.cursor_time = 0.0
         self.presences = 0  # Presences received over this connection
+        self.bad = 0  # messages of it we had to drop (``RegistrarConfig.max_bad_messages``)
 
     def connection_made(self, conn: tp.MessageConnection) -> None:
         self.conn = conn
@@ -457,16 +458,19 @@ class EnrpNode:
             if data and (ids is None or ids[0] not in self.blocked_ids):
                 self._send_error(c, ids[0] if ids else 0,
                                  [ErrorCause(CauseCode.UNRECOGNIZED_MESSAGE, data[:MAX_ERROR_INFO])])
+            self._penalize(c, host)
             return
         try:
             msg: Any = decode_enrp(data)
         except CodecError as exc:
             self.reg._log_once(host, "enrp-malformed", "malformed ENRP message: %s", exc)
+            self._penalize(c, host)
             return
         sender = msg.sender_id
         if sender in self.blocked_ids or sender == self.id:
             return
         if not self._check_unknown_params(c, msg, host):
+            self._penalize(c, host)
             return
         self.reg.stats["enrp_received"] += 1
         peer = self.peers.get(sender)
@@ -508,6 +512,21 @@ class EnrpNode:
                                    ", ".join(f"cause 0x{e.code:x}" for e in msg.error.causes))
         except Exception:  # a bug in one handler must not take the registrar down
             log.exception("error handling %s from $%08x", type(msg).__name__, sender)
+
+    def _penalize(self, c: _Conn, host: str) -> None:
+        """Count a message of ``c`` we dropped; abort the association at ``max_bad_messages``.
+
+        Why: without ``enrp_peers_only`` anyone may open ENRP associations to us, and decoding
+        and answering a stream of junk costs time the registrar's users wait for (as on the ASAP
+        side, ``AsapRole._penalize``). A conforming peer never gets here; an aborted peer
+        connection of ours is re-established by ``maintain``."""
+        c.bad += 1
+        limit = self.cfg.max_bad_messages
+        if 0 < limit <= c.bad and c.conn is not None and not c.conn.is_closing():
+            self.reg.stats["enrp_aborted_abusive"] += 1
+            self.reg._log_once(host, "enrp-aborted", "aborting the ENRP association: %d messages dropped",
+                               c.bad)
+            c.conn.abort()
 
     def _check_unknown_params(self, c: _Conn, msg: Any, host: str) -> bool:
         """Apply RFC 5354 section 2.1 action bits to unrecognised parameters; False = discard.

@@ -147,7 +147,14 @@ class PoolUser:
                     ch.abort()
 
     async def connect_routed(self, handler: SessionChannel, host: str, port: int, kind: str) -> None:
-        """``transport.connect`` to a PE, given up at once (ENETUNREACH) if the route to it goes away."""
+        """``transport.connect`` to a PE, given up at once (ENETUNREACH) if there is no route to it or
+        the route goes away while connecting."""
+        # TCP's connect fails at once without a route; SCTP's does not: it sends its INIT into the
+        # void and retransmits it (initial RTO 3 s), so a UE out of coverage would spend the whole
+        # connect timeout on every remote PE before reaching its own element.
+        if not routewatch.routable(host):
+            self.stats["route_losses"] += 1
+            raise OSError(errno.ENETUNREACH, f"no route to {host}")
         attempt = asyncio.ensure_future(tp.connect(handler, host, port, tp.Framing.TAGGED, kind=kind,
                                                    timeout=self.config.connect_timeout))
         routes = self.routes

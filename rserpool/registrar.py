@@ -38,7 +38,8 @@ ASAP Error (cause "Unrecognized Message"); unknown parameters are handled by the
 5354 §2.1: stop / stop+report / skip / skip+report); anything else malformed is dropped. Problems
 are logged once per peer address and kind. A stream that cannot be framed is aborted, and so is
 an association that sent ``max_bad_messages`` (64; 0 = never) messages that were dropped or refused
-(malformed, unrecognized, over a rate limit). docs/security.md says what this does and does not
+(malformed, unrecognized, over a rate limit), on the ASAP port and on the ENRP port alike (which
+accepts anyone unless ``enrp_peers_only``). docs/security.md says what this does and does not
 defend against.
 
 Handlespace changes are published to ``Registrar.listeners`` (callables taking an ``HsEvent``),
@@ -110,7 +111,7 @@ class RegistrarConfig:
     max_eu_rate: float = -1.0  # endpoint-unreachable reports per second per PU and pool
     # emulab's countermeasures beyond RSPLIB (docs/security.md)
     max_reg_rate: float = -1.0  # registrations per second per association; <= 0: unlimited
-    max_bad_messages: int = 64  # dropped/refused messages before an association is aborted; 0: never
+    max_bad_messages: int = 64  # dropped/refused messages before an ASAP or ENRP association is aborted; 0: never
     audit_unreachable: bool = False  # check a reported PE with a keep-alive instead of removing it
     enrp_peers_only: bool = False  # ENRP (and hsdump) only from the static peers' hosts
     max_elements_per_ht_request: int = 128

@@ -136,7 +136,7 @@ def _run_daemon(main: Callable[[asyncio.Event], Awaitable[None]], event_loop: st
 @click.option("--max-reg-rate", default=-1.0, show_default=True,
               help="Max registrations per second per association (<= 0: unlimited; not in RSPLIB).")
 @click.option("--max-bad-messages", default=64, show_default=True,
-              help="Dropped or refused messages after which an association is aborted (0: never).")
+              help="Dropped or refused messages after which an ASAP or ENRP association is aborted (0: never).")
 @click.option("--audit-unreachable/--no-audit-unreachable", default=False, show_default=True,
               help="On max-bad-pe-reports, ask the PE with a keep-alive instead of removing it.")
 @click.option("--enrp-peers-only/--no-enrp-peers-only", default=False, show_default=True,

@@ -409,6 +409,11 @@ class SCTPMessageConnection:
     def is_closing(self) -> bool:
         return self._closed
 
+    @property
+    def pending(self) -> int:
+        """Messages sent but not yet taken by the kernel (the send buffer was full)."""
+        return len(self._outq)
+
 
 def _sctp_configure(sock: socket.socket) -> None:
     # Subscribe to sctp_data_io_event only (first byte of struct sctp_event_subscribe) so that

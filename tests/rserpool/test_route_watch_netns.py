@@ -124,3 +124,33 @@ def test_connect_under_way_gives_up_when_the_route_goes(lab: Lab) -> None:
     p.wait(timeout=30)
     assert result["errno"] == 101 and result["losses"] == 1, result  # ENETUNREACH
     assert 0.9 <= result["after"] < 2.5, result  # at the route change, not at the 20 s connect timeout
+
+
+@pytest.mark.parametrize("kind", ["tcp", "sctp"])
+def test_connect_without_a_route_fails_at_once(lab: Lab, kind: str) -> None:
+    """No route at all (a UE out of coverage): ENETUNREACH at once for both transports. TCP's kernel
+    says so itself; SCTP's would retransmit its INIT until the connect timeout, so the PU checks the
+    route first (the check comes before any SCTP socket: this runs on kernels without SCTP too)."""
+    ue = lab.add_ns("ue")  # loopback only: no route to anything else
+    script = textwrap.dedent(f"""
+        import asyncio, json, time
+        from rserpool.pu import PoolUser, PUConfig
+        from rserpool.session import SessionChannel
+
+        async def main():
+            pu = PoolUser(PUConfig(registrars=[("127.0.0.1", 3863)], transport="tcp", connect_timeout=20.0))
+            await pu.start()
+            t = time.monotonic()
+            try:
+                await pu.connect_routed(SessionChannel(), "10.98.7.1", 7000, "{kind}")
+                print(json.dumps({{"connected": True}}), flush=True)
+            except OSError as exc:
+                print(json.dumps({{"errno": exc.errno, "after": time.monotonic() - t}}), flush=True)
+            await pu.close()
+
+        asyncio.run(main())
+    """)
+    out = subprocess.run(["ip", "netns", "exec", ue, sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errno"] == 101 and result["after"] < 0.5, result  # ENETUNREACH, not the 20 s timeout
