@@ -4,6 +4,11 @@ Found by emulab's own marks, never by guessing: processes carrying the EMULAB_RU
 marker (every process a testbed starts inherits it), OVS bridges and root-namespace links named
 with emulab's prefix, named network namespaces ``em-*``, and the run directory's state.
 Unlike `mn -c`, it leaves other people's bridges, controllers and /tmp files alone.
+
+Everything is per instance (emulab.paths): cleaning one instance removes only what carries its
+prefix, its marker and its run directory, so another testbed on the same machine keeps running;
+``clean_all()`` cleans every instance found on the machine. The Open vSwitch daemons are shared by
+all instances and never stopped here.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ _SPARE = {"ovsdb-server", "ovs-vswitchd"}
 NETDEV_TAP = "ovs-netdev"  # the tap device of OVS's userspace datapath
 
 
-def _state_files() -> tuple[Path, ...]:
+def _state_files(name: str) -> tuple[Path, ...]:
     """The run directory's files of a running testbed besides state.json and the control socket: the
     shaper's control socket and the controller's status (rewritten at every start)."""
-    return (paths.run_dir() / "shaper.sock", paths.run_dir() / "controller.json")
+    return (paths.shaper_socket(name), paths.run_dir(name) / "controller.json")
 
 
 def _ancestors() -> set[int]:
@@ -41,11 +46,14 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def marked_processes(run_id: str | None = None) -> list[tuple[int, str]]:
-    """(pid, command name) of every live process that carries emulab's run marker (that of run
-    ``run_id`` only, if given), except this process and its ancestors."""
+def marked_processes(run_id: str | None = None, instance: str | None = None, *,
+                     every_instance: bool = False) -> list[tuple[int, str]]:
+    """(pid, command name) of every live process that carries emulab's run marker of ``instance``
+    (None: the current one; ``every_instance``: any), of run ``run_id`` only if given (the marker's
+    full value, as in os.environ), except this process and its ancestors."""
     marker = paths.RUN_ENV.encode() + b"="
     exact = None if run_id is None else marker + run_id.encode()
+    wanted = None if every_instance else (paths.instance() if instance is None else paths.check_instance(instance))
     spare = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
@@ -53,8 +61,15 @@ def marked_processes(run_id: str | None = None) -> list[tuple[int, str]]:
             continue
         try:
             environ = (entry / "environ").read_bytes()
-            if marker not in environ or (exact is not None and exact not in environ.split(b"\0")):
+            if marker not in environ:
                 continue
+            variables = environ.split(b"\0")
+            if exact is not None and exact not in variables:
+                continue
+            if wanted is not None:
+                value = next((v[len(marker):] for v in variables if v.startswith(marker)), None)
+                if value is None or paths.marker_instance(value.decode(errors="replace")) != wanted:
+                    continue
             comm = (entry / "comm").read_text().strip()
         except OSError:
             continue
@@ -82,54 +97,71 @@ def kill_processes(pids: list[int]) -> None:
         time.sleep(0.05)
 
 
-def _named_namespaces() -> list[str]:
+def _owned_namespace(netns_name: str, name: str) -> bool:
+    """True if the named network namespace belongs to instance ``name``."""
+    return (netns_name.startswith(paths.prefix(name)) or netns_name == paths.shaper_netns(name)
+            or netns_name.startswith(paths.probe_netns_prefix(name)))
+
+
+def named_namespaces(name: str | None = None) -> list[str]:
+    """The named network namespaces of instance ``name`` (None: the current one)."""
     from pyroute2 import netns
 
-    return [n for n in netns.listnetns() if n.startswith((paths.PREFIX, "emulab-shaper", "emulab-probe-"))]
+    name = paths.check_instance(name) if name is not None else paths.instance()
+    return [n for n in netns.listnetns() if _owned_namespace(n, name)]
 
 
-def clean() -> list[str]:
-    """Remove every leftover; returns a line per thing removed."""
+def clean_all() -> dict[str, list[str]]:
+    """`emulab clean --all`: clean every instance found on this machine; what was removed, per instance."""
+    from emulab.instances import on_host
+
+    return {name: clean(name) for name in on_host()}
+
+
+def clean(name: str | None = None) -> list[str]:
+    """Remove every leftover of instance ``name`` (None: the current one); returns a line per thing removed."""
+    name = paths.instance() if name is None else paths.check_instance(name)
     removed: list[str] = []
-    state = read_state()
+    state = read_state(name)
     runner = state.get("runner_pid") if state else None
     if runner and pid_alive(runner):
         kill_processes([runner])
         removed.append(f"runner process {runner}")
-    procs = marked_processes()
+    procs = marked_processes(instance=name)
     if procs:
         kill_processes([p for p, _ in procs])
         removed.extend(f"process {pid} ({comm})" for pid, comm in procs)
 
     from pyroute2 import netns
 
-    for name in _named_namespaces():
+    for ns_name in named_namespaces(name):
         with contextlib.suppress(OSError):
-            netns.remove(name)
-            removed.append(f"network namespace {name}")
+            netns.remove(ns_name)
+            removed.append(f"network namespace {ns_name}")
 
-    ovs_problem = _clean_bridges(removed)
+    ovs_problem = _clean_bridges(removed, name)
 
     from pyroute2 import IPRoute
 
+    prefix = paths.prefix(name)
     with IPRoute() as ipr:
         for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME")
-            if name and name.startswith(paths.PREFIX):
+            ifname = link.get_attr("IFLA_IFNAME")
+            if ifname and ifname.startswith(prefix):
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=link["index"])
-                    removed.append(f"link {name}")
+                    removed.append(f"link {ifname}")
 
     from emulab.links import cleanup_leftovers
 
-    removed.extend(cleanup_leftovers())
+    removed.extend(cleanup_leftovers(paths.shaper_netns(name), str(paths.run_dir(name))))
 
-    for leftover in (paths.state_file(), paths.control_socket(), *_state_files()):
+    for leftover in (paths.state_file(name), paths.control_socket(name), *_state_files(name)):
         if leftover.exists() or leftover.is_symlink():
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
             removed.append(str(leftover))
-    generated = paths.run_dir() / "oai"  # the OAI backend's generated configuration and scheduling shim
+    generated = paths.run_dir(name) / "oai"  # the OAI backend's generated configuration and scheduling shim
     if generated.is_dir():
         shutil.rmtree(generated, ignore_errors=True)
         removed.append(str(generated))
@@ -138,7 +170,7 @@ def clean() -> list[str]:
     return removed
 
 
-def _clean_bridges(removed: list[str]) -> str | None:
+def _clean_bridges(removed: list[str], name: str) -> str | None:
     """Delete emulab's OVS bridges, first bringing Open vSwitch back if one of its daemons is gone (a
     killed ovs-vswitchd or ovsdb-server: emulab starts OVS when it is not running, so it restarts it
     here too rather than leave the machine unable to start a testbed). Returns what went wrong, or None."""
@@ -150,7 +182,7 @@ def _clean_bridges(removed: list[str]) -> str | None:
         if not ovs.is_running():
             ovs.ensure_running()
             removed.append("Open vSwitch daemons (restarted: one of them was not running)")
-        bridges = ovs.delete_bridges(paths.PREFIX)
+        bridges = ovs.delete_bridges(paths.prefix(name))
         removed.extend(f"OVS bridge {b}" for b in bridges)
         # The userspace datapath's own tap device is persistent: a killed ovs-vswitchd leaves it, and
         # the restarted one does not remove it with the last bridge. Gone with it when no userspace
@@ -167,19 +199,22 @@ def _clean_bridges(removed: list[str]) -> str | None:
     return None
 
 
-def find_leftovers() -> list[str]:
-    """What `clean` would remove, without removing anything (tests assert this is empty after a stop)."""
-    found = [f"process {pid} ({comm})" for pid, comm in marked_processes()]
-    found += [f"network namespace {n}" for n in _named_namespaces()]
+def find_leftovers(name: str | None = None) -> list[str]:
+    """What `clean` would remove from instance ``name`` (None: the current one), without removing
+    anything (tests assert this is empty after a stop)."""
+    name = paths.instance() if name is None else paths.check_instance(name)
+    found = [f"process {pid} ({comm})" for pid, comm in marked_processes(instance=name)]
+    found += [f"network namespace {n}" for n in named_namespaces(name)]
     from emulab import ovs
 
-    found += [f"OVS bridge {b}" for b in ovs.list_bridges(paths.PREFIX)]
+    prefix = paths.prefix(name)
+    found += [f"OVS bridge {b}" for b in ovs.list_bridges(prefix)]
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME") or ""
-            if name.startswith((paths.PREFIX, "emsh")):
-                found.append(f"link {name}")
-    found += [str(p) for p in (paths.state_file(), paths.control_socket()) if p.exists()]
+            ifname = link.get_attr("IFLA_IFNAME") or ""
+            if ifname.startswith((prefix, "emsh")):
+                found.append(f"link {ifname}")
+    found += [str(p) for p in (paths.state_file(name), paths.control_socket(name)) if p.exists()]
     return found

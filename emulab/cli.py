@@ -28,8 +28,30 @@ class _Group(click.Group):
             raise UserError(str(exc)) from None
 
 
+def _set_instance(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """--instance / $EMULAB_INSTANCE, checked, and put in the environment so that every process
+    this command starts (runner, services, shaper, dashboard) belongs to the same instance."""
+    import os
+
+    from emulab import paths
+
+    try:
+        name = paths.check_instance(value)
+    except paths.InstanceError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if name == paths.DEFAULT_INSTANCE:
+        os.environ.pop(paths.INSTANCE_ENV, None)
+    else:
+        os.environ[paths.INSTANCE_ENV] = name
+    return name
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="emulab")
+@click.option("--instance", envvar="EMULAB_INSTANCE", default=None, metavar="NAME", expose_value=False,
+              is_eager=True, callback=_set_instance,
+              help="Testbed instance to act on: a number 1-99, or 'default' (today's names); "
+                   "several instances run side by side. Also $EMULAB_INSTANCE.")
 def main() -> None:
     """emulab: the papers' 4G + MEC + multi-cloud testbed in Mininet, with RSerPool offloading.
 
@@ -40,6 +62,8 @@ def main() -> None:
       emulab status                         nodes, links (configured vs applied), controller
       emulab exec ue -- ping -c 3 pmc-haikou
       emulab stop                           tear it down (emulab clean after a crash)
+      emulab --instance 2 start paper-topology --detach   a second, independent testbed
+      emulab instances                      what runs on this machine
     """
 
 
@@ -152,6 +176,21 @@ def exec_(node: str, command: tuple[str, ...]) -> None:
     sys.exit(control.exec_in_node(node, list(command)))
 
 
+@main.command(name="self-check")
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the check.")
+def self_check_cmd(timeout: float) -> None:
+    """Run the self-check (reachability and RTTs against the configuration) on the running testbed.
+
+    Exits 1 when it fails. `emulab start TOPOLOGY --self-check` is the same on a fresh testbed.
+    """
+    from emulab import control
+
+    data = control.request({"cmd": "self_check"}, timeout=timeout)
+    for line in data.get("lines", []):
+        click.echo(line)
+    sys.exit(0 if data.get("passed") else 1)
+
+
 @main.command()
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for an orderly teardown.")
 def stop(timeout: float) -> None:
@@ -163,14 +202,35 @@ def stop(timeout: float) -> None:
 
 
 @main.command()
-def clean() -> None:
-    """Remove whatever a crashed run left behind: only what emulab created (like `mn -c`, but careful)."""
-    from emulab import cleanup
+@click.option("--all", "every", is_flag=True, help="Clean every instance on this machine, not just the current one.")
+def clean(every: bool) -> None:
+    """Remove whatever a crashed run left behind: only what emulab created (like `mn -c`, but careful).
 
-    removed = cleanup.clean()
-    for item in removed:
-        click.echo(f"removed {item}")
-    click.echo(f"clean: {len(removed)} leftover(s) removed" if removed else "clean: nothing left behind")
+    Acts on one instance (--instance); other testbeds on the machine keep running.
+    """
+    from emulab import cleanup, paths
+
+    per_instance = cleanup.clean_all() if every else {paths.instance(): cleanup.clean()}
+    for name, removed in per_instance.items():
+        label = "" if not every else f"[{name}] "
+        for item in removed:
+            click.echo(f"{label}removed {item}")
+        click.echo(f"{label}clean: {len(removed)} leftover(s) removed" if removed else f"{label}clean: nothing left behind")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def instances(as_json: bool) -> None:
+    """List the testbed instances on this machine: names, prefix, run directory, what runs."""
+    from emulab.instances import describe, on_host
+
+    rows = [describe(name) for name in on_host()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['instance']:>8}  prefix {r['prefix']}  {r['run_dir']:<16}  {r['phase']:<8}  "
+                   f"{r['topology'] or '-'}  ({r['processes']} marked processes)")
 
 
 @main.command()
@@ -220,6 +280,7 @@ main.add_command(wireshark_cmd)
 # ==== results: plot and simulate (emulab.plots, emulab.sim; issue 7) ===================================
 from pathlib import Path  # noqa: E402 - imports kept inside this block on purpose
 
+from emulab.cluster.options import ClusterRun, cluster_options  # noqa: E402
 from emulab.scenario import Scenario, scenario_options  # noqa: E402
 
 
@@ -251,7 +312,9 @@ def plot(results_dir: Path, compare: Path | None, out: Path | None) -> None:
               help="After --duration, issue no new requests and wait up to this long for the queued ones "
                    "(default: 60 with --coverage-loss, as `emulab experiment coverage-loss`; else 0, as "
                    "`emulab experiment paper`).")
-def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str, ...], drain: float | None) -> None:
+@cluster_options
+def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str, ...], drain: float | None,
+             cluster: ClusterRun | None) -> None:
     """Simulate the CalcApp pool on TARGET (a topology, or `large` / `synthetic:N`); prints the results path last.
 
     Same sweep options as `emulab experiment`; the results directory has the same format, so
@@ -270,10 +333,16 @@ def simulate(scenario: Scenario, failures: tuple[str, ...], coverage: tuple[str,
         bad = [f.element for f in fs if f.element not in known]
         if bad:
             raise EmulabError(f"--fail: unknown pool element(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
-    path, timing = run_simulation(scenario, fs, cs, progress=sys.stderr.isatty(), drain=drain)
+    if cluster is not None:  # every (setting, run) a task on a Dask cluster (emulab.cluster)
+        from emulab.cluster.sweeps import simulate_on_cluster
+
+        path, timing = simulate_on_cluster(scenario, fs, cs, cluster=cluster, progress=sys.stderr.isatty(), drain=drain)
+    else:
+        path, timing = run_simulation(scenario, fs, cs, progress=sys.stderr.isatty(), drain=drain)
     click.echo(
         f"{timing['events']:,} events in {timing['wall_s']:.1f} s ({timing['events_per_s']:,.0f} events/s, "
-        f"{timing['realtime_ratio']:,.0f}x real time, {scenario.jobs} process(es))",
+        f"{timing['realtime_ratio']:,.0f}x real time, "
+        f"{f'on {cluster.address}' if cluster is not None else f'{scenario.jobs} process(es)'})",
         err=True,
     )
     click.echo(str(path))
@@ -291,6 +360,10 @@ from emulab.experiments import paper as _paper_experiment  # noqa: E402
 experiment.add_command(_paper_experiment.command)
 experiment.add_command(_coverage_experiment.command)
 experiment.add_command(_chaos_experiment.command)
+
+from emulab.cluster.worker import command as _worker_command  # noqa: E402 - `emulab worker` (sweeps on a cluster)
+
+main.add_command(_worker_command)
 # ==== end of the plot/simulate block ==================================================================
 
 

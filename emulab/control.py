@@ -31,17 +31,17 @@ def refuse_if_running() -> None:
     if pid_alive(state.get("runner_pid")):
         raise AlreadyRunning(
             f"a testbed ({state.get('topology', '?')}) is already running (runner pid {state['runner_pid']}): "
-            "use `emulab stop` first"
+            f"use `{paths.command()} stop` first"
         )
-    raise AlreadyRunning("a previous testbed did not shut down cleanly: run `emulab clean` first")
+    raise AlreadyRunning(f"a previous testbed did not shut down cleanly: run `{paths.command()} clean` first")
 
 
 def _running_state() -> dict[str, Any]:
     state = read_state()
     if state is None:
-        raise NotRunning("no testbed is running (start one with `emulab start paper-topology --detach`)")
+        raise NotRunning(f"no testbed is running (start one with `{paths.command()} start paper-topology --detach`)")
     if not pid_alive(state.get("runner_pid")):
-        raise NotRunning("the testbed's runner is gone (crashed or killed): run `emulab clean`")
+        raise NotRunning(f"the testbed's runner is gone (crashed or killed): run `{paths.command()} clean`")
     return state
 
 

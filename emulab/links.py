@@ -42,6 +42,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.tcmsg import common as tc_common
 
+from emulab import paths
 from emulab.linkparams import LinkParams
 from emulab.shaper_control import DEFAULT_NETNS, Shaper, ShaperError, delete_netns, netns_exists
 
@@ -49,8 +50,9 @@ BACKENDS = ("netem", "shaper")
 ENV_BACKEND = "EMULAB_LINK_BACKEND"
 #: Middle interfaces of shaped links: emsh<N>a / emsh<N>b (only inside the shaper namespace).
 SHAPER_IFPREFIX = "emsh"
-#: Throwaway namespaces of probe_netem().
-PROBE_NETNS_PREFIX = "emulab-probe-"
+#: Throwaway namespaces of probe_netem() (the default instance's; paths.probe_netns_prefix() is the
+#: current instance's).
+PROBE_NETNS_PREFIX = paths.probe_netns_prefix(paths.DEFAULT_INSTANCE)
 NETEM_HANDLE = 0x000A0000  # "10:"
 TC_H_ROOT = 0xFFFFFFFF
 #: netem rate used only to keep FIFO order with jitter (bytes/s; 32 Gbit/s, fits netem's u32).
@@ -75,7 +77,7 @@ def probe_netem() -> bool:
     """
     if os.geteuid() != 0:
         raise LinkError("probing sch_netem needs root (network namespaces)")
-    name = f"{PROBE_NETNS_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    name = f"{paths.probe_netns_prefix()}{os.getpid()}-{uuid.uuid4().hex[:6]}"
     r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
     if r.returncode != 0:
         raise LinkError(f"cannot create a probe namespace: {r.stderr.strip()}")
@@ -449,14 +451,19 @@ def _shaper_processes(netns_prefix: str) -> list[int]:
     return pids
 
 
-def cleanup_leftovers(netns_prefix: str = DEFAULT_NETNS, control_dir: str = "/run/emulab") -> list[str]:
+def cleanup_leftovers(netns_prefix: str | None = None, control_dir: str | None = None) -> list[str]:
     """Remove what a crashed run of the link layer left behind; return what was removed.
 
     Shaper processes (matched by their command line and --netns), namespaces named
     ``<netns_prefix>*`` (deleting one deletes every shaper veth in it and their peers),
-    probe namespaces, stray ``emsh*`` interfaces in the root namespace, and stale shaper
-    control sockets / pid files in control_dir.
+    the instance's probe namespaces, stray ``emsh*`` interfaces in the root namespace, and stale
+    shaper control sockets / pid files in control_dir. netns_prefix and control_dir default to the
+    current instance's shaper namespace and run directory (emulab.paths), so another instance's
+    shaper is never touched.
     """
+    netns_prefix = paths.shaper_netns() if netns_prefix is None else netns_prefix
+    control_dir = str(paths.run_dir()) if control_dir is None else control_dir
+    probe_prefix = paths.probe_netns_prefix()
     removed: list[str] = []
     pids = _shaper_processes(netns_prefix)
     for pid in pids:
@@ -472,7 +479,7 @@ def cleanup_leftovers(netns_prefix: str = DEFAULT_NETNS, control_dir: str = "/ru
         removed.append(f"shaper process {pid}")
     with contextlib.suppress(FileNotFoundError):
         for name in sorted(os.listdir("/run/netns")):
-            if name.startswith(netns_prefix) or name.startswith(PROBE_NETNS_PREFIX):
+            if name.startswith(netns_prefix) or name.startswith(probe_prefix):
                 with contextlib.suppress(ShaperError):
                     delete_netns(name)
                     removed.append(f"network namespace {name}")

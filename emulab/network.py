@@ -156,7 +156,7 @@ class Testbed:
 
             with phase("shaper"):
                 self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
-                self.shaper = Shaper.start(paths.run_dir() / "shaper.sock", log_path=paths.log_dir() / "shaper.log",
+                self.shaper = Shaper.start(paths.shaper_socket(), log_path=paths.log_dir() / "shaper.log",
                                            timeout=60)  # a busy machine is slow, not broken
 
         self.progress(
@@ -171,7 +171,7 @@ class Testbed:
         with phase("links"):
             for idx, sw in enumerate(self.spec.switches.values(), start=1):
                 # batch: one ovs-vsctl call creates every bridge with its ports and controller record
-                net.addSwitch(sw.bridge, cls=OVSSwitch, dpid=f"{0xE0000000 + idx:016x}", batch=True,
+                net.addSwitch(sw.bridge, cls=OVSSwitch, dpid=f"{paths.dpid_base() + idx:016x}", batch=True,
                               **ovs.switch_params(self.datapath))
             for link in self.spec.links:
                 self.links[link.name] = net.addLink(
@@ -545,8 +545,9 @@ def netns_path(name: str) -> Path:
 
 
 def environment_marker(run_id: str) -> None:
-    """Mark this process (and so every process the testbed starts) for `emulab clean`."""
-    os.environ[paths.RUN_ENV] = run_id
+    """Mark this process (and so every process the testbed starts) for `emulab clean`; the mark
+    names the instance too (paths.run_marker), so cleaning one instance spares the others."""
+    os.environ[paths.RUN_ENV] = paths.run_marker(run_id)
 
 
 @contextlib.contextmanager

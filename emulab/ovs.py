@@ -30,10 +30,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from emulab import paths as emulab_paths
 from emulab.errors import EmulabError
 
-#: Bridge-name prefix of everything emulab creates (same as emulab.paths.PREFIX).
-PREFIX = "em-"
+#: Bridge-name prefix of everything the default instance creates (emulab.paths.PREFIX); the current
+#: instance's is emulab.paths.prefix(), which the functions below use when given none.
+PREFIX = emulab_paths.PREFIX
 #: Environment variable that overrides the datapath choice.
 DATAPATH_ENV = "EMULAB_OVS_DATAPATH"
 #: Where distributions put the OVS control script (Debian/Ubuntu, Fedora/RHEL, source installs).
@@ -228,7 +230,7 @@ def stop_daemons() -> None:
 
 
 def _probe_name(kind: str) -> str:
-    name = f"{PREFIX}p{kind}{os.getpid() % 100000}"
+    name = f"{emulab_paths.prefix()}p{kind}{os.getpid() % 100000}"
     assert len(name) <= IFNAME_MAX
     return name
 
@@ -303,15 +305,17 @@ def _check_prefix(prefix: str) -> None:
         raise ValueError("bridge prefix must not be empty")
 
 
-def list_bridges(prefix: str = PREFIX) -> list[str]:
-    """Names of the bridges whose name starts with `prefix` (emulab's by default)."""
+def list_bridges(prefix: str | None = None) -> list[str]:
+    """Names of the bridges whose name starts with `prefix` (the current instance's by default)."""
+    prefix = emulab_paths.prefix() if prefix is None else prefix
     _check_prefix(prefix)
     out = vsctl("list-br").stdout
     return sorted(b for b in out.split() if b.startswith(prefix))
 
 
-def delete_bridges(prefix: str = PREFIX) -> list[str]:
-    """Delete the bridges named with `prefix` (never any other) and return their names.
+def delete_bridges(prefix: str | None = None) -> list[str]:
+    """Delete the bridges named with `prefix` (the current instance's by default; never any other)
+    and return their names.
 
     With the userspace datapath a bridge's own interface is a tap device that ovs-vswitchd removes
     with the bridge; the ports' veths belong to whoever created them (Mininet's links).

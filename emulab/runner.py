@@ -107,6 +107,12 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 elif action != "state":
                     raise EmulabError(f"unknown radio action {action!r}")
                 return radio.state()
+            if cmd == "self_check":  # the start's --self-check, on the running testbed (`emulab self-check`)
+                from emulab.selfcheck import run_self_check
+
+                lines: list[str] = []
+                ok = run_self_check(self.testbed, lines.append)
+                return {"ok": True, "passed": ok, "lines": lines}
         raise EmulabError(f"unknown request {cmd!r}")
 
     def start(self) -> None:
@@ -134,7 +140,8 @@ def build(options: StartOptions, progress: Progress, run_id: str | None = None) 
         run_id = uuid.uuid4().hex[:12]
         environment_marker(run_id)
     control.write_state(
-        {"phase": "starting", "runner_pid": os.getpid(), "run_id": run_id, "topology": spec.name, "options": asdict(options)}
+        {"phase": "starting", "runner_pid": os.getpid(), "run_id": run_id, "instance": paths.instance(),
+         "topology": spec.name, "options": asdict(options)}
     )
     try:
         t0 = time.monotonic()
@@ -154,7 +161,8 @@ def build(options: StartOptions, progress: Progress, run_id: str | None = None) 
             paths.state_file().unlink()
         raise
     control.write_state(
-        {"phase": "ready", "runner_pid": os.getpid(), "run_id": run_id, "options": asdict(options)} | testbed.state()
+        {"phase": "ready", "runner_pid": os.getpid(), "run_id": run_id, "instance": paths.instance(),
+         "options": asdict(options)} | testbed.state()
     )
     return testbed
 
@@ -234,7 +242,7 @@ def start_detached(options: StartOptions, timeout: float | None, progress: Progr
             return (
                 f"{state['topology']} is up in {state['ready_s']:.1f} s: {len(state['nodes'])} nodes, "
                 f"{state['link_backend']} links, {state['ovs_datapath']} datapath (runner pid {proc.pid}); "
-                "`emulab status` shows it, `emulab stop` ends it"
+                f"`{paths.command()} status` shows it, `{paths.command()} stop` ends it"
             )
         if proc.poll() is not None:
             raise StartError(_failure_reason(proc.returncode, log_path) + _left_behind())

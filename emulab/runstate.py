@@ -11,10 +11,11 @@ from typing import Any
 from emulab import paths
 
 
-def read_state() -> dict[str, Any] | None:
-    """The running testbed's state; None when there is none, ``{"phase": "damaged"}`` when unreadable."""
+def read_state(instance: str | None = None) -> dict[str, Any] | None:
+    """The running testbed's state (of ``instance``; None: the current one); None when there is none,
+    ``{"phase": "damaged"}`` when unreadable."""
     try:
-        return json.loads(paths.state_file().read_text())
+        return json.loads(paths.state_file(instance).read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):

@@ -48,7 +48,8 @@ configuration.
 Control: a UNIX stream socket speaking newline-delimited JSON, one request per line, one reply
 line each (see ``emulab.shaper_control.ShaperClient``). Operations: ping, add, set, remove, stats, shutdown.
 
-Run: ``python -m emulab.shaper --control /run/emulab/shaper.sock [--netns emulab-shaper]``;
+Run: ``python -m emulab.shaper --control /run/emulab/shaper.sock [--netns emulab-shaper]`` (the
+default instance's names; see emulab.paths for another instance's);
 from Python ``emulab.shaper_control.Shaper.start(control_path, netns=...)``. SIGTERM/SIGINT end the process cleanly
 (control socket and pid file removed).
 """
@@ -72,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emulab import paths
 from emulab.shaper_control import (
     DEFAULT_CONTROL,
     DEFAULT_LIMIT,
@@ -528,14 +530,15 @@ class ShaperServer:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m emulab.shaper", description=__doc__.splitlines()[0])
-    ap.add_argument("--control", default=DEFAULT_CONTROL, help="UNIX control socket path")
+    ap.add_argument("--control", default=None,
+                    help=f"UNIX control socket path (default: the instance's, {DEFAULT_CONTROL} for the default one)")
     ap.add_argument("--netns", default=None, help="network namespace to run in (created if missing)")
     args = ap.parse_args(argv)
     if args.netns:
         ensure_netns(args.netns)
         enter_netns(args.netns)
     tune_process()
-    server = ShaperServer(args.control)
+    server = ShaperServer(args.control or str(paths.shaper_socket()))
     server.serve()
     return 0
 

@@ -21,8 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONTROL = "/run/emulab/shaper.sock"
-DEFAULT_NETNS = "emulab-shaper"
+from emulab import paths
+
+#: The default instance's control socket and namespace; the current instance's are
+#: paths.shaper_socket() and paths.shaper_netns(), which Shaper.start uses when given none.
+DEFAULT_CONTROL = str(paths.default_run_dir(paths.DEFAULT_INSTANCE) / "shaper.sock")
+DEFAULT_NETNS = paths.shaper_netns(paths.DEFAULT_INSTANCE)
 DEFAULT_LIMIT = 1000
 
 
@@ -189,10 +193,12 @@ class Shaper:
         self.client = ShaperClient(control_path)
 
     @classmethod
-    def start(cls, control_path: str | os.PathLike[str] = DEFAULT_CONTROL, netns: str = DEFAULT_NETNS,
+    def start(cls, control_path: str | os.PathLike[str] | None = None, netns: str | None = None,
               log_path: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Shaper:
-        """Create the namespace (if needed), start the shaper in it and wait until it answers."""
-        control_path = os.fspath(control_path)
+        """Create the namespace (if needed), start the shaper in it and wait until it answers
+        (control socket and namespace default to the current instance's)."""
+        control_path = os.fspath(paths.shaper_socket() if control_path is None else control_path)
+        netns = paths.shaper_netns() if netns is None else netns
         if os.path.exists(control_path) and socket_alive(control_path):
             raise ShaperError(f"a shaper already listens on {control_path}")
         created = ensure_netns(netns)

@@ -65,7 +65,7 @@ class AgentProcess:
     async def start(self) -> None:
         env = dict(os.environ)
         if self.run_id:  # `emulab clean` finds and ends what carries the testbed's marker
-            env[paths.RUN_ENV] = self.run_id
+            env[paths.RUN_ENV] = paths.run_marker(self.run_id)  # carries the instance too
         self.proc = await asyncio.create_subprocess_exec(
             "nsenter", f"--net={self.netns_path}", sys.executable, "-m", "emulab.dashboard.agent", *self.args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,

@@ -25,9 +25,15 @@ hooks it needs, each a no-op here:
 * ``during_run(ctx, elapsed)`` — every ``poll_s`` s while the pool users run (``elapsed``: seconds
   since they were started);
 * ``end_run(ctx)`` — the pool users stopped, also when the run failed: undo what ``during_run`` did;
-* ``after_run(ctx, out)`` — the run's records are read: add events, compute the run's metrics;
+* ``after_run(ctx, out)`` — the run's records are read: add events, compute the run's metrics (into
+  ``out.metrics`` when ``summarise`` needs them: on a cluster this runs on a worker);
+* ``collect(ctx, out)`` — where the results are written: fold ``out.metrics`` into the summary;
 * ``summarise()`` — its keys for summary.json (besides the statistics every sweep has);
 * ``pu_command(ctx, path)`` — the workload (default: CalcApp pool users with the scenario's values).
+
+One (setting, run) is ``run_one(ctx)`` on a built testbed, written by ``write_run``: the local sweep
+loops over them, and a sweep on a cluster (``emulab.cluster``) runs each on a worker's testbed and
+writes it where it gathers the results.
 
 Code that watches an experiment (the progress bar, a dashboard) subscribes to its events
 (``subscribe``; the kinds are listed in ``emulab.experiments.events``).
@@ -72,6 +78,12 @@ from emulab.services import ASAP_PORT, ENRP_PORT
 
 PCAP_LIMIT_KB = 20_000  # per run and interface: enough for CalcApp + ASAP at 64 PUs for a quick run
 REGISTRATION_WAIT = 20.0
+"""Seconds the registration of a run's elements may go without progress (an element logging its
+registration, the UE's registrar listing more of them) before it counts as failed: the wait follows
+progress, so a slow machine still starting the elements (qemu TCG: ~16 s for the paper topology's 7;
+more on a busy host) is waited for, while a registrar that never learns them fails in bounded time."""
+REGISTRATION_WAIT_MAX = 180.0  # the whole wait, however slowly progress trickles in
+STARTING_CPU_S = 0.2  # CPU seconds the unregistered elements must use between checks to count as starting
 STOP_TIMEOUT = 8.0  # the PEs write their statistics file on SIGTERM: give them time to
 PU_GRACE_S = 60.0  # the pool users end by themselves after duration + drain; this much later they are stuck
 
@@ -106,6 +118,8 @@ class EmulatedSweep:
     """The results directory is ``<out>/<stamp>-<prefix>-<topology>``."""
     poll_s: ClassVar[float] = 0.5
     """How often ``during_run`` is called (and progress reported) while the pool users run."""
+    needs_root: ClassVar[bool] = True
+    """Building its testbed needs root (a sweep on ``local:N`` checks it before starting workers)."""
 
     def __init__(self, scenario: Scenario, *, pe_registrar: str = "auto", pcaps: bool = True,
                  progress: bool = True, log: Callable[[str], None] | None = None, drain: float = 0.0,
@@ -122,9 +136,9 @@ class EmulatedSweep:
         self.elements: list[Element] = []
         self.ue: str = ""
         self.pes: dict[str, subprocess.Popen[bytes]] = {}
+        self._pe_log_marks: dict[str, int] = {}  # element -> its log's size when it was started
         self.work = Path(tempfile.mkdtemp(prefix="emulab-experiment-"))
         self.notes: list[str] = []
-        self.pcaps: list[Path] = []
         self._listeners: list[Listener] = []
         self.subscribe(ProgressBar(progress))
 
@@ -144,6 +158,11 @@ class EmulatedSweep:
 
     def after_run(self, ctx: RunContext, out: RunOutput) -> None:
         """The run's records are read (add events to ``out``, compute the run's metrics)."""
+
+    def collect(self, ctx: RunContext, out: RunOutput) -> None:
+        """Fold one run's ``out.metrics`` into what ``summarise`` reports; runs where the results are
+        written (here, or on the machine gathering a sweep on a cluster), after ``after_run`` ran
+        wherever the run did."""
 
     def summarise(self) -> dict[str, Any] | None:
         """The experiment's keys for summary.json (None: the common statistics only)."""
@@ -179,15 +198,11 @@ class EmulatedSweep:
         self.emit("log", message=message)
 
     # ------------------------------------------------------------------ testbed
-    def _start_testbed(self, run_id: str) -> None:
-        from emulab import control, runner
-        from emulab.services import ServiceManager
+    def describe(self) -> Any:
+        """Load the topology and its pool elements (no testbed, no root: what a sweep on a cluster
+        needs on the machine that writes the results); returns the topology."""
         from emulab.topology import load
 
-        if os.geteuid() != 0:
-            raise ExperimentError("emulab experiment needs root (network namespaces, Open vSwitch)")
-        if control.read_state():
-            raise ExperimentError("a testbed is already running (`emulab stop` it first): the experiment builds its own")
         spec = load(self.scenario.target)
         self.elements = pool_elements(spec, self.scenario)
         ue = next((n for n, s in spec.nodes.items() if s.role == "ue"), None)
@@ -196,6 +211,18 @@ class EmulatedSweep:
         if not any(s.kind == "registrar" for s in spec.nodes[ue].services):
             raise ExperimentError(f"{spec.name}: the UE runs no registrar for its PUs")
         self.ue = ue
+        self.spec = spec
+        return spec
+
+    def _start_testbed(self, run_id: str) -> None:
+        from emulab import control, runner
+        from emulab.services import ServiceManager
+
+        if self.needs_root and os.geteuid() != 0:
+            raise ExperimentError("emulab experiment needs root (network namespaces, Open vSwitch)")
+        if control.read_state():
+            raise ExperimentError("a testbed is already running (`emulab stop` it first): the experiment builds its own")
+        spec = self.describe()
         options = runner.StartOptions(topology=str(spec.source), services=False, radio=self.radio)
         self.testbed = runner.build(options, self.log, run_id=run_id)
         self.spec = self.testbed.spec
@@ -204,6 +231,12 @@ class EmulatedSweep:
         self.subscribe(EventFeed())
         self.svc = ServiceManager(self.testbed)
         self.svc.start(kinds={"registrar"})
+
+    def build(self, run_id: str) -> None:
+        """Build the testbed and start its registrars: ``run_one`` can run (``close`` tears it down)."""
+        self._start_testbed(run_id)
+        self.emit("testbed_ready", topology=self.spec.name, pu_node=self.ue,
+                  elements={e.node: e.element_class for e in self.elements})
 
     def close(self) -> None:
         """Stop every process and tear the testbed down (also after a failure)."""
@@ -229,7 +262,27 @@ class EmulatedSweep:
                 opts["registrar"] = self.ue
             cmd = [*self.svc.command(e.node, "pe", opts), "--reregistration-interval", "30"]
             env = {STATS_ENV: str(self.work / f"{tag}-{e.node}.json")}
+            log = paths.log_dir() / f"{e.node}-pe.log"  # appended to across runs: read from here on
+            self._pe_log_marks[e.node] = log.stat().st_size if log.exists() else 0
             self.pes[e.node] = self.svc.spawn(e.node, "pe", cmd, env=env)
+
+    def _pes_registered(self) -> tuple[int, float]:
+        """How many of the elements started last have logged their registration since (at any
+        registrar), and the CPU seconds the others have used so far (they are still starting while
+        it grows: Python's start-up and imports, seconds each under qemu TCG on a busy host)."""
+        from emulab.services import READY_LINES
+
+        n, cpu = 0, 0.0
+        for node, mark in self._pe_log_marks.items():
+            done = False
+            with contextlib.suppress(OSError), open(paths.log_dir() / f"{node}-pe.log", "rb") as f:
+                f.seek(mark)
+                done = READY_LINES["pe"] in f.read()
+            n += done
+            proc = self.pes.get(node)
+            if not done and proc is not None:
+                cpu += _cpu_seconds(proc.pid)
+        return n, cpu
 
     def _stop_pes(self) -> None:
         self.svc.stop(list(self.pes.values()), timeout=STOP_TIMEOUT)
@@ -245,15 +298,35 @@ class EmulatedSweep:
             return 0
 
     def _wait_registered(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """True once the UE's registrar lists every element; False after ``timeout`` s without
+        progress (REGISTRATION_WAIT) or REGISTRATION_WAIT_MAX in all. The UE's registrar is asked by
+        a process of its own (seconds under TCG, CPU the starting elements need): only once every
+        element logged its registration, or when that stalls."""
+        want = len(self.elements)
+        start = last = time.monotonic()
+        best = (0, 0)
+        cpu_mark = 0.0
+        while True:
+            now = time.monotonic()
+            if now - last > timeout or now - start > REGISTRATION_WAIT_MAX:
+                self.log(f"registration stalled: {best[0]}/{want} elements registered, the UE's registrar "
+                         f"lists {best[1]}, after {now - start:.1f} s")
+                return False
             dead = [n for n, p in self.pes.items() if p.poll() is not None]
             if dead:
                 raise ExperimentError(f"pool element(s) {', '.join(dead)} exited; see {paths.log_dir()}")
-            if self._ue_sees() >= len(self.elements):
+            registered, cpu = self._pes_registered()
+            seen = self._ue_sees() if registered >= want or now - last > timeout / 2 else 0
+            if seen >= want:
+                self.log(f"the UE's registrar lists all {want} elements after {time.monotonic() - start:.1f} s")
                 return True
+            # progress: more registered or listed, or the unregistered ones still busy starting (an
+            # element waiting for an answer that never comes uses next to no CPU)
+            if registered > best[0] or seen > best[1] or cpu - cpu_mark >= STARTING_CPU_S:
+                last = time.monotonic()
+                best = (max(registered, best[0]), max(seen, best[1]))
+                cpu_mark = cpu
             time.sleep(0.5)
-        return False
 
     def _prepare_run(self, tag: str) -> None:
         home = self.pe_registrar if self.pe_registrar != "auto" else "topology"
@@ -265,8 +338,8 @@ class EmulatedSweep:
         if self.pe_registrar != "auto":
             raise ExperimentError(f"the UE's registrar does not list all {len(self.elements)} pool elements")
         self._stop_pes()
-        note = ("the UE's registrar did not learn the remote pool elements over ENRP within "
-                f"{REGISTRATION_WAIT:.0f} s: all elements register at the UE's registrar instead")
+        note = ("the UE's registrar did not learn the remote pool elements over ENRP (no progress for "
+                f"{REGISTRATION_WAIT:.0f} s): all elements register at the UE's registrar instead")
         self.log("warning: " + note)
         self.notes.append(note)
         self.pe_registrar = "ue"
@@ -311,18 +384,26 @@ class EmulatedSweep:
         with marked(f"experiment-{os.getpid()}") as run_id, sigterm_raises():
             return self._sweep(run_id)
 
-    def _manifest(self, started: str) -> dict[str, Any]:
+    def testbed_facts(self) -> dict[str, Any]:
+        """The manifest's keys that only the built testbed knows (what this machine offered)."""
+        return {
+            "capabilities": self.testbed.caps.to_json(),
+            "testbed": {"link_backend": self.testbed.link_backend, "datapath": self.testbed.datapath,
+                        "radio": self.testbed.radio_name},
+        }
+
+    def manifest(self, started: str, facts: dict[str, Any] | None = None) -> dict[str, Any]:
+        """manifest.json's keys; ``facts``: ``testbed_facts()`` (of the machine that ran the runs)."""
         sc = self.scenario
         return {
             "kind": "emulation", "label": "emulated", "tool": f"emulab experiment {self.name}",
-            "created_at": started, "host": platform.node(), "python": platform.python_version(),
+            "created_at": started, "host": platform.node(), "instance": paths.instance(),
+            "python": platform.python_version(),
             "cpus": os.cpu_count(), "scenario": sc.to_dict(),
             "topology": {"name": self.spec.name, "file": str(self.spec.source)},
             "elements": [{"node": e.node, "class": e.element_class, **e.options} for e in self.elements],
             "pu_node": self.ue, "versions": versions(),
-            "capabilities": self.testbed.caps.to_json(),
-            "testbed": {"link_backend": self.testbed.link_backend, "datapath": self.testbed.datapath,
-                        "radio": self.testbed.radio_name},
+            **(facts if facts is not None else self.testbed_facts()),
             "drain_s": self.drain,
             **self.manifest_extra(),
         }
@@ -334,40 +415,23 @@ class EmulatedSweep:
         writer: ResultsWriter | None = None
         path: Path | None = None
         try:
-            self._start_testbed(run_id)
-            self.emit("testbed_ready", topology=self.spec.name, pu_node=self.ue,
-                      elements={e.node: e.element_class for e in self.elements})
-            addrs = address_map(self.spec)
-            classes = {e.node: e.element_class for e in self.elements}
-            writer = ResultsWriter(sc.out, f"{self.results_prefix}-{Path(sc.target).stem}", self._manifest(started))
+            self.build(run_id)
+            writer = ResultsWriter(sc.out, self.results_name(), self.manifest(started))
             tasks = list(self.tasks())
             self.emit("sweep_started", runs=len(tasks), total_s=len(tasks) * sc.duration, results=str(writer.path))
             for i, (setting, run) in enumerate(tasks, 1):
-                ctx = RunContext(i, len(tasks), setting, run, run_seed(sc.seed, setting, run))
+                ctx = self.context(i, len(tasks), setting, run)
                 seeds[ctx.tag] = ctx.seed
                 self.emit("run_started", index=i, total=len(tasks), setting=setting, run=run, seed=ctx.seed,
                           tag=ctx.tag)
-                self._prepare_run(ctx.tag)
-                self.before_run(ctx)
-                out = self._one_run(ctx, addrs, classes)
-                self.after_run(ctx, out)
-                writer.add_requests(out.requests)
-                writer.add_usage(out.usage)
-                writer.add_events(out.events)
-                writer.add_usage_samples(out.samples)
-                writer.set_pu_counters(setting, run, out.summary.get("counters_by_pu") or {})
-                writer.manifest.setdefault("pu_counters", {})[ctx.tag] = out.summary.get("counters", {})
+                out = self.run_one(ctx)
+                self.write_run(writer, ctx, out)
                 self.emit("run_finished", index=i, total=len(tasks), tag=ctx.tag, duration=sc.duration,
                           requests=len(out.requests),
                           completed=sum(1 for r in out.requests if r.status == "completed"))
             writer.manifest["seeds"] = seeds
             writer.manifest["pe_registrar"] = self.pe_registrar
-            for pcap in self.pcaps:
-                writer.add_file(pcap, "pcaps")
-            if not self.want_pcaps:
-                self.notes.append("no pcaps: dumpcap not installed or --no-pcaps")
-            writer.manifest["notes"] = self.notes
-            path = writer.finish(self.summarise())
+            path = self.finish(writer)
             return path
         finally:
             if writer is not None and not writer.finished:
@@ -376,6 +440,44 @@ class EmulatedSweep:
                     writer.finish()
             self.emit("sweep_ended", ok=path is not None, results=None if path is None else str(path))
             self.close()
+
+    def results_name(self) -> str:
+        """The results directory's name after its time stamp."""
+        return f"{self.results_prefix}-{Path(self.scenario.target).stem}"
+
+    def context(self, index: int, total: int, setting: int, run: int) -> RunContext:
+        return RunContext(index, total, setting, run, run_seed(self.scenario.seed, setting, run))
+
+    def run_one(self, ctx: RunContext) -> RunOutput:
+        """One (PU setting, run) on the built testbed, from starting its elements to its records: what
+        the local sweep does for each of its runs and what a cluster worker does for one task. The
+        output carries the run's pcaps and the notes it added (``out.notes``)."""
+        noted = len(self.notes)
+        self._prepare_run(ctx.tag)
+        self.before_run(ctx)
+        out = self._one_run(ctx, address_map(self.spec), {e.node: e.element_class for e in self.elements})
+        self.after_run(ctx, out)
+        out.notes = self.notes[noted:]
+        return out
+
+    def write_run(self, writer: ResultsWriter, ctx: RunContext, out: RunOutput) -> None:
+        """Hand one run's output to the results writer (on the machine that writes the results)."""
+        writer.add_requests(out.requests)
+        writer.add_usage(out.usage)
+        writer.add_events(out.events)
+        writer.add_usage_samples(out.samples)
+        writer.set_pu_counters(ctx.setting, ctx.run, out.summary.get("counters_by_pu") or {})
+        writer.manifest.setdefault("pu_counters", {})[ctx.tag] = out.summary.get("counters", {})
+        for pcap in out.pcaps:
+            writer.add_file(pcap, "pcaps")
+        self.collect(ctx, out)
+
+    def finish(self, writer: ResultsWriter) -> Path:
+        """Write the notes and the summary: the results directory is complete."""
+        if not self.want_pcaps:
+            self.notes.append("no pcaps: dumpcap not installed or --no-pcaps")
+        writer.manifest["notes"] = self.notes
+        return writer.finish(self.summarise())
 
     def _one_run(self, ctx: RunContext, addrs: dict[str, str], classes: dict[str, str]) -> RunOutput:
         sc = self.scenario
@@ -406,12 +508,20 @@ class EmulatedSweep:
         recs = to_records(lines, ctx.setting, ctx.run, addrs, classes)
         events = request_events(lines, ctx.setting, ctx.run, addrs, classes)
         usage, samples = self._read_usage(ctx, float(summ.get("elapsed") or sc.duration), summ.get("t0_epoch"))
-        if pcap.exists():
-            self.pcaps.append(pcap)
-        return RunOutput(recs, usage, events, samples, summ)
+        return RunOutput(recs, usage, events, samples, summ, pcaps=[pcap] if pcap.exists() else [])
 
 
 # --------------------------------------------------------------------------- shared by every sweep
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def emulated_options(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,6 +16,7 @@ job: when it resumed and where) and ``timers`` (what bounds both times);
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from emulab.cluster.options import cluster_options
 from emulab.experiments.base import EmulatedSweep, RunContext, emulated_options
 from emulab.experiments.records import ExperimentError, RunOutput
 from emulab.results import CLASSES, EventRecord, RequestRecord
@@ -31,6 +33,7 @@ from emulab.scenario import Scenario, scenario_options
 from radio import backend_names
 
 if TYPE_CHECKING:  # not at run time: the simulator imports this module's metrics
+    from emulab.cluster.options import ClusterRun
     from emulab.sim.engine import CoverageLoss
 
 DRAIN_S = 60.0
@@ -217,6 +220,7 @@ class CoverageLossExperiment(EmulatedSweep):
         super().__init__(scenario, drain=drain, **kwargs)
         self.coverage = coverage
         self.coverage_runs: list[dict[str, Any]] = []
+        self._timers: dict[str, Any] | None = None
 
     def manifest_extra(self) -> dict[str, Any]:
         c = self.coverage
@@ -225,21 +229,25 @@ class CoverageLossExperiment(EmulatedSweep):
     def during_run(self, ctx: RunContext, elapsed: float) -> None:
         """Take coverage away / give it back when the run's clock passes the scheduled times."""
         c = self.coverage
-        # the time is taken before the radio acts (its link update takes a moment): the loss and
-        # the restore count from the request, so fail-over and recovery are not measured short
-        if "lost" not in ctx.marks and elapsed >= c.at:
-            ctx.marks["lost"] = time.time()
+        # The loss and the restore count from the moment the radio's link change has been applied
+        # (detach/attach return then): applying it takes a moment (a tc process: ~0.5 s in the
+        # real-kernel lane's emulated CPU), and until then packets still cross the radio link.
+        # The request time is kept too; the run's metrics report the difference.
+        if "lose_requested" not in ctx.marks and elapsed >= c.at:
+            ctx.marks["lose_requested"] = time.time()
             self.testbed.radio.detach()
+            ctx.marks["lost"] = time.time()
             self.log(f"coverage lost at {elapsed:.1f} s")
             self.emit("coverage_lost", tag=ctx.tag, elapsed=elapsed)
-        elif "lost" in ctx.marks and "restored" not in ctx.marks and elapsed >= c.at + c.duration:
-            ctx.marks["restored"] = time.time()
+        elif "lost" in ctx.marks and "restore_requested" not in ctx.marks and elapsed >= c.at + c.duration:
+            ctx.marks["restore_requested"] = time.time()
             self.testbed.radio.attach()
+            ctx.marks["restored"] = time.time()
             self.log(f"coverage restored at {elapsed:.1f} s")
             self.emit("coverage_restored", tag=ctx.tag, elapsed=elapsed)
 
     def end_run(self, ctx: RunContext) -> None:
-        if "lost" in ctx.marks and "restored" not in ctx.marks:
+        if "lose_requested" in ctx.marks and "restored" not in ctx.marks:
             with contextlib.suppress(Exception):  # the next run (or the teardown) finds the UE covered
                 self.testbed.radio.attach()
 
@@ -256,16 +264,26 @@ class CoverageLossExperiment(EmulatedSweep):
         radio = self.testbed.radio.state() if self.testbed is not None and self.testbed.radio else {}
         m["radio"] = {k: radio.get(k) for k in ("backend", "rlf_count", "last_rlf_at", "reattach_s", "ue_restarts")
                       if k in radio}
-        self.coverage_runs.append({"setting": ctx.setting, "run": ctx.run, **m})
+        # how long the radio took to apply the loss / the restore after they were requested
+        m["radio"]["apply_s"] = {what: round(ctx.marks[done] - ctx.marks[asked], 4)
+                                 for what, asked, done in (("lose", "lose_requested", "lost"),
+                                                           ("restore", "restore_requested", "restored"))
+                                 if done in ctx.marks}
+        out.metrics["coverage"] = {"setting": ctx.setting, "run": ctx.run, **m}
+        out.metrics["timers"] = self.timers()  # what the run's testbed used (on a cluster: the worker's)
         jobs = m["failover_job_s"]
         self.log(f"{ctx.tag}: fail-over {m['failover_s']} s (per job: n {jobs['n']}, p50 {jobs['p50']} s, max "
                  f"{jobs['max']} s{'' if m['failed_over'] else '; ' + str(m['failover_problem'])}), recovery "
                  f"{m['recovery_s']} s, {m['requests_completed']}/{m['requests_issued']} requests completed, "
                  f"{m['requests_restarted']} restarted")
 
+    def collect(self, ctx: RunContext, out: RunOutput) -> None:
+        self.coverage_runs.append(out.metrics["coverage"])
+        self._timers = out.metrics["timers"]
+
     def summarise(self) -> dict[str, Any]:
         """summary.json's coverage-loss keys: per run, and over all runs (worst times, summed counts)."""
-        return {**coverage_summary(self.coverage_runs), "timers": self.timers()}
+        return {**coverage_summary(self.coverage_runs), "timers": self._timers or self.timers()}
 
     def timers(self) -> dict[str, Any]:
         """The timers that bound fail-over and recovery, as this run used them."""
@@ -288,8 +306,9 @@ class CoverageLossExperiment(EmulatedSweep):
 
 def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, drain: float = DRAIN_S,
                       pe_registrar: str = "auto", pcaps: bool = True, progress: bool = True,
-                      radio: str | None = None) -> Path:
-    """The paper run with the UE out of coverage from ``lose_at`` to ``restore_at`` s; returns the results directory."""
+                      radio: str | None = None, cluster: ClusterRun | None = None) -> Path:
+    """The paper run with the UE out of coverage from ``lose_at`` to ``restore_at`` s (here, or with
+    ``cluster`` each run on a worker's testbed); returns the results directory."""
     from emulab.sim.engine import CoverageLoss
 
     if not 0 <= lose_at < restore_at:
@@ -299,8 +318,13 @@ def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, 
                               f"(--duration {scenario.duration:g})")
     if drain < 0:
         raise ExperimentError(f"--drain must not be negative, got {drain:g}")
-    return CoverageLossExperiment(scenario, CoverageLoss(lose_at, restore_at - lose_at), drain=drain,
-                                  pe_registrar=pe_registrar, pcaps=pcaps, progress=progress, radio=radio).run()
+    make = functools.partial(CoverageLossExperiment, scenario, CoverageLoss(lose_at, restore_at - lose_at), drain=drain,
+                             pe_registrar=pe_registrar, pcaps=pcaps, radio=radio)
+    if cluster is not None:
+        from emulab.cluster.sweeps import run_emulated_on_cluster
+
+        return run_emulated_on_cluster(make, cluster, progress=progress)
+    return make(progress=progress).run()
 
 
 @click.command(name="coverage-loss")
@@ -314,8 +338,9 @@ def run_coverage_loss(scenario: Scenario, lose_at: float, restore_at: float, *, 
 @click.option("--radio", type=click.Choice(backend_names()), default=None,
               help="The radio backend (default: the topology's); oai runs OpenAirInterface's RF simulator.")
 @emulated_options
+@cluster_options
 def command(scenario: Scenario, lose_at: float, restore_at: float, drain: float, pe_registrar: str,
-            pcaps: bool, radio: str | None) -> None:
+            pcaps: bool, radio: str | None, cluster: ClusterRun | None) -> None:
     """CalcApp pool users on the UE while the UE loses radio coverage and gets it back; prints the results path last.
 
     Work fails over to the UE's own pool element while the UE is cut off and returns to the MEC when
@@ -324,5 +349,5 @@ def command(scenario: Scenario, lose_at: float, restore_at: float, drain: float,
     requests issued, completed and lost; events.csv the timeline that `emulab plot` draws.
     """
     path = run_coverage_loss(scenario, lose_at, restore_at, drain=drain, pe_registrar=pe_registrar, pcaps=pcaps,
-                             progress=sys.stderr.isatty(), radio=radio)
+                             progress=sys.stderr.isatty(), radio=radio, cluster=cluster)
     click.echo(str(path))

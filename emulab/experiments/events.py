@@ -43,13 +43,16 @@ Listener = Callable[[ExperimentEvent], None]
 
 class ProgressBar:
     """A rich progress bar over the sweep's emulated seconds, fed by the experiment's events; when
-    ``show`` is false (not a terminal) it prints one line per run instead."""
+    ``show`` is false (not a terminal) it prints one line per run instead. Runs may overlap (a sweep
+    on a cluster runs many at once): each run's progress counts until it finishes, and a run started
+    again (its worker died) counts from its new start."""
 
     def __init__(self, show: bool) -> None:
         self.show = show
         self.progress: Any = None
         self.task: Any = None
         self.done = 0.0  # emulated seconds of the runs already finished
+        self.running: dict[str, float] = {}  # tag -> emulated seconds so far, of the runs going on
 
     def __call__(self, event: ExperimentEvent) -> None:
         d = event.data
@@ -57,14 +60,23 @@ class ProgressBar:
             self._open(float(d["total_s"]))
         elif event.kind == "run_started":
             text = f"run {d['index']}/{d['total']}: {d['setting']} PUs, run {d['run']}"
+            if d.get("host"):  # on a cluster: where it runs
+                text += f" on {d['host']}/{d.get('instance')}"
+            if d.get("tag"):
+                self.running[str(d["tag"])] = 0.0
             if self.progress is not None:
                 self.progress.update(self.task, description=text)
             else:
                 print(f"emulab: {text}", file=sys.stderr, flush=True)
-        elif event.kind == "run_progress" and self.progress is not None:
-            self.progress.update(self.task, completed=self.done + float(d["elapsed"]))
+        elif event.kind == "run_progress":
+            self.running[str(d["tag"])] = float(d["elapsed"])
+            if self.progress is not None:
+                self.progress.update(self.task, completed=self.done + sum(self.running.values()))
         elif event.kind == "run_finished":
+            self.running.pop(str(d.get("tag")), None)
             self.done += float(d.get("duration", 0.0))
+            if self.progress is not None:
+                self.progress.update(self.task, completed=self.done + sum(self.running.values()))
             if d.get("index") == d.get("total"):
                 self._close()
         elif event.kind == "sweep_ended":

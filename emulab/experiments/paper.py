@@ -11,14 +11,20 @@ The results directory has the format of `emulab simulate`, so `emulab plot A --c
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from emulab.cluster.options import cluster_options
 from emulab.experiments.base import EmulatedSweep, RunContext, emulated_options
 from emulab.experiments.records import RunOutput
 from emulab.scenario import Scenario, scenario_options
+
+if TYPE_CHECKING:
+    from emulab.cluster.options import ClusterRun
 
 
 class PaperExperiment(EmulatedSweep):
@@ -35,19 +41,27 @@ class PaperExperiment(EmulatedSweep):
 
 
 def run_paper(scenario: Scenario, *, pe_registrar: str = "auto", pcaps: bool = True,
-              progress: bool = True) -> Path:
-    """Run the sweep; returns the results directory (pcaps under ``pcaps/``)."""
-    return PaperExperiment(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=progress).run()
+              progress: bool = True, cluster: ClusterRun | None = None) -> Path:
+    """Run the sweep (here, or with ``cluster`` each run on a worker's testbed); returns the results
+    directory (pcaps under ``pcaps/``)."""
+    make = functools.partial(PaperExperiment, scenario, pe_registrar=pe_registrar, pcaps=pcaps)
+    if cluster is not None:
+        from emulab.cluster.sweeps import run_emulated_on_cluster
+
+        return run_emulated_on_cluster(make, cluster, progress=progress)
+    return make(progress=progress).run()
 
 
 @click.command(name="paper")
 @scenario_options
 @emulated_options
-def command(scenario: Scenario, pe_registrar: str, pcaps: bool) -> None:
+@cluster_options
+def command(scenario: Scenario, pe_registrar: str, pcaps: bool, cluster: ClusterRun | None) -> None:
     """Run the CalcApp sweep on TARGET (default paper-topology) in the emulated testbed; prints the results path last.
 
     Same sweep options as `emulab simulate` and the same results format, so
-    `emulab plot DIR --compare SIMDIR` overlays emulated and simulated results.
+    `emulab plot DIR --compare SIMDIR` overlays emulated and simulated results. With --cluster every
+    (setting, run) runs on a worker's testbed (`emulab worker`, or local:N instances here).
     """
-    path = run_paper(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=sys.stderr.isatty())
+    path = run_paper(scenario, pe_registrar=pe_registrar, pcaps=pcaps, progress=sys.stderr.isatty(), cluster=cluster)
     click.echo(str(path))

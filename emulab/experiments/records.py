@@ -9,7 +9,7 @@ summary line); ``to_records`` and ``request_events`` turn those lines into ``Req
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,12 @@ class RunOutput:
     events: list[EventRecord]
     samples: list[UsageSample]
     summary: dict[str, Any]  # the pool users' summary line (counters, t0_epoch, elapsed)
+    pcaps: list[Path] = field(default_factory=list)
+    """The run's captures (``pcaps/`` of the results directory)."""
+    notes: list[str] = field(default_factory=list)
+    """What the run added to the manifest's notes."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """The experiment's per-run metrics (``after_run`` computes them, ``collect`` folds them in)."""
 
 
 def pool_elements(spec: Any, scenario: Scenario) -> list[Element]:

@@ -39,6 +39,7 @@ from emulab.results.records import (
     USAGE_FIELDS,
     ElementUsage,
     EventRecord,
+    IncompleteSweep,
     RequestRecord,
     ResultsError,
     UsageSample,
@@ -56,7 +57,7 @@ from emulab.results.summary import stats, summarize
 
 __all__ = [
     "CLASSES", "EVENTS", "EVENT_FIELDS", "FORMAT_VERSION", "REQUEST_FIELDS", "SAMPLE_FIELDS", "STATUSES",
-    "USAGE_FIELDS", "ElementUsage", "EventRecord", "RequestRecord", "Results", "ResultsError", "ResultsWriter",
+    "USAGE_FIELDS", "ElementUsage", "EventRecord", "IncompleteSweep", "RequestRecord", "Results", "ResultsError", "ResultsWriter",
     "UsageSample", "iter_requests", "load_events", "load_results", "load_usage_samples", "parse_sca", "sca_text",
     "stats", "summarize",
 ]

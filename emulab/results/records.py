@@ -8,6 +8,7 @@ simulate``) hand to ``ResultsWriter`` and what ``load_results`` gives back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from emulab.errors import EmulabError
 
@@ -30,6 +31,17 @@ EVENTS: tuple[str, ...] = ("accept", "complete", "restart", "coverage_lost", "co
 
 class ResultsError(EmulabError):
     """A results directory is missing or malformed."""
+
+
+class IncompleteSweep(ResultsError):
+    """A sweep ended without some of its (setting, run)s; its results directory is marked partial."""
+
+    def __init__(self, path: Any, missing: dict[tuple[int, int], str], total: int) -> None:
+        self.path, self.missing, self.total = path, dict(missing), total
+        listed = "; ".join(f"{s} PUs run {r}: {why}" for (s, r), why in sorted(self.missing.items())[:10])
+        more = f"; … {len(self.missing) - 10} more" if len(self.missing) > 10 else ""
+        super().__init__(f"the sweep is incomplete: {len(self.missing)} of {total} run(s) missing ({listed}{more}); "
+                         f"the partial results, marked partial in manifest.json and summary.json, are in {path}")
 
 
 @dataclass(frozen=True, slots=True)

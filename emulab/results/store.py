@@ -168,6 +168,13 @@ class ResultsWriter:
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / Path(src).name)
 
+    def mark_partial(self, missing: Mapping[tuple[int, int], str]) -> None:
+        """Some (setting, run)s never finished (``missing``: why each): manifest.json and summary.json
+        say ``partial`` and list them, so a partial directory is never taken for a complete one."""
+        self.manifest["partial"] = True
+        self.manifest["missing_runs"] = [{"setting": s, "run": r, "reason": why}
+                                         for (s, r), why in sorted(missing.items())]
+
     def finish(self, extra_summary: dict[str, Any] | None = None) -> Path:
         if self._finished:
             return self.path
@@ -192,6 +199,9 @@ class ResultsWriter:
         summary["sca_objects"] = self._write_sca()
         if extra_summary:
             summary.update(extra_summary)
+        if self.manifest.get("partial"):
+            summary["partial"] = True
+            summary["missing_runs"] = self.manifest["missing_runs"]
         _write_json(self.path / "summary.json", summary)
         return self.path
 

@@ -19,13 +19,20 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from emulab.experiments.coverage import DRAIN_S as COVERAGE_DRAIN_S
 from emulab.experiments.coverage import coverage_metrics, coverage_summary
-from emulab.results import ElementUsage, EventRecord, RequestRecord, ResultsWriter, UsageSample
+from emulab.results import (
+    ElementUsage,
+    EventRecord,
+    IncompleteSweep,
+    RequestRecord,
+    ResultsWriter,
+    UsageSample,
+)
 from emulab.scenario import Scenario
 from emulab.sim.engine import STATUS_NAMES, CoverageLoss, Failure, RunParams, RunResult, simulate_run
 from emulab.sim.model import PoolModel, build_model
@@ -36,6 +43,20 @@ SAMPLED_ELEMENTS_MAX = 64
 nothing, and 1,000 elements × 3,600 s would be 3.6 million rows per run."""
 
 _MODEL: PoolModel | None = None
+
+
+@dataclass
+class Executed:
+    """What running a sweep's tasks gave: the results of those that finished (in task order), the
+    (setting, run)s that did not with why (only on a cluster), and where they ran (for the manifest)."""
+
+    results: list[RunResult]
+    missing: dict[tuple[int, int], str] = field(default_factory=dict)
+    placement: dict[str, Any] = field(default_factory=dict)
+
+
+Execute = Callable[[PoolModel, list[RunParams], Callable[[RunResult], None] | None], Executed]
+"""Runs a sweep's tasks (``run_tasks`` here, ``emulab.cluster`` on a Dask cluster), calling back as each ends."""
 
 
 def _init_worker(model: PoolModel) -> None:
@@ -192,12 +213,19 @@ def simulate(
     name: str | None = None,
     model_params: dict[str, Any] | None = None,
     drain: float | None = None,
+    execute: Execute | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Simulate the sweep and write a results directory; returns its path and the timing figures.
 
     ``drain``: seconds after the run for queued requests to finish (None: ``COVERAGE_DRAIN_S`` with
     a coverage loss, as `emulab experiment coverage-loss`, else none, as `emulab experiment paper`).
+    ``execute``: what runs the tasks (default: ``run_tasks`` in ``scenario.jobs`` processes). When
+    some never finished, the directory is written marked partial and ``IncompleteSweep`` is raised.
     """
+    if execute is None:
+        def execute(m: PoolModel, ts: list[RunParams], cb: Callable[[RunResult], None] | None) -> Executed:
+            return Executed(run_tasks(m, ts, scenario.jobs, on_done=cb))
+
     model = build_model(scenario)
     fs, cs = tuple(failures), tuple(coverage_losses)
     params = dict(model_params or {})
@@ -212,9 +240,10 @@ def simulate(
             TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
         ) as bar:
             tid = bar.add_task("runs", total=len(tasks))
-            results = run_tasks(model, tasks, scenario.jobs, on_done=lambda _r: bar.advance(tid))
+            done = execute(model, tasks, lambda _r: bar.advance(tid))
     else:
-        results = run_tasks(model, tasks, scenario.jobs)
+        done = execute(model, tasks, None)
+    results = done.results
     wall = time.perf_counter() - t0
     events = sum(r.events for r in results)
     sim_seconds = sum(r.duration for r in results)
@@ -247,7 +276,10 @@ def simulate(
     }
     if cs:  # as the experiment's manifest (which has one loss)
         manifest["coverage_loss"] = {"lose_at": cs[0].at, "restore_at": cs[0].at + cs[0].duration}
+    manifest.update(done.placement)
     writer = ResultsWriter(scenario.out, name or f"sim-{Path(scenario.target).stem}", manifest)
+    if done.missing:
+        writer.mark_partial(done.missing)
     runs: list[dict[str, Any]] = []
     for res in results:
         if fs or cs:
@@ -265,6 +297,8 @@ def simulate(
     if cs:
         extra.update(coverage_summary(runs), timers=sim_timers(tasks[0], model))
     path = writer.finish(extra)
+    if done.missing:
+        raise IncompleteSweep(path, done.missing, len(tasks))
     return path, timing
 
 

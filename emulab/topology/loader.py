@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulab import paths
 from emulab.linkparams import LinkParamError, LinkParams, parse_percent, parse_rate_mbit, parse_time_ms
 from emulab.paths import topologies_dir
 from emulab.topology.model import (
@@ -38,7 +39,8 @@ from radio import DEFAULT_BACKEND, RadioOptionError, backend_names, get_backend
 
 NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
 TOPOLOGY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-#: "em-<name>-<port>" must fit in 15 characters; 8 leaves room for up to 999 ports.
+#: "em-<name>-<port>" must fit in 15 characters; 8 leaves room for up to 999 ports (every
+#: instance's prefix has the default's 3 characters, see emulab.paths).
 SWITCH_NAME_MAX = IFNAME_MAX - len(BRIDGE_PREFIX) - len("-999")
 SWITCH_NAME = re.compile(r"[a-z][a-z0-9-]*")
 
@@ -421,7 +423,7 @@ class _Builder:
         def endpoint(link: _RawLink, name: str) -> Endpoint:
             if name in self.switch_raw:
                 port_count[name] = port_count.get(name, 0) + 1
-                return Endpoint(name, f"{BRIDGE_PREFIX}{name}-{port_count[name]}", None)
+                return Endpoint(name, f"{paths.prefix()}{name}-{port_count[name]}", None)
             host_count[name] = host_count.get(name, 0) + 1
             return Endpoint(name, f"eth{host_count[name] - 1}", link.assigned[name])
 

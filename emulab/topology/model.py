@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from emulab import paths
 from emulab.linkparams import LinkParams
 from emulab.topology.routing import Route, compute_routes
 
@@ -31,8 +32,9 @@ FORWARDING_ROLES: frozenset[str] = frozenset({"router", "enb", "spgwu"})
 SERVICE_KINDS: tuple[str, ...] = ("registrar", "pe", "pu")
 #: Linux limits interface names to 15 characters (IFNAMSIZ - 1).
 IFNAME_MAX = 15
-#: OVS bridges are named "em-<switch>" (the project-wide prefix, see emulab.paths.PREFIX).
-BRIDGE_PREFIX = "em-"
+#: OVS bridges are named "<prefix><switch>": "em-sgi" in the default instance, "e07sgi" in instance 7
+#: (emulab.paths.prefix(), always 3 characters). This is the default instance's prefix.
+BRIDGE_PREFIX = paths.PREFIX
 
 
 class TopologyError(Exception):
@@ -91,7 +93,7 @@ class SwitchSpec:
 
     @property
     def bridge(self) -> str:
-        return BRIDGE_PREFIX + self.name
+        return paths.prefix() + self.name
 
 
 @dataclass(frozen=True)

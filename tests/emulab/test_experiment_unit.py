@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from emulab import paths
 from emulab.experiments.base import EmulatedSweep, RunContext
 from emulab.experiments.coverage import coverage_metrics
 from emulab.experiments.events import ExperimentEvent, ProgressBar
@@ -26,6 +27,7 @@ from emulab.experiments.records import (
 )
 from emulab.results import EventRecord, load_events, load_results
 from emulab.scenario import Scenario
+from emulab.services import READY_LINES
 from emulab.topology import load
 
 
@@ -141,6 +143,7 @@ class _Proc:
     def __init__(self, polls: int, code: int = 0, on_stop: Callable[[], None] | None = None) -> None:
         self.polls, self.code, self.on_stop = polls, code, on_stop
         self.returncode: int | None = None
+        self.pid = 0  # no process behind it: the registration wait reads its CPU time as 0
 
     def poll(self) -> int | None:
         if self.returncode is None and self.polls <= 0:
@@ -153,6 +156,12 @@ class _Proc:
             self.returncode = -15
         if self.on_stop:
             self.on_stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_run_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-in elements' logs go to a run directory of the test's, never a real testbed's."""
+    monkeypatch.setenv("EMULAB_RUN_DIR", str(tmp_path_factory.mktemp("run")))
 
 
 class _Services:
@@ -169,6 +178,10 @@ class _Services:
     def spawn(self, node: str, kind: str, cmd: list[str], *, env: dict[str, str] | None = None) -> _Proc:
         self.spawned.append((node, kind))
         if kind == "pe":
+            log = paths.log_dir() / f"{node}-pe.log"  # as the real element logs its registration
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("ab") as f:
+                f.write(b"pe: " + READY_LINES["pe"] + b"'Processing Pool'\n")
             stats = Path(next(iter((env or {}).values())))
             proc = _Proc(10**9, on_stop=lambda: stats.write_text(json.dumps(
                 {"used_calculations": 5.0, "accepted": 1, "rejected": 0, "series": [[100.5, 5.0, 0]]})))

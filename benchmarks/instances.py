@@ -1,0 +1,151 @@
+"""Benchmark: several testbed instances on one machine — what a second testbed costs the first.
+
+    .venv/bin/python benchmarks/instances.py [--topology paper-topology] [--runs 3] [--instances 97,98]
+
+1. alone: `emulab --instance A start TOPOLOGY --detach`, --runs times, each stopped and cleaned (wall
+   time to ready, and the runner's own ready_s);
+2. beside: the same while instance B runs the same topology (started once, kept running);
+3. both up: each instance's self-check (`emulab --instance N self-check`): passed, largest RTT error
+   and its tolerance, time taken;
+4. isolation: A stopped and cleaned while B runs: B's processes, namespaces, bridges and links must be
+   unchanged and its self-check must still pass.
+
+Runs as root; stops and cleans every instance it starts, however it ends. A failed start or check is
+reported with its message and never counted as a time. `uptime` before and after is in the JSON.
+The last line is JSON with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+EMULAB = [sys.executable, "-m", "emulab"]
+
+
+def emulab(instance: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EMULAB, "--instance", instance, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def start(instance: str, topology: str) -> dict[str, Any]:
+    t0 = time.monotonic()
+    r = emulab(instance, "start", topology, "--detach")
+    out: dict[str, Any] = {"wall_s": round(time.monotonic() - t0, 3)}
+    if r.returncode != 0:
+        out["error"] = (r.stderr.strip() or r.stdout.strip() or "no message").splitlines()[-1]
+        return out
+    st = emulab(instance, "status", "--json", timeout=60)
+    out["ready_s"] = json.loads(st.stdout).get("ready_s") if st.returncode == 0 else None
+    return out
+
+
+def stop_clean(instance: str) -> list[str]:
+    """Stop and clean; what `emulab clean` still had to remove (empty after an orderly stop)."""
+    emulab(instance, "stop", timeout=120)
+    r = emulab(instance, "clean", timeout=120)
+    return [ln for ln in r.stdout.splitlines() if ln.startswith("removed ")]
+
+
+def self_check(instance: str) -> dict[str, Any]:
+    t0 = time.monotonic()
+    r = emulab(instance, "self-check")
+    out: dict[str, Any] = {"passed": r.returncode == 0 and "self-check: passed" in r.stdout,
+                           "check_s": round(time.monotonic() - t0, 1)}
+    m = re.search(r"RTT over (\d+) paths, largest error ([-+0-9.]+) ms \(tolerance ±([0-9.]+)\)", r.stdout)
+    if m:
+        out |= {"paths": int(m.group(1)), "largest_error_ms": float(m.group(2)), "tolerance_ms": float(m.group(3))}
+    m = re.search(r"(\d+)/(\d+) pairs reachable", r.stdout)
+    if m:
+        out["reachable"] = f"{m.group(1)}/{m.group(2)}"
+    if not out["passed"]:
+        out["failures"] = [ln for ln in r.stdout.splitlines() if "FAIL" in ln][:10] or (r.stderr.strip()[-500:],)
+    return out
+
+
+def series(instance: str, topology: str, runs: int) -> dict[str, Any]:
+    rows = []
+    for _ in range(runs):
+        row = start(instance, topology)
+        row["cleaned"] = stop_clean(instance)
+        rows.append(row)
+    ok = [r["wall_s"] for r in rows if "error" not in r]
+    ready = [r["ready_s"] for r in rows if r.get("ready_s") is not None]
+    return {"runs": rows, "median_wall_s": statistics.median(ok) if ok else None,
+            "median_ready_s": statistics.median(ready) if ready else None,
+            "failures": [r["error"] for r in rows if "error" in r]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--topology", default="paper-topology")
+    ap.add_argument("--runs", type=int, default=3, help="starts of instance A, alone and beside B")
+    ap.add_argument("--instances", default="97,98", help="the two instances A,B to use")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("instances benchmark: needs root", file=sys.stderr)
+        return 2
+    from emulab.cleanup import find_leftovers
+    from emulab.instances import footprint
+    from emulab.runstate import read_state
+
+    a, b = args.instances.split(",")
+    for name in (a, b):
+        if read_state(name) is not None or find_leftovers(name):
+            print(f"instance {name} is in use: {find_leftovers(name)}", file=sys.stderr)
+            return 2
+    result: dict[str, Any] = {"topology": args.topology, "instances": [a, b], "cpus": os.cpu_count(),
+                              "uptime_before": uptime()}
+    ok = True
+    try:
+        result["alone"] = series(a, args.topology, args.runs)
+        print(f"alone: {result['alone']['median_wall_s']} s wall, ready_s {result['alone']['median_ready_s']}", flush=True)
+        first = start(b, args.topology)
+        result["b_start"] = first
+        if "error" in first:
+            raise RuntimeError(f"instance {b} did not start: {first['error']}")
+        result["beside"] = series(a, args.topology, args.runs)
+        print(f"beside a running instance: {result['beside']['median_wall_s']} s wall, "
+              f"ready_s {result['beside']['median_ready_s']}", flush=True)
+        a_start = start(a, args.topology)
+        if "error" in a_start:
+            raise RuntimeError(f"instance {a} did not start beside {b}: {a_start['error']}")
+        result["both_up"] = {a: self_check(a), b: self_check(b)}
+        print(f"both up, self-checks: {result['both_up']}", flush=True)
+        before = footprint(b)
+        result["a_cleaned"] = stop_clean(a)
+        after = footprint(b)
+        result["isolation"] = {"b_unchanged": before == after, "a_left": find_leftovers(a),
+                               "b_check_after": self_check(b),
+                               "b_processes": len(before["processes"]), "b_bridges": len(before["bridges"])}
+        print(f"isolation: {result['isolation']}", flush=True)
+        ok = (not result["alone"]["failures"] and not result["beside"]["failures"]
+              and all(c["passed"] for c in result["both_up"].values())
+              and result["isolation"]["b_unchanged"] and not result["isolation"]["a_left"]
+              and result["isolation"]["b_check_after"]["passed"])
+    except Exception as exc:  # reported, never counted as a figure
+        result["error"] = str(exc)
+        ok = False
+    finally:
+        for name in (a, b):
+            stop_clean(name)
+        result["left_behind"] = {n: find_leftovers(n) for n in (a, b)}
+        result["uptime_after"] = uptime()
+    ok &= not any(result["left_behind"].values())
+    result["ok"] = ok
+    print(json.dumps(result))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
