@@ -10,6 +10,11 @@
 4. isolation: A stopped and cleaned while B runs: B's processes, namespaces, bridges and links must be
    unchanged and its self-check must still pass.
 
+With ``--density K1,K2,…`` it measures instead how many testbeds one machine holds: for each K, K
+instances (91, 92, …) are started one after the other and then all self-check at the same time; the
+JSON gives per K how many started and passed, the worst |RTT error| against its tolerance, and K per
+CPU. Every instance is stopped and cleaned before the next K.
+
 Runs as root; stops and cleans every instance it starts, however it ends. A failed start or check is
 reported with its message and never counted as a time. `uptime` before and after is in the JSON.
 The last line is JSON with the figures.
@@ -86,15 +91,62 @@ def series(instance: str, topology: str, runs: int) -> dict[str, Any]:
             "failures": [r["error"] for r in rows if "error" in r]}
 
 
+def density(topology: str, counts: list[int]) -> dict[str, Any]:
+    """K testbeds up at once, self-checking together, for each K in ``counts``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emulab.cleanup import find_leftovers
+
+    out: dict[str, Any] = {}
+    for k in counts:
+        names = [str(91 + i) for i in range(k)]
+        row: dict[str, Any] = {"instances": k, "per_cpu": round(k / (os.cpu_count() or 1), 2),
+                               "uptime_before": uptime()}
+        try:
+            starts = {n: start(n, topology) for n in names}
+            row["start_errors"] = {n: r["error"] for n, r in starts.items() if "error" in r}
+            up = [n for n in names if "error" not in starts[n]]
+            with ThreadPoolExecutor(max_workers=len(up) or 1) as pool:
+                checks = dict(zip(up, pool.map(self_check, up), strict=True))
+            row["checks"] = checks
+            row["started"], row["passed"] = len(up), sum(c["passed"] for c in checks.values())
+            margins = [abs(c["largest_error_ms"]) / c["tolerance_ms"] for c in checks.values()
+                       if c.get("tolerance_ms")]
+            row["worst_error_over_tolerance"] = round(max(margins), 2) if margins else None
+            row["all_within_tolerance"] = row["passed"] == k
+        except Exception as exc:  # reported, never counted as a figure
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            for n in names:
+                stop_clean(n)
+            row["left_behind"] = {n: left for n in names if (left := find_leftovers(n))}
+            row["uptime_after"] = uptime()
+        print(f"{k} testbeds: {row.get('started')} started, {row.get('passed')} passed their self-check, worst "
+              f"|error|/tolerance {row.get('worst_error_over_tolerance')} {row.get('error', '')}", flush=True)
+        out[str(k)] = row
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--topology", default="paper-topology")
     ap.add_argument("--runs", type=int, default=3, help="starts of instance A, alone and beside B")
     ap.add_argument("--instances", default="97,98", help="the two instances A,B to use")
+    ap.add_argument("--density", default=None, metavar="K1,K2,…",
+                    help="instead: K testbeds up at once (instances 91…), all self-checking together, per K")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("instances benchmark: needs root", file=sys.stderr)
         return 2
+    if args.density:
+        counts = [int(k) for k in args.density.split(",")]
+        if not all(1 <= k <= 9 for k in counts):
+            print("--density: counts from 1 to 9", file=sys.stderr)
+            return 2
+        rows = density(args.topology, counts)
+        ok = all(not r["left_behind"] and not r.get("start_errors") and "error" not in r for r in rows.values())
+        print(json.dumps({"topology": args.topology, "cpus": os.cpu_count(), "density": rows, "ok": ok}))
+        return 0 if ok else 1
     from emulab.cleanup import find_leftovers
     from emulab.instances import footprint
     from emulab.runstate import read_state
