@@ -22,6 +22,8 @@ import pytest
 
 from radio import oai_install
 
+from helpers.oai_build import need_oai
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -222,13 +224,7 @@ def test_finder_incomplete_build_path_fallback_and_none(tmp_path):
 
 @pytest.fixture(scope="module")
 def install() -> oai_install.OaiInstall:
-    inst = oai_install.find_install()
-    if inst is None or inst.prefix is None:
-        msg = "needs an OAI build (make oai)"
-        if os.environ.get("EMULAB_REQUIRE_OAI") == "1":
-            pytest.fail(msg + ": EMULAB_REQUIRE_OAI=1 but none was found")
-        pytest.skip(msg)
-    return inst
+    return need_oai(built_here=True)
 
 
 def _modules(inst: oai_install.OaiInstall) -> list[Path]:

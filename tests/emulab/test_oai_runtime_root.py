@@ -26,6 +26,7 @@ from emulab.runstate import pid_alive, read_state
 from emulab.topology import load
 from radio import oai_install
 
+from helpers.oai_build import need_oai
 from helpers.testbed import run_emulab
 
 pytestmark = [pytest.mark.root, pytest.mark.oai, pytest.mark.slow, pytest.mark.usefixtures("testbed_guard")]
@@ -35,11 +36,7 @@ SOFTMODEMS = ("lte-softmodem", "lte-uesoftmodem")
 
 @pytest.fixture(autouse=True)
 def _need_oai() -> None:
-    if oai_install.find_install() is None:
-        msg = "needs an OAI build (make oai)"
-        if os.environ.get("EMULAB_REQUIRE_OAI") == "1":
-            pytest.fail(msg + ": EMULAB_REQUIRE_OAI=1 but none was found")
-        pytest.skip(msg)
+    need_oai()
 
 
 def softmodem_pids() -> list[int]:

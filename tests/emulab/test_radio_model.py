@@ -45,6 +45,8 @@ from radio.oai import (
     ue_command,
 )
 
+from helpers.oai_build import need_oai
+
 NO_SHADOW = LteConfig(shadowing_std_db=0.0)
 RLF_S = 20 * 0.010 + 1.0  # N310 x 10 ms + T310 with OAI defaults
 
@@ -316,10 +318,10 @@ def test_b210_config():
         ue_command(plan, "x")  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(oai_install.find_install() is None,
-                    reason="OpenAirInterface's lte-softmodem is not installed (make oai)")
 def test_oai_softmodem_accepts_generated_config(plan, tmp_path):  # pragma: no cover - needs OAI
     import subprocess
+
+    need_oai()
 
     (tmp_path / "enb.conf").write_text(enb_config(plan))
     (tmp_path / "channelmod_rfsimu.conf").write_text(channelmod_config(plan))

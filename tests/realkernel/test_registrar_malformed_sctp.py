@@ -21,7 +21,7 @@ import pytest
 
 from rserpool import transport as tp
 
-from helpers.rsplib_lab import RSERPOOL, Lab, wait_for
+from helpers.rsplib_lab import RSERPOOL, Lab, sctp_listening, wait_for
 
 pytestmark = [
     pytest.mark.realkernel,
@@ -32,14 +32,6 @@ pytestmark = [
 
 HOST, ASAP, ENRP = "127.0.0.1", 3863, 9901
 MAX_BAD = 32
-
-
-def _listening(lab: Lab, port: int) -> bool:
-    lines = lab.run(["cat", "/proc/net/sctp/eps"]).stdout.splitlines()
-    if not lines:
-        return False
-    col = lines[0].split().index("LPORT")
-    return any(len(r.split()) > col and r.split()[col] == str(port) for r in lines[1:])
 
 
 def _attack(lab: Lab, name: str, *args: str) -> dict:
@@ -54,7 +46,7 @@ def test_registrar_over_sctp_survives_malformed_input_and_keeps_serving(lab: Lab
     lab.spawn("registrar", [*RSERPOOL, "registrar", "--listen", f"{HOST}:{ASAP}", "--enrp-listen", f"{HOST}:{ENRP}",
                             "--no-announce", "--transport", "sctp", "--max-bad-messages", str(MAX_BAD)],
               env={"PYTHONUNBUFFERED": "1"})
-    wait_for("the registrar to listen", lambda: _listening(lab, ASAP) and _listening(lab, ENRP), lab, deadline=90)
+    wait_for("the registrar to listen", lambda: sctp_listening(lab, ASAP) and sctp_listening(lab, ENRP), lab, deadline=90)
 
     report = _attack(lab, "attack", "--connections", "8", "--messages", "600", "--duration", "15", "--seed", "5")
     keep = os.environ.get("EMULAB_RK_ARTIFACTS")
