@@ -164,7 +164,7 @@ def measure(topology: str, bandwidth_mhz: float, count: int, seconds: int,
         time.sleep(IDLE_S)
         cpu1, w1 = softmodem_cpu(), time.monotonic()
         out["cpu_idle_pct_of_core"] = cpu_share(cpu0, cpu1, w1 - w0)
-        cpu0, w0 = softmodem_cpu(), time.monotonic()
+        cpu0, w0 = cpu1, w1  # the loaded window starts where the idle one ended
         out["rtt"] = rtt(count)
         out["tcp_up"] = iperf(seconds, reverse=False)
         out["tcp_down"] = iperf(seconds, reverse=True)

@@ -32,7 +32,7 @@ NETDEV_TAP = "ovs-netdev"  # the tap device of OVS's userspace datapath
 def _state_files(name: str) -> tuple[Path, ...]:
     """The run directory's files of a running testbed besides state.json and the control socket: the
     shaper's control socket and the controller's status (rewritten at every start)."""
-    return (paths.shaper_socket(name), paths.run_dir(name) / "controller.json")
+    return (paths.shaper_socket(name), paths.controller_status(name))
 
 
 def _ancestors() -> set[int]:
@@ -206,6 +206,7 @@ def find_leftovers(name: str | None = None) -> list[str]:
     found = [f"process {pid} ({comm})" for pid, comm in marked_processes(instance=name)]
     found += [f"network namespace {n}" for n in named_namespaces(name)]
     from emulab import ovs
+    from emulab.links import SHAPER_IFPREFIX
 
     prefix = paths.prefix(name)
     found += [f"OVS bridge {b}" for b in ovs.list_bridges(prefix)]
@@ -214,7 +215,7 @@ def find_leftovers(name: str | None = None) -> list[str]:
     with IPRoute() as ipr:
         for link in ipr.get_links():
             ifname = link.get_attr("IFLA_IFNAME") or ""
-            if ifname.startswith((prefix, "emsh")):
+            if ifname.startswith((prefix, SHAPER_IFPREFIX)):
                 found.append(f"link {ifname}")
     found += [str(p) for p in (paths.state_file(name), paths.control_socket(name)) if p.exists()]
     return found

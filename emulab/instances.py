@@ -79,7 +79,7 @@ def describe(name: str) -> dict[str, Any]:
     runner = state.get("runner_pid")
     phase = state.get("phase") or "none"
     if runner and not pid_alive(runner):
-        phase = f"{phase} (runner gone: `emulab --instance {name} clean`)"
+        phase = f"{phase} (runner gone: `{paths.command(name)} clean`)"
     processes = sum(1 for _, v in marker_values() if paths.marker_instance(v) == name)
     topology = state.get("topology")
     if isinstance(topology, dict):

@@ -50,9 +50,6 @@ BACKENDS = ("netem", "shaper")
 ENV_BACKEND = "EMULAB_LINK_BACKEND"
 #: Middle interfaces of shaped links: emsh<N>a / emsh<N>b (only inside the shaper namespace).
 SHAPER_IFPREFIX = "emsh"
-#: Throwaway namespaces of probe_netem() (the default instance's; paths.probe_netns_prefix() is the
-#: current instance's).
-PROBE_NETNS_PREFIX = paths.probe_netns_prefix(paths.DEFAULT_INSTANCE)
 NETEM_HANDLE = 0x000A0000  # "10:"
 TC_H_ROOT = 0xFFFFFFFF
 #: netem rate used only to keep FIFO order with jitter (bytes/s; 32 Gbit/s, fits netem's u32).

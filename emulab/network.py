@@ -146,7 +146,7 @@ class Testbed:
             self.controller = ControllerProcess.start(
                 port=self.controller_port,
                 log_path=paths.log_dir() / "controller.log",
-                status_path=paths.run_dir() / "controller.json",
+                status_path=paths.controller_status(),
                 wait=False,
             )
 
@@ -369,7 +369,7 @@ class Testbed:
             self.controller = ControllerProcess.start(
                 port=self.controller_port,
                 log_path=paths.log_dir() / "controller.log",
-                status_path=paths.run_dir() / "controller.json",
+                status_path=paths.controller_status(),
             )
         elif action != "status":
             raise ValueError(f"unknown controller action {action!r} (kill, restart, status)")
@@ -464,7 +464,8 @@ class Testbed:
         from emulab.controller import read_status
 
         # the controller's own view first: OVS's database learns of a connection up to a second late
-        app_status = read_status(paths.run_dir() / "controller.json") or {}
+        app = read_status(paths.controller_status())
+        app_status = app or {}
         app_connected = {int(d, 16) for d in app_status.get("connected", [])} if app_status.get("alive") else set()
         switches = []
         for sw in self.spec.switches.values():
@@ -484,9 +485,7 @@ class Testbed:
             "port": self.controller_port,
             "alive": bool(self.controller and self.controller.alive()),
         }
-        from emulab.controller import read_status
-
-        controller["app"] = read_status(paths.run_dir() / "controller.json")
+        controller["app"] = app
         return {
             "topology": self.spec.name,
             "topology_file": str(self.spec.source),

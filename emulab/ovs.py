@@ -33,9 +33,6 @@ from pathlib import Path
 from emulab import paths as emulab_paths
 from emulab.errors import EmulabError
 
-#: Bridge-name prefix of everything the default instance creates (emulab.paths.PREFIX); the current
-#: instance's is emulab.paths.prefix(), which the functions below use when given none.
-PREFIX = emulab_paths.PREFIX
 #: Environment variable that overrides the datapath choice.
 DATAPATH_ENV = "EMULAB_OVS_DATAPATH"
 #: Where distributions put the OVS control script (Debian/Ubuntu, Fedora/RHEL, source installs).

@@ -65,8 +65,6 @@ RUN_ENV = "EMULAB_RUN_ID"
 DEFAULT_RUN_DIR = "/run/emulab"
 
 _NAME = re.compile(r"[1-9][0-9]?")
-#: Any emulab prefix: the default's "em-" or an instance's "eNN".
-PREFIX_PATTERN = r"(?:em-|e[0-9]{2})"
 
 
 class InstanceError(ValueError):
@@ -167,6 +165,11 @@ def control_socket(name: str | None = None) -> Path:
 def shaper_socket(name: str | None = None) -> Path:
     """The shaper's control socket."""
     return run_dir(name) / "shaper.sock"
+
+
+def controller_status(name: str | None = None) -> Path:
+    """The status document the controller keeps (emulab.controller.read_status reads it)."""
+    return run_dir(name) / "controller.json"
 
 
 def log_dir(name: str | None = None) -> Path:

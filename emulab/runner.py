@@ -284,7 +284,7 @@ def _left_behind() -> str:
             return ""
         removed = clean()
     except Exception as exc:  # the start failed already: report both
-        return f" (and removing its leftovers failed: {exc}; run `emulab clean`)"
+        return f" (and removing its leftovers failed: {exc}; run `{paths.command()} clean`)"
     return f" (removed what it left behind: {', '.join(removed)})" if removed else ""
 
 

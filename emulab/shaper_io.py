@@ -39,12 +39,7 @@ def arrival(ancdata: list[tuple[int, int, bytes]], fallback: float, offset: floa
 
 
 def tune_process() -> None:
-    """Wake up on time: 1 ns timer slack and a scheduling boost (best effort, needs root)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
-    except (OSError, AttributeError):
-        pass
+    """Wake up on time: a scheduling boost (best effort, needs root; TimerFd sets the timer slack)."""
     try:
         os.setpriority(os.PRIO_PROCESS, 0, -10)
     except OSError:

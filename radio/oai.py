@@ -352,16 +352,8 @@ class OaiRfsimRadio(RadioBackend):
         search, RRC connection and bearer follow; ``_step`` puts the user plane back)."""
         assert self.plan is not None and self.conf_dir is not None and self.ue_log is not None
         # the MAC reader first: no telnet questions to an eNB that is starting (see _start_mac_reader)
-        stopping = [p for p in (self.mac_proc, self.procs.pop("ue"), self.procs.pop("enb")) if p is not None]
+        _stop_processes([p for p in (self.mac_proc, self.procs.pop("ue"), self.procs.pop("enb")) if p is not None])
         self.mac_proc = None
-        for proc in stopping:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
         self.ue_restarts += 1
         for role in ("enb", "ue"):
             log_file = self.host.log_dir / f"oai-{role}.log"
@@ -473,15 +465,7 @@ class OaiRfsimRadio(RadioBackend):
         procs = [*self.procs.values(),
                  *[p for p in (self.probe_proc, self.reader_proc, self.mac_proc) if p is not None]]
         self.probe_proc = self.reader_proc = self.mac_proc = None
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_processes(procs)
         self.procs.clear()
         if self.conf_dir is not None:  # generated files and the shim (the logs stay, with the testbed's)
             shutil.rmtree(self.conf_dir, ignore_errors=True)
@@ -594,3 +578,16 @@ class B210Radio(OaiRfsimRadio):
 
     def detach(self, duration_s: float | None = None) -> None:
         raise RadioError("--radio b210: coverage is physical here (attenuator or shield box), not software")
+
+
+def _stop_processes(procs: list[Process]) -> None:
+    """SIGTERM every process still running (in the order given), then reap each: SIGKILL after 10 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -446,11 +446,7 @@ class Registrar(AsapRole):
         self._detach(entry)
         entry.registrator = peer
         peer.entries.add(key)
-        old = self._ka_timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        assert self._loop is not None
-        self._ka_timers[key] = self._loop.call_later(self.config.keepalive_timeout, self._keepalive_timeout, key)
+        self._set_ka_timer(key, self.config.keepalive_timeout, self._keepalive_timeout)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task of ours (cancelled by ``stop()``)."""

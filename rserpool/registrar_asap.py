@@ -436,21 +436,24 @@ class AsapRole:
 
     # ---------------------------------------------------------------- monitoring
 
-    def _arm_keepalive(self, entry: PoolEntry, delay: float) -> None:
-        key = (entry.pool_handle, entry.identifier)
+    def _set_ka_timer(self, key: tuple[bytes, int], delay: float,
+                      callback: Callable[[tuple[bytes, int]], None]) -> None:
+        """The entry's one monitoring timer: whatever was pending is cancelled, ``callback(key)`` in ``delay`` s."""
         old = self._ka_timers.pop(key, None)
         if old is not None:
             old.cancel()
         assert self._loop is not None
-        self._ka_timers[key] = self._loop.call_later(delay, self._keepalive_due, key)
+        self._ka_timers[key] = self._loop.call_later(delay, callback, key)
+
+    def _arm_keepalive(self, entry: PoolEntry, delay: float) -> None:
+        self._set_ka_timer((entry.pool_handle, entry.identifier), delay, self._keepalive_due)
 
     def _keepalive_due(self, key: tuple[bytes, int]) -> None:
         entry = self.handlespace.get(*key)
         if entry is None:
             return
         self.send_keepalive(entry, home=False)
-        assert self._loop is not None
-        self._ka_timers[key] = self._loop.call_later(self.config.keepalive_timeout, self._keepalive_timeout, key)
+        self._set_ka_timer(key, self.config.keepalive_timeout, self._keepalive_timeout)
 
     def send_keepalive(self, entry: PoolEntry, home: bool = False) -> bool:
         """Send an Endpoint Keep-Alive (``home=True``: "I am your new home registrar", for takeover)."""
@@ -510,10 +513,7 @@ class AsapRole:
             self.stats["unreachable_audit"] += 1
             assert self._loop is not None
             self._audits[key] = self._loop.time()
-            pending = self._ka_timers.pop(key, None)  # the regular cycle resumes with the ack
-            if pending is not None:
-                pending.cancel()
-            self._keepalive_due(key)
+            self._keepalive_due(key)  # replaces the pending timer; the regular cycle resumes with the ack
             return
         if entry.unreachability_reports >= cfg.max_bad_pe_reports:
             log.info("%d unreachability reports for $%08x -> removing it", entry.unreachability_reports,

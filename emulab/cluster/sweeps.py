@@ -92,7 +92,7 @@ def run_emulated_on_cluster(make: Callable[..., Any], cluster: ClusterRun, *, pr
             client.register_plugin(TestbedPlugin())
             # the testbed's facts come with the first run (from the worker that built it)
             writer = ResultsWriter(sc.out, exp.results_name(), exp.manifest(started, {}))
-            state = _Writing(exp, writer, keys, started, echo_logs=not cluster.address.local)
+            state = _Writing(exp, writer, keys, echo_logs=not cluster.address.local)
             exp.emit("sweep_started", runs=len(keys), total_s=len(keys) * sc.duration, results=str(writer.path))
             worker_make = functools.partial(make, progress=False)
             jobs = [Task(key, emulate_task, (EmulationJob(sweep, worker_make, key[0], key[1], i, len(keys)),),
@@ -146,8 +146,8 @@ class _Writing:
     the files are the local sweep's, row for row; relays the workers' progress to the experiment's
     listeners (its progress bar)."""
 
-    def __init__(self, exp: Any, writer: ResultsWriter, keys: list[Key], started: str, echo_logs: bool) -> None:
-        self.exp, self.writer, self.keys, self.started = exp, writer, keys, started
+    def __init__(self, exp: Any, writer: ResultsWriter, keys: list[Key], echo_logs: bool) -> None:
+        self.exp, self.writer, self.keys = exp, writer, keys
         self.echo_logs = echo_logs  # local workers print to this terminal themselves: no second copy
         self.waiting: dict[Key, Finished] = {}
         self.next = 0
@@ -159,10 +159,8 @@ class _Writing:
     def heard(self, msg: dict[str, Any]) -> None:
         kind = msg.get("kind")
         data = {k: v for k, v in msg.items() if k not in ("kind", "sweep")}
-        if kind == "run_started":
-            self.exp.emit("run_started", **data)
-        elif kind == "run_progress":
-            self.exp.emit("run_progress", **data)
+        if kind in ("run_started", "run_progress"):
+            self.exp.emit(kind, **data)
         elif kind == "log" and self.echo_logs:
             self.exp.log(str(data.get("message")))
 
@@ -188,7 +186,7 @@ class _Writing:
         exp, run = self.exp, fin.value
         assert isinstance(run, EmulatedRun)
         if not self.described:  # the manifest as the local sweep's, with the testbed the workers built
-            self.writer.manifest.update(exp.manifest(self.started, run.facts))
+            self.writer.manifest.update(run.facts)
             exp.want_pcaps = run.pcaps
             self.described = True
         ctx = exp.context(self.next + 1, len(self.keys), *key)

@@ -261,7 +261,7 @@ class CoverageLossExperiment(EmulatedSweep):
         m = coverage_metrics(out.events, out.requests, lost_at, restored_at)
         # what the radio backend measured of the loss: its RLF and re-attach (OAI: the UE's radio link
         # monitor and the softmodem's new attach; the emulated radio: its model's timers)
-        radio = self.testbed.radio.state() if self.testbed is not None and self.testbed.radio else {}
+        radio = self._radio_state()
         m["radio"] = {k: radio.get(k) for k in ("backend", "rlf_count", "last_rlf_at", "reattach_s", "ue_restarts")
                       if k in radio}
         # how long the radio took to apply the loss / the restore after they were requested
@@ -270,7 +270,7 @@ class CoverageLossExperiment(EmulatedSweep):
                                                            ("restore", "restore_requested", "restored"))
                                  if done in ctx.marks}
         out.metrics["coverage"] = {"setting": ctx.setting, "run": ctx.run, **m}
-        out.metrics["timers"] = self.timers()  # what the run's testbed used (on a cluster: the worker's)
+        out.metrics["timers"] = self.timers(radio)  # what the run's testbed used (on a cluster: the worker's)
         jobs = m["failover_job_s"]
         self.log(f"{ctx.tag}: fail-over {m['failover_s']} s (per job: n {jobs['n']}, p50 {jobs['p50']} s, max "
                  f"{jobs['max']} s{'' if m['failed_over'] else '; ' + str(m['failover_problem'])}), recovery "
@@ -285,13 +285,18 @@ class CoverageLossExperiment(EmulatedSweep):
         """summary.json's coverage-loss keys: per run, and over all runs (worst times, summed counts)."""
         return {**coverage_summary(self.coverage_runs), "timers": self._timers or self.timers()}
 
-    def timers(self) -> dict[str, Any]:
-        """The timers that bound fail-over and recovery, as this run used them."""
+    def _radio_state(self) -> dict[str, Any]:
+        return self.testbed.radio.state() if self.testbed is not None and self.testbed.radio else {}
+
+    def timers(self, radio: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The timers that bound fail-over and recovery, as this run used them (``radio``: the radio's
+        state when the caller has just read it)."""
         from rserpool.pu import PUConfig
         from rserpool.registrar import RegistrarConfig
         from rserpool.services.calcapp import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 
-        radio = self.testbed.radio.state() if self.testbed is not None and self.testbed.radio else {}
+        if radio is None:
+            radio = self._radio_state()
         reg = RegistrarConfig()
         return {
             "radio": radio.get("timers", {}),
