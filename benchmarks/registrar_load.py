@@ -27,6 +27,7 @@ from rserpool.policy import PolicyInfo
 from rserpool.policytypes import ADAPTIVE_POLICIES, SHORT_NAMES, PolicyType, fraction_to_u32
 from rserpool.policywire import policy_to_wire
 from rserpool.wire import (
+    AsapType,
     EndpointKeepAliveAck,
     HandleResolution,
     HandleResolutionResponse,
@@ -380,7 +381,7 @@ class Probe:
         self.conn = conn
 
     def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
-        if data[0] == 0x0D:  # Endpoint Keep-Alive for the probe PE: ack it
+        if data[0] == AsapType.ENDPOINT_KEEP_ALIVE:  # for the probe PE: ack it
             msg = decode_asap(data)
             conn.send(EndpointKeepAliveAck(pool_handle=msg.pool_handle,  # type: ignore[attr-defined]
                                            identifier=msg.identifier).encode())  # type: ignore[attr-defined]
