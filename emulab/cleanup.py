@@ -53,7 +53,7 @@ def marked_processes(run_id: str | None = None, instance: str | None = None, *,
     full value, as in os.environ), except this process and its ancestors."""
     marker = paths.RUN_ENV.encode() + b"="
     exact = None if run_id is None else marker + run_id.encode()
-    wanted = None if every_instance else (paths.instance() if instance is None else paths.check_instance(instance))
+    wanted = None if every_instance else paths.resolve(instance)
     spare = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
@@ -107,7 +107,7 @@ def named_namespaces(name: str | None = None) -> list[str]:
     """The named network namespaces of instance ``name`` (None: the current one)."""
     from pyroute2 import netns
 
-    name = paths.check_instance(name) if name is not None else paths.instance()
+    name = paths.resolve(name)
     return [n for n in netns.listnetns() if _owned_namespace(n, name)]
 
 
@@ -120,7 +120,7 @@ def clean_all() -> dict[str, list[str]]:
 
 def clean(name: str | None = None) -> list[str]:
     """Remove every leftover of instance ``name`` (None: the current one); returns a line per thing removed."""
-    name = paths.instance() if name is None else paths.check_instance(name)
+    name = paths.resolve(name)
     removed: list[str] = []
     state = read_state(name)
     runner = state.get("runner_pid") if state else None
@@ -202,7 +202,7 @@ def _clean_bridges(removed: list[str], name: str) -> str | None:
 def find_leftovers(name: str | None = None) -> list[str]:
     """What `clean` would remove from instance ``name`` (None: the current one), without removing
     anything (tests assert this is empty after a stop)."""
-    name = paths.instance() if name is None else paths.check_instance(name)
+    name = paths.resolve(name)
     found = [f"process {pid} ({comm})" for pid, comm in marked_processes(instance=name)]
     found += [f"network namespace {n}" for n in named_namespaces(name)]
     from emulab import ovs

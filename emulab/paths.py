@@ -89,20 +89,25 @@ def instance() -> str:
     return check_instance(os.environ.get(INSTANCE_ENV))
 
 
+def resolve(name: str | None = None) -> str:
+    """``name`` checked, or the current instance when it is None."""
+    return instance() if name is None else check_instance(name)
+
+
 def is_default(name: str | None = None) -> bool:
     """True for the default instance (``name`` None: the current one)."""
-    return (instance() if name is None else check_instance(name)) == DEFAULT_INSTANCE
+    return resolve(name) == DEFAULT_INSTANCE
 
 
 def prefix(name: str | None = None) -> str:
     """The 3-character prefix of bridges, switch ports and node namespaces ("em-" or "e07")."""
-    name = instance() if name is None else check_instance(name)
+    name = resolve(name)
     return PREFIX if name == DEFAULT_INSTANCE else f"e{int(name):02d}"
 
 
 def command(name: str | None = None) -> str:
     """How a user calls emulab for an instance, for messages: "emulab" or "emulab --instance 7"."""
-    name = instance() if name is None else check_instance(name)
+    name = resolve(name)
     return "emulab" if name == DEFAULT_INSTANCE else f"emulab --instance {name}"
 
 
@@ -118,7 +123,7 @@ def instance_of_prefixed(host_name: str) -> str | None:
 
 def _tag(name: str | None = None) -> str:
     """"emulab" for the default instance, "emulab7" for instance 7 (names with no length limit)."""
-    name = instance() if name is None else check_instance(name)
+    name = resolve(name)
     return "emulab" if name == DEFAULT_INSTANCE else f"emulab{name}"
 
 
@@ -135,13 +140,13 @@ def probe_netns_prefix(name: str | None = None) -> str:
 def dpid_base(name: str | None = None) -> int:
     """First OpenFlow datapath id of an instance's switches (switch i gets base + i): the default's
     0xE0000000, instance N's 0xE0000000 + N * 2**16, so no two bridges of one Open vSwitch share one."""
-    name = instance() if name is None else check_instance(name)
+    name = resolve(name)
     return 0xE0000000 + (0 if name == DEFAULT_INSTANCE else int(name) << 16)
 
 
 def default_run_dir(name: str | None = None) -> Path:
     """The run directory an instance has without EMULAB_RUN_DIR (/run/emulab, /run/emulab-7)."""
-    name = instance() if name is None else check_instance(name)
+    name = resolve(name)
     return Path(DEFAULT_RUN_DIR if name == DEFAULT_INSTANCE else f"{DEFAULT_RUN_DIR}-{name}")
 
 
@@ -179,7 +184,7 @@ def log_dir(name: str | None = None) -> Path:
 def run_marker(run_id: str, name: str | None = None) -> str:
     """The value of RUN_ENV for run ``run_id`` of an instance: the run id, "@<instance>" appended
     unless default (so `emulab clean` of one instance never ends another's processes)."""
-    name = instance() if name is None else check_instance(name)
+    name = resolve(name)
     if "@" in run_id:  # already marked
         return run_id
     return run_id if name == DEFAULT_INSTANCE else f"{run_id}@{name}"

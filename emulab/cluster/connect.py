@@ -18,8 +18,6 @@ from emulab import paths
 from emulab.cluster.address import ClusterAddress, ClusterError
 from emulab.cluster.tasks import SLOT_RESOURCE
 
-SLOT = SLOT_RESOURCE
-"""The worker resource an emulation task asks for: one per testbed instance the worker runs."""
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -37,7 +35,7 @@ def worker_spec(instance: str, *, nthreads: int = 1, slot: bool = True) -> dict[
     from distributed import Nanny
 
     return {"cls": Nanny, "options": {
-        "nthreads": nthreads, "resources": {SLOT: 1} if slot else {},
+        "nthreads": nthreads, "resources": {SLOT_RESOURCE: 1} if slot else {},
         "env": {paths.INSTANCE_ENV: instance}, "name": f"instance-{instance}",
         "memory_limit": 0, "silence_logs": logging.ERROR}}
 
@@ -101,7 +99,7 @@ def workers(client: Any) -> dict[str, dict[str, Any]]:
 
 
 def slot_count(client: Any) -> int:
-    return sum(int((w.get("resources") or {}).get(SLOT, 0)) for w in workers(client).values())
+    return sum(int((w.get("resources") or {}).get(SLOT_RESOURCE, 0)) for w in workers(client).values())
 
 
 def wait_for_slots(client: Any, timeout: float, log: Callable[[str], None], *, slot: bool = True) -> int:

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from emulab.cluster.connect import SLOT, connect, wait_for_slots
+from emulab.cluster.connect import connect, wait_for_slots
 from emulab.cluster.gather import Gathered, Key, Task, gather, placement
 from emulab.cluster.options import ClusterRun
 from emulab.cluster.tasks import (
+    SLOT_RESOURCE,
     EmulatedRun,
     EmulationJob,
     Finished,
@@ -96,7 +97,7 @@ def run_emulated_on_cluster(make: Callable[..., Any], cluster: ClusterRun, *, pr
             exp.emit("sweep_started", runs=len(keys), total_s=len(keys) * sc.duration, results=str(writer.path))
             worker_make = functools.partial(make, progress=False)
             jobs = [Task(key, emulate_task, (EmulationJob(sweep, worker_make, key[0], key[1], i, len(keys)),),
-                         resources={SLOT: 1}, retries=1) for i, key in enumerate(keys, 1)]
+                         resources={SLOT_RESOURCE: 1}, retries=1) for i, key in enumerate(keys, 1)]
             try:
                 got = gather(client, sweep, jobs, on_event=state.heard, on_finished=state.arrived,
                              task_timeout=timeout, slot_wait=cluster.slot_wait)
@@ -129,9 +130,9 @@ def _close_sessions(sweep: str) -> bool:
 def _finish(exp: Any, writer: ResultsWriter, state: _Writing, got: Gathered) -> Path:
     writer.manifest["seeds"] = state.seeds
     registrars = set(state.pe_registrars.values())
-    writer.manifest["pe_registrar"] = registrars.pop() if len(registrars) == 1 else (
+    writer.manifest["pe_registrar"] = next(iter(registrars)) if len(registrars) == 1 else (
         "mixed" if registrars else exp.pe_registrar)
-    if len(state.pe_registrars) and len(set(state.pe_registrars.values())) > 1:
+    if len(registrars) > 1:
         writer.manifest["pe_registrar_by_run"] = state.pe_registrars
     if got.missing:
         writer.mark_partial(got.missing)

@@ -28,7 +28,7 @@ from distributed import WorkerPlugin
 from emulab import paths
 
 SLOT_RESOURCE = "testbed"
-"""The worker resource of a testbed slot (``emulab.cluster.connect.SLOT``)."""
+"""The worker resource an emulation task asks for: one per testbed instance the worker runs."""
 TOPIC = "emulab-sweep"
 """The Dask event topic of the runs' progress (``run_started``, ``run_progress``)."""
 PROGRESS_EVERY_S = 1.0

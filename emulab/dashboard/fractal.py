@@ -134,13 +134,14 @@ class FractalJob:
     def to_json(self, names: dict[int, str], regions: bool = False) -> dict[str, Any]:
         """The fractal for ``/api/state``: PE identifiers with their nodes, the current and last image
         (without the regions unless asked: the live stream carries those)."""
+        image, last = self._public(self.image, regions), self._public(self.last, False)
         ids = set()
-        for img in (self.image, self.last):
+        for img in (image, last):  # the points counted once per image, by _public
             if img is not None:
-                ids.update(int(k) for k in self._points(img))
+                ids.update(int(k) for k in img["points"])
                 ids.update(int(e["pe"]) for e in img["timeline"] if e.get("pe"))
         return {
             "running": self.running, "node": self.node, "options": self.options, "images_done": self.images_done,
             "elements": {str(i): {"identifier_hex": f"0x{i:08x}", "node": names.get(i)} for i in sorted(ids)},
-            "image": self._public(self.image, regions), "last": self._public(self.last, False),
+            "image": image, "last": last,
         }
