@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from _common import load_1m, self_check_figures
+
 from emulab.cluster import parse_address
 from emulab.cluster.options import ClusterRun
 from emulab.cluster.sweeps import simulate_on_cluster
@@ -42,10 +43,6 @@ from emulab.scenario import Scenario
 from emulab.sim import simulate
 
 EMULAB = str(Path(sys.executable).with_name("emulab"))
-
-
-def load() -> float:
-    return os.getloadavg()[0]
 
 
 def _summary(path: Path) -> dict[str, Any]:
@@ -81,10 +78,6 @@ def bench_simulation(settings: int, tmp: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- emulation
 
-_REACH = re.compile(r"self-check: (\d+)/(\d+) pairs reachable")
-_LARGEST = re.compile(r"largest error ([+-][\d.]+) ms \(tolerance ±([\d.]+)\)")
-
-
 def self_check(instance: str) -> dict[str, Any]:
     """`emulab start paper-topology --self-check` on ``instance``: what it printed, in figures."""
     env = {**os.environ, "EMULAB_INSTANCE": instance}
@@ -92,13 +85,13 @@ def self_check(instance: str) -> dict[str, Any]:
     r = subprocess.run([EMULAB, "start", "paper-topology", "--self-check"], env=env, capture_output=True,
                        text=True, timeout=900)
     text = r.stdout + r.stderr
-    reach, largest = _REACH.search(text), _LARGEST.search(text)
+    fig = self_check_figures(text)
     return {
         "instance": instance, "ok": r.returncode == 0, "wall_s": round(time.perf_counter() - t0, 1),
-        "reachable": f"{reach.group(1)}/{reach.group(2)}" if reach else None,
-        "paths_off": text.count("self-check: FAIL") - text.count("cannot reach"),
-        "largest_error_ms": float(largest.group(1)) if largest else None,
-        "largest_error_tolerance_ms": float(largest.group(2)) if largest else None,
+        "reachable": fig["reachable"],
+        "paths_off": sum("cannot reach" not in f for f in fig["failures"]),
+        "largest_error_ms": fig["largest_error_ms"],
+        "largest_error_tolerance_ms": fig["tolerance_ms"],
         "tail": text.strip().splitlines()[-3:],
     }
 
@@ -163,7 +156,7 @@ def main() -> None:
     ap.add_argument("--emulation", action="store_true", help="also the emulated part (root, testbed instances)")
     ap.add_argument("--no-simulation", action="store_true", help="skip the simulated part")
     args = ap.parse_args()
-    out: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count(), "load_before": load()}
+    out: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count(), "load_before": load_1m()}
     tmp = Path(tempfile.mkdtemp(prefix="emulab-bench-cluster-"))
     try:
         if not args.no_simulation:
@@ -193,7 +186,7 @@ def main() -> None:
                 print(f"quick paper sweep local:{n}: ok {p['ok']}, {p['wall_s']} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    out["load_after"] = load()
+    out["load_after"] = load_1m()
     print(json.dumps(out))
 
 

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import loadavg
 
 from emulab.errors import EmulabError
 from emulab.experiments.coverage import distribution, run_coverage_loss
@@ -57,19 +58,19 @@ def one_run(args: argparse.Namespace, i: int, duration: float, lose_at: float, r
     """One coverage-loss run: its row (``RUN_KEYS``, the per-job fail-over times, ``error`` if it failed)
     and the timers it ran with."""
     sc = Scenario(target=args.topology, pus=(args.pus,), runs=1, duration=duration, seed=1000 + i, out=out_dir)
-    load_before = [round(x, 2) for x in os.getloadavg()]  # the machine's load: OAI's timing follows it
+    load_before = loadavg()  # the machine's load: OAI's timing follows it
     try:
         path = run_coverage_loss(sc, lose_at, restore_at, drain=90.0, pcaps=False, progress=False, radio=args.radio)
     except EmulabError as exc:
         return {"run": i + 1, "error": f"{type(exc).__name__}: {exc}", "load_before": load_before,
-                "load_after": [round(x, 2) for x in os.getloadavg()]}, {}
+                "load_after": loadavg()}, {}
     s = json.loads((path / "summary.json").read_text())
     r = s["coverage_runs"][0]
     row = {"run": i + 1, **{k: r.get(k) for k in RUN_KEYS}, "calculations_discarded": s["calculations_discarded"],
            "job_failover_s": [[j["failover_s"], j["rejections"]] for j in r.get("failover_jobs", ())
                               if j["failover_s"] is not None and j["from_class"] != "ue"],
            "reattach_s": r.get("radio", {}).get("reattach_s"), "ue_restarts": r.get("radio", {}).get("ue_restarts"),
-           "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()], "results": str(path)}
+           "load_before": load_before, "load_after": loadavg(), "results": str(path)}
     return row, s.get("timers", {})
 
 

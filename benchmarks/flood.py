@@ -50,6 +50,7 @@ from typing import Any
 
 import registrar as regbench  # benchmarks/registrar.py: run_load (farm + clients against one registrar)
 import registrar_load as regload  # its PE farm, clients and process helpers
+from _common import load_1m
 
 from rserpool import attack
 from rserpool.wire import (
@@ -308,7 +309,7 @@ def main() -> None:
     # The legitimate PE and PUs (this process) share the registrar's core, not the attacker's: they
     # sleep between requests, so the scheduler wakes them promptly unless the registrar itself lags.
     os.sched_setaffinity(0, procs.reg_cpus)
-    load0 = os.getloadavg()[0]
+    load0 = load_1m()
     try:
         capacities = measure_capacity(args, procs)
         capacity = max(capacities)
@@ -337,7 +338,7 @@ def main() -> None:
            "countermeasures_on": {"max_hr_rate": args.max_hr_rate, "max_eu_rate": args.max_eu_rate,
                                   "max_reg_rate": args.max_reg_rate, "max_bad_messages": args.max_bad_messages,
                                   "audit_unreachable": True},
-           "cases": rows, "goal_met": goal, "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
+           "cases": rows, "goal_met": goal, "loadavg_1m": [load0, load_1m()],
            "valid": all(r["registrar_alive"] and r["resolutions"] > 0 for r in rows)}
     print(json.dumps(res))
     sys.exit(0 if res["valid"] else 1)

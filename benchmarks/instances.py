@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
+
+from _common import self_check_figures
 
 EMULAB = [sys.executable, "-m", "emulab"]
 
@@ -65,16 +66,11 @@ def stop_clean(instance: str) -> list[str]:
 def self_check(instance: str) -> dict[str, Any]:
     t0 = time.monotonic()
     r = emulab(instance, "self-check")
-    out: dict[str, Any] = {"passed": r.returncode == 0 and "self-check: passed" in r.stdout,
-                           "check_s": round(time.monotonic() - t0, 1)}
-    m = re.search(r"RTT over (\d+) paths, largest error ([-+0-9.]+) ms \(tolerance ±([0-9.]+)\)", r.stdout)
-    if m:
-        out |= {"paths": int(m.group(1)), "largest_error_ms": float(m.group(2)), "tolerance_ms": float(m.group(3))}
-    m = re.search(r"(\d+)/(\d+) pairs reachable", r.stdout)
-    if m:
-        out["reachable"] = f"{m.group(1)}/{m.group(2)}"
+    fig = self_check_figures(r.stdout)
+    out: dict[str, Any] = {"passed": r.returncode == 0 and fig["passed"], "check_s": round(time.monotonic() - t0, 1)}
+    out |= {k: fig[k] for k in ("paths", "largest_error_ms", "tolerance_ms", "reachable") if fig[k] is not None}
     if not out["passed"]:
-        out["failures"] = [ln for ln in r.stdout.splitlines() if "FAIL" in ln][:10] or (r.stderr.strip()[-500:],)
+        out["failures"] = fig["failures"][:10] or (r.stderr.strip()[-500:],)
     return out
 
 

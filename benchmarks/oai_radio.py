@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import loadavg
 
 from emulab import paths
 from emulab.topology import load
@@ -158,7 +159,7 @@ def measure(topology: str, bandwidth_mhz: float, count: int, seconds: int,
                                        check=True, timeout=60).stdout)
         out: dict[str, Any] = {"bandwidth_mhz": bandwidth_mhz, "n_prb": {5: 25, 10: 50, 20: 100}[int(bandwidth_mhz)],
                                "start_s": round(start_s, 1), "attach_s": st.get("attach_s"),
-                               "load_before": [round(x, 2) for x in os.getloadavg()]}
+                               "load_before": loadavg()}
         # the softmodems attached and idle (no user traffic): what OAI costs just to keep the cell and the UE up
         cpu0, w0 = softmodem_cpu(), time.monotonic()
         time.sleep(IDLE_S)
@@ -181,7 +182,7 @@ def measure(topology: str, bandwidth_mhz: float, count: int, seconds: int,
         out["cpu_pct_of_core"] = cpu_share(cpu0, cpu1, w1 - w0)
         out["cpu_window_s"] = {"idle": IDLE_S, "loaded": round(w1 - w0, 1)}
         out["rss_mb"] = {k: round(v[1] / 1024) for k, v in cpu1.items()}
-        out["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        out["load_after"] = loadavg()
         out["model"] = model_figures(bandwidth_mhz)
         return out
     finally:

@@ -46,14 +46,11 @@ def _ancestors() -> set[int]:
     return pids
 
 
-def marked_processes(run_id: str | None = None, instance: str | None = None, *,
-                     every_instance: bool = False) -> list[tuple[int, str]]:
-    """(pid, command name) of every live process that carries emulab's run marker of ``instance``
-    (None: the current one; ``every_instance``: any), of run ``run_id`` only if given (the marker's
-    full value, as in os.environ), except this process and its ancestors."""
+def process_markers() -> list[tuple[int, str, str]]:
+    """(pid, run marker value, command name) of every process that carries emulab's run marker,
+    except this process, its ancestors and the OVS daemons: the one walk of /proc behind everything
+    that looks for a testbed's processes."""
     marker = paths.RUN_ENV.encode() + b"="
-    exact = None if run_id is None else marker + run_id.encode()
-    wanted = None if every_instance else paths.resolve(instance)
     spare = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
@@ -61,21 +58,26 @@ def marked_processes(run_id: str | None = None, instance: str | None = None, *,
             continue
         try:
             environ = (entry / "environ").read_bytes()
-            if marker not in environ:
+            if marker not in environ:  # most processes: one read, no split
                 continue
-            variables = environ.split(b"\0")
-            if exact is not None and exact not in variables:
-                continue
-            if wanted is not None:
-                value = next((v[len(marker):] for v in variables if v.startswith(marker)), None)
-                if value is None or paths.marker_instance(value.decode(errors="replace")) != wanted:
-                    continue
+            value = next((v[len(marker):] for v in environ.split(b"\0") if v.startswith(marker)), None)
             comm = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        if comm not in _SPARE:
-            found.append((int(entry.name), comm))
+        if value is not None and comm not in _SPARE:
+            found.append((int(entry.name), value.decode(errors="replace"), comm))
     return found
+
+
+def marked_processes(run_id: str | None = None, instance: str | None = None, *,
+                     every_instance: bool = False) -> list[tuple[int, str]]:
+    """(pid, command name) of every live process that carries emulab's run marker of ``instance``
+    (None: the current one; ``every_instance``: any), of run ``run_id`` only if given (the marker's
+    full value, as in os.environ), except this process and its ancestors."""
+    wanted = None if every_instance else paths.resolve(instance)
+    return [(pid, comm) for pid, value, comm in process_markers()
+            if (run_id is None or value == run_id)
+            and (wanted is None or paths.marker_instance(value) == wanted)]
 
 
 def reap_run(run_id: str, timeout: float = 5.0) -> None:
@@ -97,18 +99,12 @@ def kill_processes(pids: list[int]) -> None:
         time.sleep(0.05)
 
 
-def _owned_namespace(netns_name: str, name: str) -> bool:
-    """True if the named network namespace belongs to instance ``name``."""
-    return (netns_name.startswith(paths.prefix(name)) or netns_name == paths.shaper_netns(name)
-            or netns_name.startswith(paths.probe_netns_prefix(name)))
-
-
 def named_namespaces(name: str | None = None) -> list[str]:
     """The named network namespaces of instance ``name`` (None: the current one)."""
     from pyroute2 import netns
 
     name = paths.resolve(name)
-    return [n for n in netns.listnetns() if _owned_namespace(n, name)]
+    return [n for n in netns.listnetns() if paths.instance_of_netns(n) == name]
 
 
 def clean_all() -> dict[str, list[str]]:
@@ -173,14 +169,16 @@ def clean(name: str | None = None) -> list[str]:
 def _clean_bridges(removed: list[str], name: str) -> str | None:
     """Delete emulab's OVS bridges, first bringing Open vSwitch back if one of its daemons is gone (a
     killed ovs-vswitchd or ovsdb-server: emulab starts OVS when it is not running, so it restarts it
-    here too rather than leave the machine unable to start a testbed). Returns what went wrong, or None."""
+    here too rather than leave the machine unable to start a testbed); a hung daemon is reported at
+    once with the fix. Returns what went wrong, or None."""
     from emulab import ovs
 
     if not ovs.installed():
         return None
     try:
-        if not ovs.is_running():
-            ovs.ensure_running()
+        restarting = not ovs.is_running()
+        ovs.ensure_running()
+        if restarting:
             removed.append("Open vSwitch daemons (restarted: one of them was not running)")
         bridges = ovs.delete_bridges(paths.prefix(name))
         removed.extend(f"OVS bridge {b}" for b in bridges)

@@ -222,9 +222,9 @@ def clean(every: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def instances(as_json: bool) -> None:
     """List the testbed instances on this machine: names, prefix, run directory, what runs."""
-    from emulab.instances import describe, on_host
+    from emulab.instances import describe_all
 
-    rows = [describe(name) for name in on_host()]
+    rows = describe_all()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

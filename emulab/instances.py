@@ -9,55 +9,32 @@ prefix. So a crashed instance whose run directory is gone is still found and can
 from __future__ import annotations
 
 import contextlib
-import re
-from pathlib import Path
 from typing import Any
 
 from emulab import paths
+from emulab.cleanup import marked_processes, named_namespaces, process_markers
 from emulab.runstate import pid_alive, read_state
 
-
-def _instance_of_namespace(netns_name: str) -> str | None:
-    """The instance owning a named network namespace (shaper, probe or node), or None if not emulab's."""
-    m = re.fullmatch(r"emulab([0-9]*)-(?:shaper|probe-.*)", netns_name)
-    if m:
-        try:
-            return paths.check_instance(m.group(1))
-        except paths.InstanceError:
-            return None
-    return paths.instance_of_prefixed(netns_name)
-
-
-def marker_values() -> list[tuple[int, str]]:
-    """(pid, marker value) of every process that carries emulab's run marker."""
-    marker = paths.RUN_ENV.encode() + b"="
-    values = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for v in (entry / "environ").read_bytes().split(b"\0"):
-                if v.startswith(marker):
-                    values.append((int(entry.name), v[len(marker):].decode(errors="replace")))
-    return values
+Markers = list[tuple[int, str, str]]
+"""``emulab.cleanup.process_markers()``: read once, handed to each function that needs it."""
 
 
 def _sort_key(name: str) -> int:
     return -1 if name == paths.DEFAULT_INSTANCE else int(name)
 
 
-def on_host() -> list[str]:
+def on_host(markers: Markers | None = None) -> list[str]:
     """Every instance that has something on this machine (default first, then by number); the
     current instance is always listed (its run directory may be $EMULAB_RUN_DIR)."""
     found = set(paths.known_instances())
     found.add(paths.instance())
-    for _, value in marker_values():
+    for _, value, _ in process_markers() if markers is None else markers:
         with contextlib.suppress(paths.InstanceError):
             found.add(paths.check_instance(paths.marker_instance(value)))
     from pyroute2 import IPRoute, netns
 
     for n in netns.listnetns():
-        if (owner := _instance_of_namespace(n)) is not None:
+        if (owner := paths.instance_of_netns(n)) is not None:
             found.add(owner)
     with IPRoute() as ipr:
         for link in ipr.get_links():
@@ -73,14 +50,21 @@ def on_host() -> list[str]:
     return sorted(found, key=_sort_key)
 
 
-def describe(name: str) -> dict[str, Any]:
+def describe_all() -> list[dict[str, Any]]:
+    """``describe`` of every instance ``on_host``, the processes looked through once for all of them."""
+    markers = process_markers()
+    return [describe(name, markers) for name in on_host(markers)]
+
+
+def describe(name: str, markers: Markers | None = None) -> dict[str, Any]:
     """One instance at a glance: its names and places, and its testbed's phase, topology and runner."""
     state = read_state(name) or {}
     runner = state.get("runner_pid")
     phase = state.get("phase") or "none"
     if runner and not pid_alive(runner):
         phase = f"{phase} (runner gone: `{paths.command(name)} clean`)"
-    processes = sum(1 for _, v in marker_values() if paths.marker_instance(v) == name)
+    markers = process_markers() if markers is None else markers
+    processes = sum(1 for _, value, _ in markers if paths.marker_instance(value) == name)
     topology = state.get("topology")
     if isinstance(topology, dict):
         topology = topology.get("name")
@@ -96,7 +80,6 @@ def footprint(name: str) -> dict[str, list[str]]:
     from pyroute2 import IPRoute
 
     from emulab import ovs
-    from emulab.cleanup import marked_processes, named_namespaces
 
     prefix = paths.prefix(name)
     with IPRoute() as ipr:

@@ -19,6 +19,7 @@ private OVS instance beside the system one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -41,6 +42,10 @@ OVS_CTL_CANDIDATES = (
     "/usr/local/share/openvswitch/scripts/ovs-ctl",
 )
 NOT_INSTALLED = "Open vSwitch is not installed: run make setup"
+#: The two daemons emulab needs, in the order ovs-ctl starts them.
+DAEMONS = ("ovsdb-server", "ovs-vswitchd")
+#: How long a running daemon may take to answer before it counts as hung (it answers in milliseconds).
+ANSWER_TIMEOUT = 3.0
 #: Mininet's OVSSwitch port number of a bridge's own (LOCAL) interface once the datapath has it.
 _OFPP_LOCAL = 65534
 #: Interface names are limited to 15 characters by the kernel (IFNAMSIZ - 1).
@@ -131,25 +136,71 @@ def installed() -> bool:
     )
 
 
-def _daemon_alive(paths: OvsPaths, daemon: str) -> bool:
-    """Pid file present and naming a live process of that name (cheap: no subprocess)."""
+def _daemon_pid(paths: OvsPaths, daemon: str) -> int | None:
+    """The pid in the daemon's pid file when it names a live process of that name (cheap: no
+    subprocess), else None.
+
+    A zombie is not alive: a killed daemon keeps its /proc entry until its parent reaps it, and a
+    detached daemon's parent is init, which in a container may take its time. ovs-ctl's own check
+    (`test -d /proc/PID`) takes such a zombie for a running daemon.
+    """
     try:
         pid = int(paths.pidfile(daemon).read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
-        return False
-    # /proc/PID/comm is truncated to 15 characters ("ovs-vswitchd" and "ovsdb-server" fit).
-    return comm == daemon[:15]
+        return None
+    # "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so split at the last ')'.
+    comm = stat.partition("(")[2].rpartition(")")[0]
+    fields = stat.rpartition(")")[2].split()
+    # COMM is truncated to 15 characters ("ovs-vswitchd" and "ovsdb-server" fit).
+    if comm != daemon[:15] or not fields or fields[0] in ("Z", "X"):
+        return None
+    return pid
+
+
+def _daemon_alive(paths: OvsPaths, daemon: str) -> bool:
+    return _daemon_pid(paths, daemon) is not None
+
+
+def _drop_stale_pidfiles(paths: OvsPaths) -> None:
+    """Remove the pid file of a daemon that is dead or a zombie, so ovs-ctl starts it again instead of
+    reporting it "already running"."""
+    for daemon in DAEMONS:
+        if not _daemon_alive(paths, daemon):
+            with contextlib.suppress(OSError):
+                paths.pidfile(daemon).unlink()
 
 
 def is_running(paths: OvsPaths | None = None) -> bool:
     """Are both ovsdb-server and ovs-vswitchd running (and the database socket there)?"""
     paths = paths or OvsPaths.from_env()
-    return (
-        _daemon_alive(paths, "ovsdb-server")
-        and _daemon_alive(paths, "ovs-vswitchd")
-        and paths.db_sock.exists()
-    )
+    return all(_daemon_alive(paths, d) for d in DAEMONS) and paths.db_sock.exists()
+
+
+def restart_hint() -> str:
+    """How a user brings a broken Open vSwitch back."""
+    ctl = next((p for p in OVS_CTL_CANDIDATES if os.access(p, os.X_OK)), OVS_CTL_CANDIDATES[0])
+    return f"restart Open vSwitch (`{ctl} restart`, or `systemctl restart openvswitch-switch` where systemd runs it)"
+
+
+def check_answering(paths: OvsPaths | None = None, timeout: float = ANSWER_TIMEOUT) -> None:
+    """Raise OvsError, saying which daemon and what to do, unless both daemons run and answer on their
+    control sockets within `timeout` seconds.
+
+    Mininet runs ovs-vsctl without a timeout, and ovs-vsctl waits for ovs-vswitchd to apply each
+    change: handed a dead or hung daemon, a start would hang instead of failing.
+    """
+    paths = paths or OvsPaths.from_env()
+    for daemon in DAEMONS:
+        pid = _daemon_pid(paths, daemon)
+        if pid is None:
+            raise OvsError(f"{daemon} is not running (see {paths.logfile(daemon)}): {restart_hint()}")
+        # -t DAEMON finds the control socket through the pid file in OVS_RUNDIR, as ovs-ctl does.
+        proc = _run(["ovs-appctl", f"--timeout={max(1, round(timeout))}", "-t", daemon, "version"],
+                    timeout=timeout + 2, check=False)
+        if proc.returncode != 0:
+            raise OvsError(f"{daemon} (pid {pid}) does not answer within {timeout:.0f} s "
+                           f"(see {paths.logfile(daemon)}): {restart_hint()}")
 
 
 @contextmanager
@@ -169,20 +220,25 @@ def _startup_lock(paths: OvsPaths) -> Iterator[None]:
 def ensure_running(*, vswitchd_options: Sequence[str] = (), timeout: float = 30.0) -> None:
     """Start ovsdb-server and ovs-vswitchd unless both are already running.
 
-    Idempotent and cheap when OVS runs (a few file reads). `vswitchd_options` are extra
+    Idempotent and cheap when OVS runs (a few file reads and one `ovs-appctl version` per daemon,
+    which turns a hung daemon into an OvsError with the fix instead of a hang later). A daemon that
+    is dead (or a zombie) is started again. `vswitchd_options` are extra
     ovs-vswitchd arguments used only when it has to be started (tests pass --disable-system for a
     private instance so it never touches the kernel datapath of the system instance).
     Raises OvsError with "run make setup" when OVS is not installed.
     """
     paths = OvsPaths.from_env()
     if is_running(paths):
+        check_answering(paths)
         return
     ctl = _ovs_ctl()
     if not installed():
         raise OvsError(NOT_INSTALLED)
     with _startup_lock(paths):
         if is_running(paths):  # someone else started it while we waited for the lock
+            check_answering(paths)
             return
+        _drop_stale_pidfiles(paths)
         args = [
             ctl,
             "start",

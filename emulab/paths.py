@@ -137,6 +137,21 @@ def probe_netns_prefix(name: str | None = None) -> str:
     return f"{_tag(name)}-probe-"
 
 
+_TAGGED_NETNS = re.compile(r"emulab([0-9]*)-(?:shaper|probe-.*)")  # shaper_netns(), probe_netns_prefix()
+
+
+def instance_of_netns(netns: str) -> str | None:
+    """The instance owning a named network namespace — a node's (prefix()), the shaper's or a kernel
+    probe's — or None when it is not emulab's."""
+    m = _TAGGED_NETNS.fullmatch(netns)
+    if m:
+        try:
+            return check_instance(m.group(1))
+        except InstanceError:
+            return None
+    return instance_of_prefixed(netns)
+
+
 def dpid_base(name: str | None = None) -> int:
     """First OpenFlow datapath id of an instance's switches (switch i gets base + i): the default's
     0xE0000000, instance N's 0xE0000000 + N * 2**16, so no two bridges of one Open vSwitch share one."""

@@ -251,8 +251,7 @@ class OaiRfsimRadio(RadioBackend):
         self.ue_log = UeLog(self.host.log_dir / "oai-ue.log")
         self.user_plane = "waiting for the UE's RRC attach"
         timeout = float(self.options.get("attach_timeout_s", ATTACH_TIMEOUT_S))
-        self._wait_attached(timeout)
-        self._start_mac_reader()
+        self._wait_attached(timeout)  # the MAC reader starts with the user plane (_step)
         self._start_probe()
         self._start_rlm()
         self._stop.clear()
@@ -420,7 +419,8 @@ class OaiRfsimRadio(RadioBackend):
                 if self.rlm.cell_back_at is not None:
                     self.reattach_s = round(attached_at - self.rlm.cell_back_at, 3)
                 self.rlm.reattached()
-                self._start_mac_reader()
+            # at the first attach, and at the one after the softmodems were restarted (which ended it)
+            self._start_mac_reader()
             if attached_at is not None and self.started_at is not None and self.attach_s is None:
                 self.attach_s = round(attached_at - self.started_at, 3)
             self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"

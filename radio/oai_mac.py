@@ -182,11 +182,11 @@ class EnbMac:
         return self._stats
 
     def state(self, now: float | None = None) -> dict[str, Any] | None:
-        """What ``emulab radio status`` shows of the eNB's MAC; None when there is nothing recent."""
-        self.poll()
-        now = time.time() if now is None else now
+        """What ``emulab radio status`` shows of the eNB's MAC (READER's latest answer taken first);
+        None when there is nothing recent."""
         with self._lock:
-            return self._state(now)
+            self._poll()
+            return self._state(time.time() if now is None else now)
 
     def _state(self, now: float) -> dict[str, Any] | None:
         out: dict[str, Any] = {}

@@ -29,14 +29,15 @@ def free_instances(n: int) -> list[str]:
     return free[:n]
 
 
-def worker_spec(instance: str, *, nthreads: int = 1, slot: bool = True) -> dict[str, Any]:
-    """A Nanny (a worker process it restarts if it dies) for testbed instance ``instance``: the
-    worker's environment names the instance, so every testbed it builds is that instance's."""
+def worker_spec(instance: str | None, *, name: str, nthreads: int = 1) -> dict[str, Any]:
+    """A Nanny (a worker process it restarts if it dies) named ``name`` with the testbed slot of
+    instance ``instance``: the worker's environment names the instance, so every testbed it builds
+    is that instance's. ``instance`` None: a worker for simulation only (no slot, no instance)."""
     from distributed import Nanny
 
     return {"cls": Nanny, "options": {
-        "nthreads": nthreads, "resources": {SLOT_RESOURCE: 1} if slot else {},
-        "env": {paths.INSTANCE_ENV: instance}, "name": f"instance-{instance}",
+        "nthreads": nthreads, "resources": {SLOT_RESOURCE: 1} if instance else {},
+        "env": {paths.INSTANCE_ENV: instance} if instance else {}, "name": name,
         "memory_limit": 0, "silence_logs": logging.ERROR}}
 
 
@@ -44,7 +45,7 @@ def local_cluster(n: int) -> Any:
     """A scheduler in this process and ``n`` worker processes, one testbed slot and instance each."""
     from distributed import Scheduler, SpecCluster
 
-    workers = {f"local-{i}": worker_spec(i) for i in free_instances(n)}
+    workers = {f"local-{i}": worker_spec(i, name=f"instance-{i}") for i in free_instances(n)}
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="emulab-local")
 

@@ -9,7 +9,6 @@ written marked partial and ends in ``IncompleteSweep`` (exit code 2 on the comma
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import time
 import uuid
@@ -72,13 +71,7 @@ def run_emulated_on_cluster(make: Callable[..., Any], cluster: ClusterRun, *, pr
     ``make(progress=...)`` builds the experiment (an ``EmulatedSweep``, no testbed): here it keeps the
     manifest, the progress bar and the summary; each worker builds its own from the same ``make``.
     """
-    from emulab.experiments.records import ExperimentError
-
     exp = make(progress=progress)
-    if cluster.address.local and exp.needs_root and os.geteuid() != 0:
-        exp.close()
-        raise ExperimentError("emulab experiment --cluster local:N needs root: its workers build testbeds here")
-    exp.describe()
     sc = exp.scenario
     sweep = uuid.uuid4().hex
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -87,6 +80,9 @@ def run_emulated_on_cluster(make: Callable[..., Any], cluster: ClusterRun, *, pr
     writer: ResultsWriter | None = None
     path: Path | None = None
     try:
+        if cluster.address.local:  # its workers build their testbeds on this machine
+            exp.check_root(f"emulab experiment --cluster {cluster.address}")
+        exp.describe()
         with connect(cluster.address, log=exp.log) as client:
             slots = wait_for_slots(client, cluster.slot_wait, exp.log, slot=True)
             exp.log(f"{len(keys)} run(s) on {slots} testbed slot(s)")
@@ -94,7 +90,7 @@ def run_emulated_on_cluster(make: Callable[..., Any], cluster: ClusterRun, *, pr
             # the testbed's facts come with the first run (from the worker that built it)
             writer = ResultsWriter(sc.out, exp.results_name(), exp.manifest(started, {}))
             state = _Writing(exp, writer, keys, echo_logs=not cluster.address.local)
-            exp.emit("sweep_started", runs=len(keys), total_s=len(keys) * sc.duration, results=str(writer.path))
+            exp.sweep_started(writer, len(keys))
             worker_make = functools.partial(make, progress=False)
             jobs = [Task(key, emulate_task, (EmulationJob(sweep, worker_make, key[0], key[1], i, len(keys)),),
                          resources={SLOT_RESOURCE: 1}, retries=1) for i, key in enumerate(keys, 1)]
@@ -111,14 +107,7 @@ def run_emulated_on_cluster(make: Callable[..., Any], cluster: ClusterRun, *, pr
         path = _finish(exp, writer, state, got)
         return path
     finally:
-        if writer is not None and not writer.finished:
-            writer.manifest["aborted"] = True
-            try:
-                writer.finish()
-            except Exception as exc:  # noqa: BLE001 - already failing: say so, do not hide the first error
-                exp.log(f"warning: could not finish the aborted results directory: {exc}")
-        exp.emit("sweep_ended", ok=path is not None, results=None if path is None else str(path))
-        exp.close()
+        exp.end_sweep(writer, path)
 
 
 def _close_sessions(sweep: str) -> bool:
@@ -167,10 +156,7 @@ class _Writing:
 
     def arrived(self, key: Key, fin: Finished) -> None:
         self.arrived_count += 1
-        out = fin.value.out
-        self.exp.emit("run_finished", index=self.arrived_count, total=len(self.keys), tag=f"{key[0]}pus-run{key[1]}",
-                      duration=self.exp.scenario.duration, requests=len(out.requests),
-                      completed=sum(1 for r in out.requests if r.status == "completed"))
+        self.exp.run_finished(self.arrived_count, len(self.keys), f"{key[0]}pus-run{key[1]}", fin.value.out)
         self.waiting[key] = fin
         self.flush()
 

@@ -36,10 +36,9 @@ PROGRESS_EVERY_S = 1.0
 
 @dataclass
 class Finished:
-    """A task's result: its run's output (``value``) and where it ran."""
+    """A task's result: its run's output (``value``) and where it ran (the sweep keys it by its
+    (setting, run))."""
 
-    setting: int
-    run: int
     value: Any
     where: dict[str, str]
     """worker (address), host (machine), instance (testbed instance)."""
@@ -106,7 +105,7 @@ def simulate_task(sweep: str, model: Any, params: Any) -> Finished:
     tell(sweep, "run_started", setting=params.setting, run=params.run, **here)
     t0 = time.monotonic()
     res = simulate_run(model, params)
-    return Finished(params.setting, params.run, res, here, time.monotonic() - t0)
+    return Finished(res, here, time.monotonic() - t0)
 
 
 # --------------------------------------------------------------------------- emulation
@@ -228,7 +227,7 @@ def emulate_task(job: EmulationJob) -> Finished:
                 _close(job.sweep)
         out.pcaps = []
         run = EmulatedRun(out, data, facts, exp.pe_registrar, ctx.seed, exp.want_pcaps)
-        return Finished(job.setting, job.run, run, here, time.monotonic() - t0)
+        return Finished(run, here, time.monotonic() - t0)
 
 
 class TestbedPlugin(WorkerPlugin):

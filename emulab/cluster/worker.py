@@ -80,14 +80,10 @@ def command(scheduler: str, slots: int, first_instance: int, connect_timeout: fl
         if busy:
             raise ClusterError(f"testbed instance(s) {', '.join(busy)} already run a testbed here: stop them "
                                "(`emulab --instance N stop`) or choose --first-instance")
-        specs = [worker_spec(str(i)) for i in range(first_instance, last + 1)]
-        for spec in specs:
-            spec["options"]["name"] = f"{host}-{os.getpid()}-{spec['options']['name']}"
+        specs = [worker_spec(str(i), name=f"{host}-{os.getpid()}-instance-{i}")
+                 for i in range(first_instance, last + 1)]
     else:
-        spec = worker_spec("default", nthreads=os.cpu_count() or 1, slot=False)
-        spec["options"]["env"] = {}
-        spec["options"]["name"] = f"{host}-{os.getpid()}-sim"
-        specs = [spec]
+        specs = [worker_spec(None, name=f"{host}-{os.getpid()}-sim", nthreads=os.cpu_count() or 1)]
     click.echo(f"joining {address} with {slots or 'no'} testbed slot(s)", err=True)
     try:
         asyncio.run(_serve(address, specs, connect_timeout))

@@ -218,8 +218,7 @@ class EmulatedSweep:
         from emulab import control, runner
         from emulab.services import ServiceManager
 
-        if self.needs_root and os.geteuid() != 0:
-            raise ExperimentError("emulab experiment needs root (network namespaces, Open vSwitch)")
+        self.check_root("emulab experiment")
         if control.read_state():
             raise ExperimentError("a testbed is already running (`emulab stop` it first): the experiment builds its own")
         spec = self.describe()
@@ -231,6 +230,12 @@ class EmulatedSweep:
         self.subscribe(EventFeed())
         self.svc = ServiceManager(self.testbed)
         self.svc.start(kinds={"registrar"})
+
+    def check_root(self, command: str) -> None:
+        """Fail at once, naming ``command``, when building this sweep's testbeds needs root and this
+        process has not got it (a sweep on ``local:N`` builds them on this machine too)."""
+        if self.needs_root and os.geteuid() != 0:
+            raise ExperimentError(f"{command} needs root to build its testbeds (network namespaces, Open vSwitch)")
 
     def build(self, run_id: str) -> None:
         """Build the testbed and start its registrars: ``run_one`` can run (``close`` tears it down)."""
@@ -418,7 +423,7 @@ class EmulatedSweep:
             self.build(run_id)
             writer = ResultsWriter(sc.out, self.results_name(), self.manifest(started))
             tasks = list(self.tasks())
-            self.emit("sweep_started", runs=len(tasks), total_s=len(tasks) * sc.duration, results=str(writer.path))
+            self.sweep_started(writer, len(tasks))
             for i, (setting, run) in enumerate(tasks, 1):
                 ctx = self.context(i, len(tasks), setting, run)
                 seeds[ctx.tag] = ctx.seed
@@ -426,20 +431,35 @@ class EmulatedSweep:
                           tag=ctx.tag)
                 out = self.run_one(ctx)
                 self.write_run(writer, ctx, out)
-                self.emit("run_finished", index=i, total=len(tasks), tag=ctx.tag, duration=sc.duration,
-                          requests=len(out.requests),
-                          completed=sum(1 for r in out.requests if r.status == "completed"))
+                self.run_finished(i, len(tasks), ctx.tag, out)
             writer.manifest["seeds"] = seeds
             writer.manifest["pe_registrar"] = self.pe_registrar
             path = self.finish(writer)
             return path
         finally:
-            if writer is not None and not writer.finished:
-                writer.manifest["aborted"] = True
-                with contextlib.suppress(Exception):
-                    writer.finish()
-            self.emit("sweep_ended", ok=path is not None, results=None if path is None else str(path))
-            self.close()
+            self.end_sweep(writer, path)
+
+    def sweep_started(self, writer: ResultsWriter, runs: int) -> None:
+        """Tell the listeners the sweep's runs begin (``runs`` of them, written to ``writer``)."""
+        self.emit("sweep_started", runs=runs, total_s=runs * self.scenario.duration, results=str(writer.path))
+
+    def run_finished(self, index: int, total: int, tag: str, out: RunOutput) -> None:
+        """Tell the listeners one run is done (``index``: how many are, of ``total``)."""
+        self.emit("run_finished", index=index, total=total, tag=tag, duration=self.scenario.duration,
+                  requests=len(out.requests), completed=sum(1 for r in out.requests if r.status == "completed"))
+
+    def end_sweep(self, writer: ResultsWriter | None, path: Path | None) -> None:
+        """How every sweep ends, local or on a cluster, also after a failure: a results directory not
+        finished (``path`` None) is finished marked aborted, the listeners hear ``sweep_ended``, and
+        the testbed goes down."""
+        if writer is not None and not writer.finished:
+            writer.manifest["aborted"] = True
+            try:
+                writer.finish()
+            except Exception as exc:  # already failing: say so, do not hide the first error
+                self.log(f"warning: could not finish the aborted results directory: {exc}")
+        self.emit("sweep_ended", ok=path is not None, results=None if path is None else str(path))
+        self.close()
 
     def results_name(self) -> str:
         """The results directory's name after its time stamp."""

@@ -22,6 +22,7 @@ from emulab.cluster import parse_address
 from emulab.cluster.connect import local_cluster
 from emulab.cluster.options import ClusterRun
 from emulab.cluster.sweeps import run_emulated_on_cluster
+from emulab.experiments.records import ExperimentError
 from emulab.results import IncompleteSweep
 from emulab.scenario import Scenario
 
@@ -120,3 +121,25 @@ def test_a_run_failing_on_its_worker_is_reported_and_the_rest_written_as_partial
     assert manifest["partial"] is True and summary["partial"] is True and set(summary["settings"]) == {"1", "4"}
     assert sorted(manifest["cluster"]["runs"]) == ["1pus-run1", "1pus-run2", "4pus-run1", "4pus-run2"]
     assert manifest["tool"] == "emulab experiment paper" and manifest["testbed"]["radio"] == "emulated"
+
+
+class _NeedsRoot(StandInPaper):
+    needs_root = True
+
+
+def test_a_local_sweep_without_root_fails_at_once_and_leaves_nothing(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    made: list[Any] = []
+    events: list[Any] = []
+
+    def make(progress: bool) -> Any:
+        exp = _NeedsRoot(replace(SWEEP, out=tmp_path / "out"), progress=progress)
+        exp.subscribe(events.append)
+        made.append(exp)
+        return exp
+
+    with pytest.raises(ExperimentError, match=r"emulab experiment --cluster local:2 needs root"):
+        run_emulated_on_cluster(make, ClusterRun(parse_address("local:2")), progress=False)
+    assert [e.kind for e in events] == ["sweep_ended"] and events[0].data["ok"] is False
+    assert not made[0].work.exists() and not (tmp_path / "out").exists()  # no worker, no results directory

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from emulab import paths
-from emulab.cleanup import _owned_namespace, marked_processes
+from emulab.cleanup import marked_processes, process_markers
 from emulab.dashboard.launch import DEFAULT_PORT, choose_port
-from emulab.instances import _instance_of_namespace
 from emulab.topology import load
 
 from helpers.testbed import run_emulab
@@ -86,17 +85,20 @@ def test_names_of_instances_never_overlap() -> None:
             for theirs in (f"{paths.prefix(b)}ue", f"{paths.prefix(b)}sgi-1", paths.shaper_netns(b),
                            f"{paths.probe_netns_prefix(b)}12-abcdef"):
                 assert not theirs.startswith(paths.prefix(a)), (a, theirs)
-                assert not _owned_namespace(theirs, a), (a, theirs)
+                assert paths.instance_of_netns(theirs) != a, (a, theirs)
         assert paths.instance_of_prefixed(f"{paths.prefix(a)}sgi-1") == a
-        assert _instance_of_namespace(paths.shaper_netns(a)) == a
-        assert _instance_of_namespace(f"{paths.probe_netns_prefix(a)}1-abcdef") == a
-        assert _instance_of_namespace(paths.netns_name("ue") if a == "default" else f"{paths.prefix(a)}ue") == a
+        assert paths.instance_of_netns(paths.shaper_netns(a)) == a
+        assert paths.instance_of_netns(f"{paths.probe_netns_prefix(a)}1-abcdef") == a
+        assert paths.instance_of_netns(paths.netns_name("ue") if a == "default" else f"{paths.prefix(a)}ue") == a
         assert paths.marker_instance(paths.run_marker("r1", a)) == a
     bases = [paths.dpid_base(n) for n in names]
     assert len(set(bases)) == len(bases) and max(bases) + 0xFFFF < 2**32
     # the host's own interfaces are nobody's
     for host in ("eth0", "enp3s0", "eno1", "ens33", "em1", "emsh1a", "lo", "docker0"):
         assert paths.instance_of_prefixed(host) is None, host
+    # nor are other software's namespaces, or names emulab never makes
+    for ns in ("netns1", "cni-1234", "emulab07-shaper", "emulab100-shaper", "emulab-shaperx", "emulabx-probe-1"):
+        assert paths.instance_of_netns(ns) is None, ns
 
 
 def test_run_dir_override_is_the_current_instances_only(instance, monkeypatch: pytest.MonkeyPatch,
@@ -152,6 +154,9 @@ def test_marked_processes_are_per_instance() -> None:
         assert {p.pid for p in ours.values()} <= every
         exact = {pid for pid, _ in marked_processes(f"t{os.getpid()}@7", instance="7")}
         assert exact == {ours["7"].pid}
+        values = {pid: value for pid, value, _ in process_markers()}
+        assert {name: values.get(p.pid) for name, p in ours.items()} == {
+            "default": f"t{os.getpid()}", "7": f"t{os.getpid()}@7", "8": f"t{os.getpid()}@8"}
     finally:
         for proc in ours.values():
             proc.kill()

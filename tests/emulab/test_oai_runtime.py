@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from emulab.topology import load
-from radio import RadioError, oai_install, oai_sched
+from radio import RadioError, oai_install, oai_mac, oai_sched
 from radio.oai import ENB_TUN, UE_TUN, OaiRfsimRadio
 from radio.oai_log import UeLog
 
@@ -48,6 +48,7 @@ class FakeHost:
         self.telnet_answer = ""
         self.procs: list[subprocess.Popen[bytes]] = []
         self.argv: dict[str, list[str]] = {}
+        self.started: list[tuple[str, list[str]]] = []  # every process, in order
 
     def set_link_params(self, link: str, params: Any) -> None:
         assert params.is_neutral
@@ -67,6 +68,7 @@ class FakeHost:
         return ipaddress.IPv4Interface({UE_TUN: "10.0.1.2/24", ENB_TUN: "10.0.1.1/24"}[dev])
 
     def popen(self, node: str, argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+        self.started.append((node, argv))
         if argv[0] == "ping":  # the radio's RTT prober: ping -D lines, RTT 10..14 ms
             script = ('i=0; while [ $i -lt 20 ]; do echo "[$(date +%s.%N)] 64 bytes from 10.0.1.1: icmp_seq=$i '
                       'ttl=64 time=1$((i % 5)).0 ms"; i=$((i+1)); done; sleep 60')
@@ -148,6 +150,8 @@ def test_start_waits_for_rrc_attach_then_reroutes_and_keeps_routes(monkeypatch, 
         host.route_table = ""
         r._step()
         assert len(host.routes) > n and host.route_table
+        # one reader of the eNB's MAC, started with the user plane, not again when the routes are put back
+        assert [node for node, argv in host.started if oai_mac.READER in argv] == ["enb"]
     finally:
         r.stop()
     assert all(p.poll() is not None for p in host.procs)

@@ -7,6 +7,7 @@ kernel datapath) so it never stops the system's OVS that other tests and users m
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -165,3 +166,61 @@ def test_datapath_probes() -> None:
         assert ovs.datapath_for(kernel_ok) == "user" or os.environ.get(ovs.DATAPATH_ENV)
     # The throwaway probe bridges are gone again.
     assert set(ovs.list_bridges()) == before
+
+
+def test_zombie_daemon_is_not_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A killed daemon stays a zombie until its parent reaps it; its pid file and /proc entry remain.
+    (tmp_path / "run").mkdir()
+    monkeypatch.setenv("OVS_RUNDIR", str(tmp_path / "run"))
+    paths = ovs.OvsPaths.from_env()
+    fake = tmp_path / "ovs-vswitchd"  # the kernel names the process after its executable
+    fake.write_bytes(Path("/bin/sleep").read_bytes())
+    fake.chmod(0o755)
+    proc = subprocess.Popen([str(fake), "30"])
+    try:
+        paths.pidfile("ovs-vswitchd").write_text(f"{proc.pid}\n")
+        assert ovs._daemon_alive(paths, "ovs-vswitchd")
+        proc.kill()
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.01)
+        assert not ovs._daemon_alive(paths, "ovs-vswitchd")
+        ovs._drop_stale_pidfiles(paths)  # so that ovs-ctl starts it again rather than trust the pid
+        assert not paths.pidfile("ovs-vswitchd").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.root
+@needs_ovs
+def test_killed_vswitchd_is_started_again(private_ovs: ovs.OvsPaths) -> None:
+    ovs.ensure_running(vswitchd_options=["--disable-system"])
+    old = int(private_ovs.pidfile("ovs-vswitchd").read_text())
+    os.kill(old, signal.SIGKILL)
+    while ovs._daemon_alive(private_ovs, "ovs-vswitchd"):  # SIGKILL takes effect asynchronously
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    ovs.ensure_running(vswitchd_options=["--disable-system"])
+    assert time.monotonic() - t0 < 20
+    assert ovs.is_running(private_ovs)
+    assert int(private_ovs.pidfile("ovs-vswitchd").read_text()) != old
+    ovs.check_answering(private_ovs)
+
+
+@pytest.mark.root
+@needs_ovs
+@pytest.mark.parametrize("daemon", ovs.DAEMONS)
+def test_hung_daemon_fails_fast_with_the_fix(private_ovs: ovs.OvsPaths, daemon: str) -> None:
+    ovs.ensure_running(vswitchd_options=["--disable-system"])
+    pid = int(private_ovs.pidfile(daemon).read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ovs.OvsError, match=rf"{daemon} \(pid {pid}\) does not answer.*restart Open vSwitch"):
+            ovs.ensure_running()
+        assert time.monotonic() - t0 < ovs.ANSWER_TIMEOUT + 3
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ovs.check_answering(private_ovs)
