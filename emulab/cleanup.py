@@ -7,8 +7,8 @@ Unlike `mn -c`, it leaves other people's bridges, controllers and /tmp files alo
 
 Everything is per instance (emulab.paths): cleaning one instance removes only what carries its
 prefix, its marker and its run directory, so another testbed on the same machine keeps running;
-``clean_all()`` cleans every instance found on the machine. The Open vSwitch daemons are shared by
-all instances and never stopped here.
+``clean_all()`` cleans every instance found on the machine, carrying on past one it cannot finish.
+The Open vSwitch daemons are shared by all instances and never stopped here.
 """
 
 from __future__ import annotations
@@ -107,11 +107,35 @@ def named_namespaces(name: str | None = None) -> list[str]:
     return [n for n in netns.listnetns() if paths.instance_of_netns(n) == name]
 
 
+class CleanError(EmulabError):
+    """Clean-up removed what it could but could not finish; ``removed`` says what went, per instance."""
+
+    def __init__(self, message: str, removed: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.removed = removed
+
+
 def clean_all() -> dict[str, list[str]]:
-    """`emulab clean --all`: clean every instance found on this machine; what was removed, per instance."""
+    """`emulab clean --all`: clean every instance found on this machine; what was removed, per instance.
+
+    An instance that cannot be cleaned completely does not stop the others: the failures are raised
+    together at the end, as a CleanError that still carries what was removed."""
     from emulab.instances import on_host
 
-    return {name: clean(name) for name in on_host()}
+    removed: dict[str, list[str]] = {}
+    failed: list[str] = []
+    for name in on_host():
+        try:
+            removed[name] = clean(name)
+        except CleanError as exc:
+            removed[name] = exc.removed.get(name, [])
+            failed.append(f"[{name}] {exc}")
+        except EmulabError as exc:
+            removed[name] = []
+            failed.append(f"[{name}] {exc}")
+    if failed:
+        raise CleanError(f"{len(failed)} instance(s) not cleaned completely: " + "; ".join(failed), removed)
+    return removed
 
 
 def clean(name: str | None = None) -> list[str]:
@@ -162,32 +186,39 @@ def clean(name: str | None = None) -> list[str]:
         shutil.rmtree(generated, ignore_errors=True)
         removed.append(str(generated))
     if ovs_problem:  # everything else is gone; the bridges need Open vSwitch back first
-        raise EmulabError(f"Open vSwitch is not usable, so emulab's bridges could not be removed: {ovs_problem}")
+        raise CleanError(f"Open vSwitch is not usable, so emulab's bridges could not be removed: {ovs_problem}",
+                         {name: removed})
     return removed
 
 
 def _clean_bridges(removed: list[str], name: str) -> str | None:
     """Delete emulab's OVS bridges, first bringing Open vSwitch back if one of its daemons is gone (a
     killed ovs-vswitchd or ovsdb-server: emulab starts OVS when it is not running, so it restarts it
-    here too rather than leave the machine unable to start a testbed); a hung daemon is reported at
-    once with the fix. Returns what went wrong, or None."""
+    here too rather than leave the machine unable to start a testbed). Whether ovs-vswitchd answers
+    is asked only when there are bridges of ours to remove (listing them is ovsdb-server's work), so
+    a clean with nothing to remove never waits on a busy daemon; a hung one is reported with the fix.
+    Returns what went wrong, or None."""
     from emulab import ovs
 
     if not ovs.installed():
         return None
     try:
-        restarting = not ovs.is_running()
-        ovs.ensure_running()
-        if restarting:
+        if not ovs.is_running():
+            ovs.ensure_running()
             removed.append("Open vSwitch daemons (restarted: one of them was not running)")
-        bridges = ovs.delete_bridges(paths.prefix(name))
+        prefix = paths.prefix(name)
+        if ovs.list_bridges(prefix) and not ovs.check_answering():
+            ovs.ensure_running()  # a daemon died since: start it again
+        bridges = ovs.delete_bridges(prefix)
         removed.extend(f"OVS bridge {b}" for b in bridges)
         # The userspace datapath's own tap device is persistent: a killed ovs-vswitchd leaves it, and
         # the restarted one does not remove it with the last bridge. Gone with it when no userspace
         # bridge is left, whoever's (the next netdev bridge creates it afresh).
         datapaths = ovs.vsctl("--bare", "--columns=datapath_type", "list", "Bridge").stdout.split()
-    except ovs.OvsError as exc:
-        return str(exc)
+    except ovs.OvsError as exc:  # e.g. ovsdb-server hung: ovs-vsctl timed out
+        problem = str(exc)
+        hint = ovs.restart_hint()
+        return problem if hint in problem or problem == ovs.NOT_INSTALLED else f"{problem}: {hint}"
     if "netdev" not in datapaths and Path(f"/sys/class/net/{NETDEV_TAP}/tun_flags").exists():
         from pyroute2 import IPRoute
 

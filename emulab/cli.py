@@ -210,12 +210,18 @@ def clean(every: bool) -> None:
     """
     from emulab import cleanup, paths
 
-    per_instance = cleanup.clean_all() if every else {paths.instance(): cleanup.clean()}
+    failure: cleanup.CleanError | None = None
+    try:
+        per_instance = cleanup.clean_all() if every else {paths.instance(): cleanup.clean()}
+    except cleanup.CleanError as exc:  # what was removed is still worth saying before the error
+        failure, per_instance = exc, exc.removed
     for name, removed in per_instance.items():
         label = "" if not every else f"[{name}] "
         for item in removed:
             click.echo(f"{label}removed {item}")
         click.echo(f"{label}clean: {len(removed)} leftover(s) removed" if removed else f"{label}clean: nothing left behind")
+    if failure is not None:
+        raise failure
 
 
 @main.command()

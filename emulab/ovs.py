@@ -3,8 +3,11 @@
 Everything emulab asks of OVS outside Mininet goes through here:
 
 * `ensure_running()` starts ovsdb-server and ovs-vswitchd with Debian's `ovs-ctl` when they are not
-  running (CI machines boot with OVS stopped). Logs stay in OVS's own log directory
-  (/var/log/openvswitch by default), never in /tmp/*.log, which `mn -c` deletes.
+  running (CI machines boot with OVS stopped) or have died (a killed daemon, even a zombie), and
+  otherwise asks each running daemon for its version over its control socket (`check_answering()`,
+  one `ovs-appctl` per daemon), so a hung daemon fails the start with the fix instead of hanging
+  Mininet's ovs-vsctl. Logs stay in OVS's own log directory (/var/log/openvswitch by default),
+  never in /tmp/*.log, which `mn -c` deletes.
 * `probe_kernel_datapath()` / `probe_userspace_datapath()` try a throwaway bridge of each kind, and
   `datapath_for()` is the one place that turns the probe into Mininet's `OVSSwitch(datapath=...)`
   argument ("kernel" or "user"); EMULAB_OVS_DATAPATH=kernel|user overrides it.
@@ -22,8 +25,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -44,8 +50,16 @@ OVS_CTL_CANDIDATES = (
 NOT_INSTALLED = "Open vSwitch is not installed: run make setup"
 #: The two daemons emulab needs, in the order ovs-ctl starts them.
 DAEMONS = ("ovsdb-server", "ovs-vswitchd")
-#: How long a running daemon may take to answer before it counts as hung (it answers in milliseconds).
-ANSWER_TIMEOUT = 3.0
+#: Environment variable that overrides ANSWER_TIMEOUT (seconds).
+ANSWER_TIMEOUT_ENV = "EMULAB_OVS_ANSWER_TIMEOUT"
+#: How long a running daemon may take to answer `ovs-appctl version`. An idle one answers in
+#: milliseconds, but ovs-vswitchd answers from its main thread, which is blocked while it adds or
+#: removes ports: with several testbeds building on one daemon (`--cluster local:N`) that can take
+#: seconds. A daemon counts as hung only after two such timeouts in a row, or one while it is stopped.
+ANSWER_TIMEOUT = 10.0
+#: How long a missing control socket or unreadable pid file counts as a daemon still starting
+#: (ovs-vswitchd writes its pid file before it creates its control socket).
+_CONNECT_GRACE = 5.0
 #: Mininet's OVSSwitch port number of a bridge's own (LOCAL) interface once the datapath has it.
 _OFPP_LOCAL = 65534
 #: Interface names are limited to 15 characters by the kernel (IFNAMSIZ - 1).
@@ -130,15 +144,15 @@ def _ovs_ctl() -> str:
 
 def installed() -> bool:
     """Are the OVS binaries emulab needs present?"""
-    binaries = ("ovs-vsctl", "ovs-ofctl", "ovsdb-server", "ovs-vswitchd")
+    binaries = ("ovs-vsctl", "ovs-ofctl", "ovs-appctl", "ovsdb-server", "ovs-vswitchd")
     return all(shutil.which(b) or Path("/usr/sbin", b).exists() for b in binaries) and any(
         os.access(p, os.X_OK) for p in OVS_CTL_CANDIDATES
     )
 
 
-def _daemon_pid(paths: OvsPaths, daemon: str) -> int | None:
-    """The pid in the daemon's pid file when it names a live process of that name (cheap: no
-    subprocess), else None.
+def _daemon_state(paths: OvsPaths, daemon: str) -> tuple[int, str] | None:
+    """(pid, process state letter) of the process the daemon's pid file names, when it is a live
+    process of that name (cheap: no subprocess), else None.
 
     A zombie is not alive: a killed daemon keeps its /proc entry until its parent reaps it, and a
     detached daemon's parent is init, which in a container may take its time. ovs-ctl's own check
@@ -155,7 +169,13 @@ def _daemon_pid(paths: OvsPaths, daemon: str) -> int | None:
     # COMM is truncated to 15 characters ("ovs-vswitchd" and "ovsdb-server" fit).
     if comm != daemon[:15] or not fields or fields[0] in ("Z", "X"):
         return None
-    return pid
+    return pid, fields[0]
+
+
+def _daemon_pid(paths: OvsPaths, daemon: str) -> int | None:
+    """The pid in the daemon's pid file when it names a live (not zombie) process of that name."""
+    found = _daemon_state(paths, daemon)
+    return found[0] if found else None
 
 
 def _daemon_alive(paths: OvsPaths, daemon: str) -> bool:
@@ -164,11 +184,18 @@ def _daemon_alive(paths: OvsPaths, daemon: str) -> bool:
 
 def _drop_stale_pidfiles(paths: OvsPaths) -> None:
     """Remove the pid file of a daemon that is dead or a zombie, so ovs-ctl starts it again instead of
-    reporting it "already running"."""
+    reporting it "already running", and the control sockets (`DAEMON.PID.ctl`) of every dead
+    process of that name, which a killed daemon leaves behind in the run directory."""
     for daemon in DAEMONS:
-        if not _daemon_alive(paths, daemon):
+        live = _daemon_pid(paths, daemon)
+        if live is None:
             with contextlib.suppress(OSError):
                 paths.pidfile(daemon).unlink()
+        for ctl in paths.rundir.glob(f"{daemon}.*.ctl"):
+            pid = ctl.name[len(daemon) + 1:-len(".ctl")]
+            if pid.isdigit() and int(pid) != live:
+                with contextlib.suppress(OSError):
+                    ctl.unlink()
 
 
 def is_running(paths: OvsPaths | None = None) -> bool:
@@ -183,24 +210,102 @@ def restart_hint() -> str:
     return f"restart Open vSwitch (`{ctl} restart`, or `systemctl restart openvswitch-switch` where systemd runs it)"
 
 
-def check_answering(paths: OvsPaths | None = None, timeout: float = ANSWER_TIMEOUT) -> None:
-    """Raise OvsError, saying which daemon and what to do, unless both daemons run and answer on their
-    control sockets within `timeout` seconds.
+def answer_timeout() -> float:
+    """ANSWER_TIMEOUT, or the seconds EMULAB_OVS_ANSWER_TIMEOUT gives."""
+    raw = os.environ.get(ANSWER_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return ANSWER_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise OvsError(f"{ANSWER_TIMEOUT_ENV} must be a number of seconds above 0, not {raw!r}")
+    return value
 
-    Mininet runs ovs-vsctl without a timeout, and ovs-vsctl waits for ovs-vswitchd to apply each
-    change: handed a dead or hung daemon, a start would hang instead of failing.
+
+def _appctl_version(daemon: str, timeout: float) -> tuple[str, str]:
+    """Ask the daemon for its version: ("ok" | "timeout" | "error", the last line ovs-appctl printed
+    on stderr)."""
+    # -t DAEMON finds the control socket through the pid file in OVS_RUNDIR, as ovs-ctl does.
+    args = ["ovs-appctl", f"--timeout={max(1, math.ceil(timeout))}", "-t", daemon, "version"]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout + 2, check=False)
+    except FileNotFoundError as exc:
+        raise OvsError(NOT_INSTALLED) from exc
+    except subprocess.TimeoutExpired:
+        return "timeout", ""
+    lines = proc.stderr.strip().splitlines()
+    # a log line ("2026-…Z|00001|unixctl|WARN|failed to connect …") without its log prefix
+    last = re.sub(r"^\S+\|\d+\|[\w-]+\|[A-Z]+\|", "", lines[-1]) if lines else ""
+    if proc.returncode == 0:
+        return "ok", last
+    # On --timeout ovs-appctl's alarm kills it with SIGALRM.
+    return ("timeout" if proc.returncode == -signal.SIGALRM else "error"), last or f"exit {proc.returncode}"
+
+
+def _starting_up(stderr_line: str) -> bool:
+    """Does ovs-appctl's error mean a daemon that is still starting (or just went), rather than one
+    that refuses? No control socket yet, or a pid file not yet written or locked."""
+    return ("cannot connect" in stderr_line or "cannot read pidfile" in stderr_line) and (
+        "No such file" in stderr_line or "Connection refused" in stderr_line or "No such process" in stderr_line
+    )
+
+
+def _check_daemon(paths: OvsPaths, daemon: str, timeout: float) -> bool:
+    """check_answering() for one daemon."""
+    found = _daemon_state(paths, daemon)
+    if found is None:
+        return False
+    pid = found[0]
+    log = paths.logfile(daemon)
+    timeouts = 0
+    grace_until = time.monotonic() + _CONNECT_GRACE
+    while True:
+        outcome, detail = _appctl_version(daemon, timeout)
+        if outcome == "ok":
+            return True
+        found = _daemon_state(paths, daemon)
+        if found is None:  # it died while we asked: the caller starts it again
+            return False
+        if found[0] != pid:  # restarted by someone else meanwhile: ask the new one
+            pid, timeouts = found[0], 0
+            if time.monotonic() < grace_until:
+                continue
+        state = found[1]
+        if outcome == "timeout":
+            timeouts += 1
+            stopped = state in ("T", "t")
+            if stopped or timeouts >= 2:
+                why = (f"its process is stopped (state {state})" if stopped
+                       else f"it did not answer `ovs-appctl version` within {timeout:g} s, twice")
+                raise OvsError(
+                    f"{daemon} (pid {pid}) is hung: {why}; if it is only busy, allow it longer with "
+                    f"{ANSWER_TIMEOUT_ENV}=SECONDS (see {log}): {restart_hint()}")
+            continue
+        if _starting_up(detail) and time.monotonic() < grace_until:
+            time.sleep(0.1)
+            continue
+        said = detail if detail.startswith("ovs-appctl") else f"ovs-appctl: {detail}"
+        root = " (emulab needs root)" if "Permission denied" in detail else ""
+        raise OvsError(f"{daemon} (pid {pid}) could not be asked over its control socket: {said}{root} "
+                       f"(see {log}): {restart_hint()}")
+
+
+def check_answering(paths: OvsPaths | None = None, timeout: float | None = None) -> bool:
+    """True when both daemons run and answer `ovs-appctl version` on their control sockets; False
+    when one of them is not running (dead, a zombie, or gone while asked: ensure_running() starts it
+    then). Raises OvsError, naming the daemon and the fix, when one runs but is hung (no answer within
+    `timeout` seconds twice, or once while its process is stopped) or cannot be asked at all (its
+    control socket stays missing, permission denied).
+
+    `timeout` defaults to answer_timeout(). Mininet runs ovs-vsctl without a timeout, and ovs-vsctl
+    waits for ovs-vswitchd to apply each change: handed a hung daemon, a start would hang instead of
+    failing.
     """
     paths = paths or OvsPaths.from_env()
-    for daemon in DAEMONS:
-        pid = _daemon_pid(paths, daemon)
-        if pid is None:
-            raise OvsError(f"{daemon} is not running (see {paths.logfile(daemon)}): {restart_hint()}")
-        # -t DAEMON finds the control socket through the pid file in OVS_RUNDIR, as ovs-ctl does.
-        proc = _run(["ovs-appctl", f"--timeout={max(1, round(timeout))}", "-t", daemon, "version"],
-                    timeout=timeout + 2, check=False)
-        if proc.returncode != 0:
-            raise OvsError(f"{daemon} (pid {pid}) does not answer within {timeout:.0f} s "
-                           f"(see {paths.logfile(daemon)}): {restart_hint()}")
+    timeout = answer_timeout() if timeout is None else timeout
+    return all(_check_daemon(paths, daemon, timeout) for daemon in DAEMONS)
 
 
 @contextmanager
@@ -218,50 +323,61 @@ def _startup_lock(paths: OvsPaths) -> Iterator[None]:
 
 
 def ensure_running(*, vswitchd_options: Sequence[str] = (), timeout: float = 30.0) -> None:
-    """Start ovsdb-server and ovs-vswitchd unless both are already running.
+    """Start ovsdb-server and ovs-vswitchd unless both are already running and answering.
 
-    Idempotent and cheap when OVS runs (a few file reads and one `ovs-appctl version` per daemon,
-    which turns a hung daemon into an OvsError with the fix instead of a hang later). A daemon that
-    is dead (or a zombie) is started again. `vswitchd_options` are extra
+    Idempotent. When OVS runs it costs a few file reads and two subprocesses (`ovs-appctl version`
+    to each daemon, check_answering()), which turn a hung daemon into an OvsError with the fix
+    instead of a hang later; a daemon that is only busy gets a second chance. A daemon that is dead
+    (or a zombie, or dies during the check) is started again. `vswitchd_options` are extra
     ovs-vswitchd arguments used only when it has to be started (tests pass --disable-system for a
     private instance so it never touches the kernel datapath of the system instance).
     Raises OvsError with "run make setup" when OVS is not installed.
     """
     paths = OvsPaths.from_env()
-    if is_running(paths):
-        check_answering(paths)
+    if is_running(paths) and check_answering(paths):
         return
     ctl = _ovs_ctl()
     if not installed():
         raise OvsError(NOT_INSTALLED)
     with _startup_lock(paths):
-        if is_running(paths):  # someone else started it while we waited for the lock
-            check_answering(paths)
+        # someone else may have started it while we waited for the lock
+        if is_running(paths) and check_answering(paths):
             return
-        _drop_stale_pidfiles(paths)
-        args = [
-            ctl,
-            "start",
-            "--system-id=random",
-            # mlockall pins all of vswitchd's memory: pointless for an emulator on a small VM.
-            "--no-mlockall",
-            # Recording the hostname runs `hostname -f`, which can hang without DNS.
-            "--no-record-hostname",
-        ]
-        if vswitchd_options:
-            args.append("--ovs-vswitchd-options=" + " ".join(vswitchd_options))
-        # ovs-ctl prints a harmless "ulimit: error setting limit" in containers; only the exit
-        # status and the daemons' presence matter.
-        proc = _run(args, timeout=timeout, check=False)
-        deadline = time.monotonic() + timeout
-        while not is_running(paths):
-            if time.monotonic() > deadline:
-                tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-                raise OvsError(
-                    f"Open vSwitch did not start (ovs-ctl exit {proc.returncode}: {' | '.join(tail)}); "
-                    f"see {paths.logfile('ovs-vswitchd')}"
-                )
-            time.sleep(0.05)
+        try:
+            _start(paths, ctl, vswitchd_options, timeout)
+        except OvsError as exc:
+            if str(exc) == NOT_INSTALLED:
+                raise
+            raise OvsError(f"{exc}: {restart_hint()}") from exc
+
+
+def _start(paths: OvsPaths, ctl: str, vswitchd_options: Sequence[str], timeout: float) -> None:
+    """Start whichever daemon is not running with ovs-ctl (under the start-up lock), then wait
+    until the database answers."""
+    _drop_stale_pidfiles(paths)
+    args = [
+        ctl,
+        "start",
+        "--system-id=random",
+        # mlockall pins all of vswitchd's memory: pointless for an emulator on a small VM.
+        "--no-mlockall",
+        # Recording the hostname runs `hostname -f`, which can hang without DNS.
+        "--no-record-hostname",
+    ]
+    if vswitchd_options:
+        args.append("--ovs-vswitchd-options=" + " ".join(vswitchd_options))
+    # ovs-ctl prints a harmless "ulimit: error setting limit" in containers; only the exit
+    # status and the daemons' presence matter.
+    proc = _run(args, timeout=timeout, check=False)
+    deadline = time.monotonic() + timeout
+    while not is_running(paths):
+        if time.monotonic() > deadline:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            raise OvsError(
+                f"Open vSwitch did not start (ovs-ctl exit {proc.returncode}: {' | '.join(tail)}); "
+                f"see {paths.logfile('ovs-vswitchd')}"
+            )
+        time.sleep(0.05)
     # The database may still be replaying its log; one round trip proves it answers.
     vsctl("show", timeout=timeout)
 
