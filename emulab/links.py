@@ -35,6 +35,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mininet.link import Link
@@ -190,6 +192,56 @@ def _netns_path(node: Any) -> str:
     return f"/proc/{node.pid}/ns/net"
 
 
+def needs_hop(backend: str, params: LinkParams, dynamic: bool) -> bool:
+    """Whether a link's traffic goes through the shaper process (two veth pairs, see EmuLink)."""
+    return backend == "shaper" and (dynamic or not params.is_neutral)
+
+
+@dataclass(frozen=True)
+class VethPair:
+    """One veth pair for ``make_veth_pairs``: end 1 is created up, end 2 down (its node's
+    configuration brings it up); each end in the network namespace of process ``pid`` (None: the
+    namespace ``ip`` runs in), with MAC address ``mac`` (None: the kernel's random one)."""
+
+    name1: str
+    name2: str
+    pid1: int | None = None
+    pid2: int | None = None
+    mac1: str | None = None
+    mac2: str | None = None
+
+    def batch_line(self) -> str:
+        def end(name: str, pid: int | None, mac: str | None) -> str:
+            return f"name {name}" + (f" address {mac}" if mac else "") + (f" netns {pid}" if pid else "")
+
+        # the kernel refuses IFF_UP on a veth's peer end at creation (ENOTCONN): only end 1 starts up
+        return f"link add {end(self.name1, self.pid1, self.mac1)} up type veth peer {end(self.name2, self.pid2, self.mac2)}"
+
+
+def make_veth_pairs(pairs: Sequence[VethPair], netns: str | None = None, extra: Sequence[str] = ()) -> None:
+    """Create veth pairs with one ``ip -batch`` process (inside the named namespace ``netns``, else
+    here), then run the ``extra`` batch lines: a testbed's links cost one process, not a process or
+    a shell round trip per interface. Raises LinkError naming the line that failed."""
+    lines = [p.batch_line() for p in pairs] + list(extra)
+    if not lines:
+        return
+    cmd = ["ip", *(["-n", netns] if netns else []), "-batch", "-"]
+    r = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip()
+        m = re.search(r"-:(\d+)", msg)
+        failed = f" ({lines[int(m.group(1)) - 1]})" if m and 0 < int(m.group(1)) <= len(lines) else ""
+        where = f" in namespace {netns}" if netns else ""
+        raise LinkError(f"cannot create the links' interfaces{where}{failed}: {msg}")
+
+
+def free_shaper_indexes(netns: str, count: int) -> list[int]:
+    """``count`` numbers N whose middle interfaces emsh<N>a/b are free in the shaper namespace (one
+    look at it for all the links of a testbed)."""
+    with IPRoute(netns=netns, flags=0) as ipr:
+        return _free_indexes(ipr, count)
+
+
 def _node_ipr(node: Any) -> IPRoute:
     """A netlink socket inside the node's (possibly unnamed) network namespace."""
     try:
@@ -216,6 +268,9 @@ class EmuLink(Link):
       dynamic  keep the emulation hop even while neutral, because set_params will be called
       limit    packets queued per direction before tail drop (netem limit; shaper limit)
       seed     random seed for the shaper's loss/jitter (reproducible runs)
+      premade  the interfaces exist already and are (or will be) up: made in one batch for many
+               links (make_veth_pairs), the middle interfaces of a shaped link named by ``middle``;
+               the link then runs no command of its own but the shaper's add
     """
 
     def __init__(self, node1: Any, node2: Any, port1: int | None = None, port2: int | None = None,
@@ -223,7 +278,8 @@ class EmuLink(Link):
                  addr1: str | None = None, addr2: str | None = None, *,
                  params: LinkParams | None = None, backend: str | None = None, shaper: Shaper | None = None,
                  link_id: str | int | None = None, dynamic: bool = False, limit: int = DEFAULT_LIMIT,
-                 seed: int | None = None, **kwargs: Any) -> None:
+                 seed: int | None = None, premade: bool = False, middle: tuple[str, str] | None = None,
+                 **kwargs: Any) -> None:
         if backend not in BACKENDS:
             raise LinkError(f"EmuLink needs backend='netem' or 'shaper' (see emulab.links.choose_backend), "
                             f"got {backend!r}")
@@ -244,10 +300,17 @@ class EmuLink(Link):
         self.mid1: str | None = None
         self.mid2: str | None = None
         #: True when traffic goes through the shaper process (two veth pairs)
-        self.hop = backend == "shaper" and (dynamic or not params.is_neutral)
+        self.hop = needs_hop(backend, params, dynamic)
         if self.hop and shaper is None:
             raise LinkError(f"link {link_id}: backend 'shaper' needs a running shaper "
                             "(Shaper.start(...)) passed as shaper=")
+        self.premade = premade
+        if premade:
+            if self.hop:
+                if middle is None:
+                    raise LinkError(f"link {link_id}: a premade shaped link needs its middle interfaces")
+                self.mid1, self.mid2 = middle
+            kwargs.setdefault("up", None)  # Mininet's Intf would run `ifconfig up` per interface
         super().__init__(node1, node2, port1=port1, port2=port2, intfName1=intfName1, intfName2=intfName2,
                          addr1=addr1, addr2=addr2, fast=True, **kwargs)
         if self.link_id is None:
@@ -268,6 +331,8 @@ class EmuLink(Link):
                      addr2: str | None = None, node1: Any = None, node2: Any = None,
                      deleteIntfs: bool = True) -> None:  # noqa: N803
         """Mininet hook: one veth pair, or two through the shaper namespace when the link has a hop."""
+        if self.premade:
+            return
         if not self.hop:
             Link.makeIntfPair(intfname1, intfname2, addr1, addr2, node1, node2, deleteIntfs=deleteIntfs)
             return
@@ -413,16 +478,23 @@ class EmuLink(Link):
 
 
 def _free_index(ipr: IPRoute) -> int:
+    return _free_indexes(ipr, 1)[0]
+
+
+def _free_indexes(ipr: IPRoute, count: int) -> list[int]:
     used = set()
     pat = re.compile(rf"^{SHAPER_IFPREFIX}(\d+)[ab]$")
     for link in ipr.get_links():
         m = pat.match(link.get_attr("IFLA_IFNAME") or "")
         if m:
             used.add(int(m.group(1)))
+    free: list[int] = []
     n = 1
-    while n in used:
+    while len(free) < count:
+        if n not in used:
+            free.append(n)
         n += 1
-    return n
+    return free
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ down whatever was built, so there is never a half-built network.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -67,7 +68,6 @@ class Testbed:
         self.radio_name = radio or (spec.radio.backend if spec.radio else DEFAULT_BACKEND)
         self.want_services = services
         self.progress = progress or (lambda _msg: None)
-        self.link_backend = caps.link_backend
         self.datapath = caps.ovs_datapath
         self.net: Any = None
         self.controller: Any = None
@@ -81,6 +81,13 @@ class Testbed:
         self.started_at = 0.0
         self.ready_s = 0.0
         self.phases = StartPhases()
+
+    @functools.cached_property
+    def link_backend(self) -> str:
+        """"netem" or "shaper" (emulab.links.choose_backend): asked when first needed, because
+        deciding imports the link layer (Mininet, pyroute2), which the start does after launching
+        its helper processes."""
+        return str(self.caps.link_backend)
 
     # ------------------------------------------------------------------ build
     def start(self) -> None:
@@ -113,34 +120,20 @@ class Testbed:
             raise StartError(f"{self.spec.name}: {exc}") from None
 
     def _start(self) -> None:
-        from mininet.log import setLogLevel
-        from mininet.net import Mininet
-        from mininet.node import OVSSwitch
-
         from emulab import ovs
         from emulab.controller import ControllerProcess, free_tcp_port
-        from emulab.links import EmuLink
 
         phase = self.phases
         if not self.caps.can_run:
             missing = [c.name for c in self.caps.items.values() if c.required and not c.present]
             raise StartError("this machine cannot run the testbed, missing: " + ", ".join(missing) + " (see `emulab doctor`)")
-        setLogLevel("error")
         paths.log_dir().mkdir(parents=True, exist_ok=True)
 
-        if self.want_services and any(n.services for n in self.spec.nodes.values()):
-            from emulab.services import Launcher
-
-            with phase("service launcher"):  # its imports overlap the build
-                self.launcher = Launcher()
-
-        with phase("ovs"):
-            self.progress("starting Open vSwitch")
-            ovs.ensure_running()
-
+        # The processes that start Python of their own are launched first and waited for only where
+        # they are needed, so their start-up overlaps this process's imports and the build; the
+        # controller first, whose imports (os-ken, eventlet) take longest.
         with phase("controller"):
-            # Launched, not waited for: its imports (os-ken, eventlet) overlap building hosts and links;
-            # the switches wait for it to listen just before they start.
+            # the switches wait for it to listen just before they start
             self.progress("starting the os-ken controller")
             self.controller_port = free_tcp_port()
             self.controller = ControllerProcess.start(
@@ -150,29 +143,51 @@ class Testbed:
                 wait=False,
             )
 
+        if self.want_services and any(n.services for n in self.spec.nodes.values()):
+            from emulab.services import Launcher
+
+            with phase("service launcher"):
+                self.launcher = Launcher()
+
+        with phase("ovs"):
+            self.progress("starting Open vSwitch")
+            ovs.ensure_running()
+
         # Radio links change at run time, so they need a shaper hop even while their parameters are neutral.
         if self.link_backend == "shaper" and any(not lk.params.is_neutral or lk.radio for lk in self.spec.links):
             from emulab.shaper_control import Shaper
 
-            with phase("shaper"):
+            with phase("shaper"):  # launched here, waited for before the links: its start overlaps the hosts'
                 self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
-                self.shaper = Shaper.start(paths.shaper_socket(), log_path=paths.log_dir() / "shaper.log",
-                                           timeout=60)  # a busy machine is slow, not broken
+                self.shaper = Shaper.launch(paths.shaper_socket(), log_path=paths.log_dir() / "shaper.log")
 
+        from mininet.log import setLogLevel
+        from mininet.net import Mininet
+        from mininet.node import OVSSwitch
+
+        from emulab.hosts import QuickHost, finish_shells
+        from emulab.links import EmuLink
+
+        setLogLevel("error")
         self.progress(
             f"building {len(self.spec.nodes)} hosts, {len(self.spec.switches)} switches, {len(self.spec.links)} links"
         )
         net = Mininet(build=False, controller=None, autoSetMacs=False, waitConnected=False)
         self.net = net
         with phase("namespaces"):
-            for node in self.spec.nodes.values():
-                net.addHost(node.name, ip=None)
+            # every host's shell is spawned first, then each is waited for: they start side by side
+            hosts = [net.addHost(node.name, cls=QuickHost, ip=None) for node in self.spec.nodes.values()]
+            finish_shells(hosts)
             self._name_namespaces()
+        if self.shaper is not None:
+            with phase("shaper ready"):
+                self.shaper.wait_ready(timeout=60)  # a busy machine is slow, not broken
         with phase("links"):
             for idx, sw in enumerate(self.spec.switches.values(), start=1):
                 # batch: one ovs-vsctl call creates every bridge with its ports and controller record
                 net.addSwitch(sw.bridge, cls=OVSSwitch, dpid=f"{paths.dpid_base() + idx:016x}", batch=True,
                               **ovs.switch_params(self.datapath))
+            middles = self._make_interfaces()
             for link in self.spec.links:
                 self.links[link.name] = net.addLink(
                     self._mn_name(link.a.node),
@@ -185,8 +200,25 @@ class Testbed:
                     shaper=self.shaper,
                     link_id=link.name,
                     dynamic=link.radio,
+                    premade=True,
+                    middle=middles.get(link.name),
                 )
-            net.build()
+            # Mininet's build would only run `ifconfig lo up` in each host, one round trip at a time:
+            # the addresses step brings lo up with the rest
+            net.built = True
+        with phase("addresses/routes"):
+            self.progress("configuring addresses and routes")
+            self._configure_ip()
+        early: list[Any] = []
+        if self.want_services and self.launcher is not None:
+            from emulab.services import ServiceManager
+
+            # the registrars, and the elements that reach theirs without a switch or the radio, need
+            # neither the controller nor the radio: their registration overlaps the waits for both
+            # (addresses and routes come first for the same reason: they need no switch either)
+            with phase("services (early)"):
+                self.services = ServiceManager(self, launcher=self.launcher)
+                early = self.services.start_early()
         with phase("switches"):
             if self.spec.switches:
                 # generous: on a busy machine the controller's imports alone can take seconds
@@ -204,9 +236,6 @@ class Testbed:
                 for emu in self.links.values():  # OVS replaces the qdiscs of the ports it adds
                     emu.reapply()
 
-        with phase("addresses/routes"):
-            self.progress("configuring addresses and routes")
-            self._configure_ip()
         if self.spec.switches:
             with phase("controller connect"):
                 self._wait_switches_connected()
@@ -225,9 +254,10 @@ class Testbed:
             from emulab.services import ServiceManager
 
             with phase("services/registration"):
-                self.services = ServiceManager(self, launcher=self.launcher)
+                if self.services is None:
+                    self.services = ServiceManager(self, launcher=self.launcher)
                 try:
-                    started = self.services.start()
+                    started = self.services.start(early=early)
                 finally:  # the services it forked live on without it
                     self._close_launcher()
                 if started:
@@ -262,6 +292,56 @@ class Testbed:
         sw = self.spec.switches.get(name)
         return sw.bridge if sw else name
 
+    def _make_interfaces(self) -> dict[str, tuple[str, str]]:
+        """Every link's veth pairs, made in one `ip -batch` per namespace (the shaper's for the shaped
+        links' middle ends, then this one for the rest), with the MAC addresses of ``p2p_macs``.
+        Returns the middle interfaces (emsh<N>a, emsh<N>b) of each shaped link."""
+        from emulab.links import SHAPER_IFPREFIX, VethPair, free_shaper_indexes, make_veth_pairs, needs_hop
+
+        def pid(name: str) -> int:  # a switch's shell runs in this namespace, where its ports belong
+            return self.net.get(self._mn_name(name)).pid
+
+        macs = self.p2p_macs()
+        hops = [lk for lk in self.spec.links if needs_hop(self.link_backend, lk.params, lk.radio)]
+        hop_names = {lk.name for lk in hops}
+        numbers = iter(free_shaper_indexes(self.shaper.netns, len(hops)) if hops else [])
+        middles: dict[str, tuple[str, str]] = {}
+        shaped: list[VethPair] = []
+        plain: list[VethPair] = []
+        switch_ends_up: list[str] = []  # a switch's end of a shaped link: made down, and no node brings it up
+        for link in self.spec.links:
+            mac = macs.get(link.name, (None, None))
+            if link.name in hop_names:
+                n = next(numbers)
+                mids = middles[link.name] = (f"{SHAPER_IFPREFIX}{n}a", f"{SHAPER_IFPREFIX}{n}b")
+                for mid, end, end_mac in zip(mids, link.ends, mac, strict=True):
+                    shaped.append(VethPair(mid, end.intf, pid2=pid(end.node), mac2=end_mac))
+                    if end.node in self.spec.switches:
+                        switch_ends_up.append(f"link set {end.intf} up")
+                continue
+            a, b = link.ends
+            mac_a, mac_b = mac
+            if a.node not in self.spec.switches:  # end 1 is made up: the switch's end, where there is one
+                a, b, mac_a, mac_b = b, a, mac_b, mac_a
+            plain.append(VethPair(a.intf, b.intf, pid1=pid(a.node), pid2=pid(b.node), mac1=mac_a, mac2=mac_b))
+        if shaped:
+            make_veth_pairs(shaped, netns=self.shaper.netns)
+        make_veth_pairs(plain, extra=switch_ends_up)
+        return middles
+
+    def p2p_macs(self) -> dict[str, tuple[str, str]]:
+        """Fixed MAC addresses (locally administered, numbered by link) for both ends of every link
+        between two nodes, so that each end's neighbour entry for the other is written at start
+        (``_node_script``) and the first packet across a 160 ms link does not wait a round trip
+        for ARP. Links to switches keep the kernel's random addresses and ARP as usual."""
+        macs = {}
+        for i, link in enumerate(self.spec.links, start=1):
+            if link.a.node in self.spec.switches or link.b.node in self.spec.switches:
+                continue
+            base = f"02:e1:{(i >> 16) & 0xFF:02x}:{(i >> 8) & 0xFF:02x}:{i & 0xFF:02x}"
+            macs[link.name] = (f"{base}:01", f"{base}:02")
+        return macs
+
     def _name_namespaces(self) -> None:
         """Give each host's (otherwise anonymous) namespace a name, so pyroute2 and `ip netns` reach it."""
         from pyroute2 import netns
@@ -274,30 +354,45 @@ class Testbed:
             self.netns[node] = name
 
     def _configure_ip(self) -> None:
-        """Addresses, routes and per-host settings, several hosts at a time: each host is a netlink
-        socket and a shell of its own, and most of the time goes to waiting on them."""
-        from concurrent.futures import ThreadPoolExecutor
-
+        """Addresses, routes and per-host settings: the commands go to every host's shell before the
+        first answer is awaited (a window of hosts at a time, so a large topology does not fork a
+        process per host all at once), so the hosts configure themselves side by side."""
         routes = self.spec.routes()
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.spec.nodes)))) as pool:
-            for future in [pool.submit(self._configure_node, node, routes) for node in self.spec.nodes.values()]:
-                future.result()
+        macs = self.p2p_macs()
+        links_of: dict[str, list[Any]] = {name: [] for name in self.spec.nodes}
+        for link in self.spec.links:
+            for end in link.ends:
+                if end.node in links_of:
+                    links_of[end.node].append(link)
+        nodes = list(self.spec.nodes.values())
+        window = 32
+        for i in range(0, len(nodes), window):
+            batch = [(node, self.net.get(node.name)) for node in nodes[i:i + window]]
+            for node, host in batch:
+                host.sendCmd(self._node_script(node, links_of[node.name], routes, macs))
+            for node, host in batch:
+                out = host.waitOutput()
+                if _CONFIG_FAILED in out:
+                    detail = " ".join(ln.strip() for ln in out.splitlines() if ln.strip() and _CONFIG_FAILED not in ln)
+                    raise StartError(f"{node.name}: addresses/routes could not be set: {detail}")
 
-    def _configure_node(self, node: Any, routes: dict[str, Any]) -> None:
-        """One round trip to the host's shell: addresses, links up and routes in one `ip -batch`, the
+    def _node_script(self, node: Any, links: list[Any], routes: dict[str, Any],
+                     macs: dict[str, tuple[str, str]]) -> str:
+        """One shell command line for a host: interfaces up with their addresses, the neighbour
+        entries of its point-to-point links (``p2p_macs``) and its routes in one `ip -batch`, the
         sysctls written by the shell itself (no process), checksum offload off where needed."""
-        ip_lines = []
-        for link in self.spec.links_of(node.name):
-            end = link.a if link.a.node == node.name else link.b
-            if end.address is None:
-                continue
-            ip_lines.append(f"address add {end.address.ip}/{end.address.network.prefixlen} dev {end.intf}")
+        ip_lines = ["link set lo up"]
+        for link in links:
+            end, peer = (link.a, link.b) if link.a.node == node.name else (link.b, link.a)
+            if end.address is not None:
+                ip_lines.append(f"address add {end.address.ip}/{end.address.network.prefixlen} dev {end.intf}")
             ip_lines.append(f"link set {end.intf} up")
+            if link.name in macs and peer.address is not None:
+                peer_mac = macs[link.name][0 if peer is link.a else 1]
+                ip_lines.append(f"neigh replace {peer.address.ip} lladdr {peer_mac} dev {end.intf} nud permanent")
         ip_lines += [f"route replace {r.dest} via {r.via}" for r in routes.get(node.name, ())]
-        script = []
-        if ip_lines:
-            quoted = " ".join(f"'{line}'" for line in ip_lines)
-            script.append(f"printf '%s\\n' {quoted} | ip -batch - 2>&1 || echo {_CONFIG_FAILED}")
+        quoted = " ".join(f"'{line}'" for line in ip_lines)
+        script = [f"printf '%s\\n' {quoted} | ip -batch - 2>&1 || echo {_CONFIG_FAILED}"]
         # the namespace's own /proc/sys view, as `sysctl` would write it (errors ignored, as sysctl -q)
         forwarding = "1" if node.forwarding else "0"
         for key, value in (("net/ipv4/ip_forward", forwarding), ("net/ipv4/conf/all/rp_filter", "0"),
@@ -307,12 +402,9 @@ class Testbed:
             # OVS's userspace datapath forwards veth frames whose checksums the sender left to TX
             # offload without completing them, so TCP across a switch dies (ping survives). Hosts
             # then compute their own checksums, as the kernel datapath's users never notice.
-            for link in self.spec.links_of(node.name):
+            for link in links:
                 script.append(f"ethtool -K {link.end_of(node.name).intf} tx off >/dev/null 2>&1")
-        out = self.net.get(node.name).cmd("; ".join(script))
-        if _CONFIG_FAILED in out:
-            detail = " ".join(ln.strip() for ln in out.splitlines() if ln.strip() and _CONFIG_FAILED not in ln)
-            raise StartError(f"{node.name}: addresses/routes could not be set: {detail}")
+        return "; ".join(script)
 
     # --------------------------------------------------------------- teardown
     def stop(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socketserver
 import subprocess
@@ -30,6 +31,10 @@ Progress = Callable[[str], None]
 #: Set by `start_detached` for its runner: time.monotonic() (CLOCK_MONOTONIC, shared by the processes
 #: of one boot) when the runner was launched.
 LAUNCHED_ENV = "EMULAB_RUNNER_LAUNCHED"
+#: Set by `start_detached` for its runner: the file descriptor of a pipe on which the runner says
+#: it is ready (answering on its control socket), so the caller returns at once instead of at its
+#: next look at the state file. The pipe closes when the runner exits, ready or not.
+READY_FD_ENV = "EMULAB_RUNNER_READY_FD"
 
 
 class StartAborted(StartError):
@@ -173,8 +178,9 @@ def teardown(testbed: Any, progress: Progress, server: ControlServer | None = No
         server.close()
     progress("tearing down")
     testbed.stop()
-    with contextlib.suppress(FileNotFoundError):
-        paths.state_file().unlink()
+    # the controller writes its final status as it exits; a stopped testbed has none to show
+    for path in (paths.state_file(), paths.controller_status()):
+        path.unlink(missing_ok=True)
 
 
 def run_foreground(options: StartOptions, progress: Progress) -> int:
@@ -217,20 +223,44 @@ def start_detached(options: StartOptions, timeout: float | None, progress: Progr
         timeout = default_timeout(len(load(options.topology).nodes))
     paths.log_dir().mkdir(parents=True, exist_ok=True)
     log_path = paths.log_dir() / "runner.log"
-    env = dict(os.environ, **{LAUNCHED_ENV: repr(time.monotonic())})
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emulab.runner", json.dumps(asdict(options))],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
+    ready_r, ready_w = os.pipe()
+    env = dict(os.environ, **{LAUNCHED_ENV: repr(time.monotonic()), READY_FD_ENV: str(ready_w)})
+    if sys.version_info < (3, 12):
+        # Mininet imports distutils, which setuptools' shim (on by default in a venv) serves by
+        # importing all of setuptools: 0.1 s of the runner's start. Python < 3.12 has its own.
+        env.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+    try:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "emulab.runner", json.dumps(asdict(options))],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                pass_fds=(ready_w,),
+            )
+    finally:
+        os.close(ready_w)
+    try:
+        return _wait_ready(proc, log_path, ready_r, timeout, progress)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(ready_r)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log_path: Any, ready_r: int,
+                timeout: float, progress: Progress) -> str:
+    """``start_detached``'s wait: the runner's progress lines shown as they come, until it is ready."""
     deadline = time.monotonic() + timeout
     shown = 0
+    watching = True
     while time.monotonic() < deadline:
-        time.sleep(0.05)
+        if watching:  # woken by the runner's ready (or its exit), else every 50 ms for progress
+            if select.select([ready_r], [], [], 0.05)[0] and not os.read(ready_r, 64):
+                watching = False  # end of file: the runner closed it (ready, or exited: see below)
+        else:
+            time.sleep(0.05)
         with contextlib.suppress(OSError):
             lines = log_path.read_text(errors="replace").splitlines()
             for line in lines[shown:]:
@@ -288,8 +318,32 @@ def _left_behind() -> str:
     return f" (removed what it left behind: {', '.join(removed)})" if removed else ""
 
 
+def _ready_fd() -> int | None:
+    """The pipe ``start_detached`` waits on (READY_FD_ENV), kept from every process the testbed starts."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        os.set_inheritable(int(fd), False)
+        return int(fd)
+    return None
+
+
+_READY_FD: list[int | None] = [None]
+
+
+def _say_ready() -> None:
+    fd = _READY_FD[0]
+    if fd is not None:
+        _READY_FD[0] = None
+        with contextlib.suppress(OSError):
+            os.write(fd, b"ready\n")
+            os.close(fd)
+
+
 def daemon_main(options: StartOptions) -> int:
     """Entry point of a detached runner."""
+    _READY_FD[0] = _ready_fd()
 
     def progress(msg: str) -> None:
         print(f"emulab: {msg}", flush=True)
@@ -328,6 +382,7 @@ def daemon_main(options: StartOptions) -> int:
     server = ControlServer(testbed, stop_event)
     server.start()
     progress(f"ready in {testbed.ready_s:.1f} s")
+    _say_ready()
     try:
         while not stop_event.wait(0.5):  # a timed wait keeps SIGTERM handling prompt
             pass

@@ -224,8 +224,9 @@ class ServiceManager:
         interval = ["--cspinterval", str(self.csp_interval)] if self.csp_interval else []
         return ["--cspserver", self.csp_server, *interval]
 
-    def _registrar_of(self, node: str, options: dict[str, Any]) -> str:
-        """The registrar a PE/PU on ``node`` uses: the one named in its options, else its own, else the first."""
+    def _registrar_node(self, node: str, options: Mapping[str, Any]) -> str:
+        """The node whose registrar a PE/PU on ``node`` uses: the one named in its options, else its
+        own, else the first."""
         spec = self.testbed.spec
         name = options.get("registrar")
         if name is None:
@@ -236,7 +237,20 @@ class ServiceManager:
             name = node if own else registrars[0]
         if name not in spec.nodes:
             raise StartError(f"{node}: registrar node {name!r} is not in the topology")
-        return f"{spec.primary_address(name)}:{ASAP_PORT}"
+        return str(name)
+
+    def _registrar_of(self, node: str, options: dict[str, Any]) -> str:
+        """The registrar address ("ADDR:PORT") a PE/PU on ``node`` uses (see _registrar_node)."""
+        return f"{self.testbed.spec.primary_address(self._registrar_node(node, options))}:{ASAP_PORT}"
+
+    def _registration_rtt_ms(self, node: str, svc: Any) -> float:
+        """The configured round trip between a pool element and its registrar (0 when unknown)."""
+        from emulab.selfcheck_paths import expected_rtt_ms
+
+        try:
+            return expected_rtt_ms(self.testbed.spec, node, self._registrar_node(node, svc.options))
+        except Exception:  # noqa: BLE001 - an order hint only; `command` reports a bad registrar
+            return 0.0
 
     def command(self, node: str, kind: str, options: dict[str, Any]) -> list[str]:
         spec = self.testbed.spec
@@ -289,24 +303,62 @@ class ServiceManager:
             return None
         return out.decode(errors="replace")
 
-    def start(self, kinds: Collection[str] | None = None, timeout: float | None = None) -> int:
-        """Start the topology's services (only those of ``kinds`` if given) and return once they are
-        up: registrars listening, then pool elements registered with them.
+    def start_early(self) -> list[tuple[str, str, subprocess.Popen[bytes]]]:
+        """Spawn, before the switches are connected and the radio is up, what needs neither: the
+        registrars, and the pool elements whose way to their registrar and back crosses no switch
+        and no radio link (the far ones, whose registration takes longest). ``start(early=...)``
+        then starts the rest and waits for all."""
+        from emulab.selfcheck_paths import round_trip
 
-        Registrars go first and are waited for, so elements reach them at the first attempt instead of
-        retrying a second later; readiness is read from each service's own log line, not guessed with
-        a timer. A service that exits or is not up within ``timeout`` s fails the start, naming its log.
+        spec = self.testbed.spec
+
+        def independent(node: str, svc: Any) -> bool:
+            try:
+                hops = round_trip(spec, node, self._registrar_node(node, svc.options))
+            except Exception:  # noqa: BLE001 - not sure: left to start()
+                return False
+            return not any(lk.radio or lk.a.node in spec.switches or lk.b.node in spec.switches for lk, _ in hops)
+
+        todo = [(n.name, s) for n in spec.nodes.values() for s in n.services]
+        pes = sorted((t for t in todo if t[1].kind == "pe" and independent(*t)),
+                     key=lambda t: -self._registration_rtt_ms(*t))
+        return [(node, svc.kind, self.spawn(node, svc.kind, self.command(node, svc.kind, dict(svc.options)),
+                                            append=False))
+                for node, svc in [t for t in todo if t[1].kind == "registrar"] + pes]
+
+    def start(self, kinds: Collection[str] | None = None, timeout: float | None = None,
+              early: list[tuple[str, str, subprocess.Popen[bytes]]] | None = None) -> int:
+        """Start the topology's services (only those of ``kinds`` if given) and return once they are
+        up: registrars listening and pool elements registered with them, then any other kinds.
+
+        Pool elements are started right after the registrars (those with the longest round trip to
+        their registrar first), not once these listen: the registrars
+        are listening long before a connection from another node reaches them, and an element refused
+        by its own node's registrar tries again within 50 ms at start (rserpool.pe's
+        start_retry_delay). Readiness is read from each service's own log line, not guessed with a
+        timer. A service that exits or is not up within ``timeout`` s fails the start, naming its log.
+        ``early``: what ``start_early`` spawned already (it is waited for with the rest).
         """
         spec = self.testbed.spec
-        todo = [(n.name, s) for n in spec.nodes.values() for s in n.services if kinds is None or s.kind in kinds]
+        early = early or []
+        done = {(node, kind) for node, kind, _ in early}
+        todo = [(n.name, s) for n in spec.nodes.values() for s in n.services
+                if (kinds is None or s.kind in kinds) and (n.name, s.kind) not in done]
         if timeout is None:  # a busy machine starts Python slowly: scale with the number of processes
-            timeout = 30.0 + 0.5 * len(todo)
+            timeout = 30.0 + 0.5 * (len(todo) + len(early))
         deadline = time.monotonic() + timeout
         started = 0
-        for kind in ("registrar", "pe", *sorted({s.kind for _, s in todo} - {"registrar", "pe"})):
-            batch = [(node, svc) for node, svc in todo if svc.kind == kind]
-            procs = [(node, kind, self.spawn(node, kind, self.command(node, kind, dict(svc.options)), append=False))
-                     for node, svc in batch]
+        others = sorted({s.kind for _, s in todo} - {"registrar", "pe"})
+        # the elements farthest from their registrars first: each spawn takes the launcher a few ms
+        pes = sorted((t for t in todo if t[1].kind == "pe"), key=lambda t: -self._registration_rtt_ms(*t))
+        groups = [[t for t in todo if t[1].kind == "registrar"] + pes,
+                  *([t for t in todo if t[1].kind == kind] for kind in others)]
+        for i, group in enumerate(groups):
+            procs = [(node, svc.kind, self.spawn(node, svc.kind, self.command(node, svc.kind, dict(svc.options)),
+                                                 append=False))
+                     for node, svc in group]
+            if i == 0:
+                procs = early + procs
             self.wait_up(procs, deadline)
             started += len(procs)
         return started
@@ -330,7 +382,7 @@ class ServiceManager:
                 names = ", ".join(f"{n}/{k}" for n, k in waiting)
                 what = "listening" if all(k == "registrar" for _, k in waiting) else "up (registered)"
                 raise StartError(f"service(s) not {what} in time: {names}; see {paths.log_dir()}")
-            time.sleep(0.02)
+            time.sleep(0.005)  # a few small files read: cheap, and readiness is seen within 5 ms
 
     def stop(self, procs: Collection[subprocess.Popen[bytes]] | None = None, timeout: float = 5.0) -> None:
         """SIGTERM the given processes (default: all of them), SIGKILL what is left after ``timeout`` s."""

@@ -197,6 +197,15 @@ class Shaper:
               log_path: str | os.PathLike[str] | None = None, timeout: float = 10.0) -> Shaper:
         """Create the namespace (if needed), start the shaper in it and wait until it answers
         (control socket and namespace default to the current instance's)."""
+        handle = cls.launch(control_path, netns, log_path)
+        handle.wait_ready(timeout)
+        return handle
+
+    @classmethod
+    def launch(cls, control_path: str | os.PathLike[str] | None = None, netns: str | None = None,
+               log_path: str | os.PathLike[str] | None = None) -> Shaper:
+        """``start`` without the wait: the shaper's Python start-up then overlaps the caller's work
+        until ``wait_ready``."""
         control_path = os.fspath(paths.shaper_socket() if control_path is None else control_path)
         netns = paths.shaper_netns() if netns is None else netns
         if os.path.exists(control_path) and socket_alive(control_path):
@@ -215,21 +224,27 @@ class Shaper:
         finally:
             if log_path:
                 out.close()  # type: ignore[union-attr]
-        handle = cls(proc, proc.pid, control_path, netns, created)
+        return cls(proc, proc.pid, control_path, netns, created)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the launched shaper answers; stop it (and raise ShaperError) if it exits or
+        does not answer within ``timeout`` s."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
-            if proc.poll() is not None:
-                if created:
-                    delete_netns(netns)
-                raise ShaperError(f"shaper exited at start with code {proc.returncode}")
+            if self.proc.poll() is not None:
+                if self.owns_netns:
+                    delete_netns(self.netns)
+                    self.owns_netns = False  # a later stop() has nothing left to remove
+                raise ShaperError(f"shaper exited at start with code {self.proc.returncode}")
             try:
-                handle.client.ping()
-                return handle
+                self.client.ping()
+                return
             except ShaperError:
                 if time.monotonic() > deadline:
-                    handle.stop()
-                    raise ShaperError(f"shaper did not answer on {control_path} within {timeout} s") from None
-                time.sleep(0.02)
+                    self.stop()
+                    raise ShaperError(f"shaper did not answer on {self.control_path} within {timeout} s") from None
+                time.sleep(0.005)
 
     def alive(self) -> bool:
         if self.proc is not None:
@@ -260,6 +275,7 @@ class Shaper:
                 pass
         if self.owns_netns:
             delete_netns(self.netns)
+            self.owns_netns = False
 
 
 def _pid_alive(pid: int) -> bool:

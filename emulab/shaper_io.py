@@ -48,7 +48,10 @@ def tune_process() -> None:
 
 def packet_socket(ifname: str) -> socket.socket:
     """AF_PACKET socket bound to ifname, with vnet headers, big buffers, not seeing its own sends."""
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    # Protocol 0 at creation, ETH_P_ALL at bind: a socket created for ETH_P_ALL is hooked to every
+    # interface at once, and bind then unhooks it, which waits for an RCU grace period (~12 ms a
+    # socket here; two sockets per shaped link, a testbed start adds them one after the other).
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         # Without this every frame we send would come back to us as PACKET_OUTGOING.

@@ -109,6 +109,11 @@ class PEConfig:
     capacity: float = 1_000_000.0  # for calcapp
     request_timeout: float = REQUEST_TIMEOUT
     retry_delay: float = 1.0  # pause before trying the registrars again when none answered
+    # Until the first registration, for start_retry_window s after start(), the pause is only
+    # start_retry_delay: a PE started beside its registrar (a testbed's start) is refused while the
+    # registrar is a few ms from listening, and need not then wait the full retry_delay.
+    start_retry_window: float = 3.0
+    start_retry_delay: float = 0.05
     business_card: bool = False  # send each PU a Business Card of alternate PEs (RSPLIB never does)
     business_card_items: int = 3  # alternates per card (RSPLIB's handle-resolution default)
     business_card_refresh: float = 5.0  # reuse the registrar's alternates this long [s] (ASAP cache timeout)
@@ -147,6 +152,7 @@ class PoolElement:
         self._stopping = False
         self._paused = False
         self._outage_logged = False
+        self._started_at = 0.0  # time.monotonic() of start()
         self._service: Any = None
         self._csp: csp.CSPReporter | None = None  # component status reports, if a monitor is configured
 
@@ -154,6 +160,7 @@ class PoolElement:
 
     async def start(self, wait: bool = True, timeout: float | None = 30.0) -> None:
         cfg = self.config
+        self._started_at = time.monotonic()
         self._setup_service()
         host, port = cfg.listen
         self._server = await tp.start_server(lambda: self._new_session(), host, port, tp.Framing.TAGGED,
@@ -307,11 +314,14 @@ class PoolElement:
                 ch = await RegistrarChannel.connect_any(self.discovery, kind=self.kind, avoid=avoid,
                                                         on_message=self._on_registrar_message)
             except NoRegistrarError as exc:
-                # warn once per outage, then keep trying quietly
-                (log.debug if self._outage_logged else log.warning)("%s; retrying", exc)
-                self._outage_logged = True
+                # warn once per outage, then keep trying quietly; a registrar not yet listening at
+                # start is no outage
+                delay = self._retry_delay()
+                starting = delay < self.config.retry_delay
+                (log.debug if self._outage_logged or starting else log.warning)("%s; retrying", exc)
+                self._outage_logged = self._outage_logged or not starting
                 avoid.clear()
-                await asyncio.sleep(self.config.retry_delay)
+                await asyncio.sleep(delay)
                 continue
             if self.channel is not None and self.channel.endpoint != ch.endpoint:
                 self.stats["registrar_changes"] += 1
@@ -335,6 +345,13 @@ class PoolElement:
                 await asyncio.sleep(min(self.config.retry_delay, 0.2))  # never spin on a failing registrar
             ch.close()
             self.registered.clear()
+
+    def _retry_delay(self) -> float:
+        """The pause before trying the registrars again: short at start (see PEConfig.start_retry_window)."""
+        cfg = self.config
+        if not self.stats["registrations"] and time.monotonic() - self._started_at < cfg.start_retry_window:
+            return min(cfg.retry_delay, cfg.start_retry_delay)
+        return cfg.retry_delay
 
     async def _serve_registrar(self, ch: RegistrarChannel) -> None:
         """Re-register on schedule or on load change until the channel breaks."""
