@@ -72,7 +72,7 @@ from rserpool.handlespace import ErrorCause as HsCause
 from rserpool.handlespace import Handlespace, PoolEntry
 from rserpool.policywire import policy_from_wire, policy_to_wire, transport_protocol
 from rserpool.ratelimit import describe_rate
-from rserpool.registrar_asap import AsapPeer, AsapRole
+from rserpool.registrar_asap import AsapPeer, AsapRole, DeadlineTimer, set_deadline
 from rserpool.takeover import HomeTakeover
 from rserpool.wire import (
     PoolElement,
@@ -191,10 +191,11 @@ class Registrar(AsapRole):
         self.blocked_hosts: set[str] = set()  # fault injection: takeover keep-alives to these fail
         self.takeover = HomeTakeover(self)
         self._peers: set[AsapPeer] = set()
-        self._ka_timers: dict[tuple[bytes, int], asyncio.TimerHandle] = {}
-        self._expiry_timers: dict[tuple[bytes, int], asyncio.TimerHandle] = {}
+        self._ka_timers: dict[tuple[bytes, int], DeadlineTimer] = {}
+        self._expiry_timers: dict[tuple[bytes, int], DeadlineTimer] = {}
         self._pe_cache: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
         self._hr_heads: dict[bytes, bytes] = {}  # pool handle -> its Pool Handle TLV (handle resolution)
+        self._ka_msgs: dict[tuple[bytes, int, int], bytes] = {}  # (handle, PE, our id) -> its Keep-Alive
         self._audits: dict[tuple[bytes, int], float] = {}  # PEs asked after unreachability reports
         self._announcer: asyncio.Task[None] | None = None
         self._sender: multicast.MulticastSender | None = None
@@ -324,20 +325,22 @@ class Registrar(AsapRole):
         reg = removed.registrator
         if isinstance(reg, AsapPeer):
             reg.entries.discard(key)
+            reg.reg_cache.pop(key, None)
         self.stats["removed_" + reason] += 1
         log.info("removed $%08x from pool %r (%s)", entry.identifier, entry.pool_handle, reason)
         self._notify("remove", removed, reason)
 
     def _arm_expiry(self, entry: PoolEntry) -> None:
         key = (entry.pool_handle, entry.identifier)
-        old = self._expiry_timers.pop(key, None)
-        if old is not None:
-            old.cancel()
         life = (entry.registration_life / 1000.0 if entry.home_pr == self.identifier
                 else self.mirrored_entry_lifetime(entry))
         if life:
             assert self._loop is not None
-            self._expiry_timers[key] = self._loop.call_later(life, self._expired, key)
+            set_deadline(self._expiry_timers, self._loop, key, life, self._expired)
+        else:
+            old = self._expiry_timers.pop(key, None)
+            if old is not None:
+                old.cancel()
 
     def _expired(self, key: tuple[bytes, int]) -> None:
         self._expiry_timers.pop(key, None)

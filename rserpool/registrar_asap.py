@@ -5,8 +5,11 @@ share the registrar's state as RSPLIB's files share one registrar structure. Wha
 does is described in ``rserpool.registrar``; the rate limits it applies in ``rserpool.ratelimit``.
 
 Handle resolution is the hot path (``benchmarks/registrar.py``): a plain Handle Resolution is
-parsed in place (``_fast_hr``), the answer is joined from cached TLV bytes, and the answers of one
-event-loop iteration leave in one write (``_CoalescingConn``).
+answered by one call into the C extension (``rserpool._selector.hr_reply``: parse, select, join
+the cached TLV bytes) or, where that declines, parsed in place (``_fast_hr``) and answered here;
+the answers of one event-loop iteration leave in one write (``_CoalescingConn``; over SCTP the
+transport batches them). Load reports (re-registrations that change only the policy values) and
+keep-alive acks are applied without the codec (``_fast_reregistration``, ``_keepalive_ack_ids``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from rserpool import transport as tp
 from rserpool.handlespace import MAX_POOL_HANDLE_SIZE, PoolEntry
 from rserpool.handlespace import ErrorCause as HsCause
+from rserpool.policy import PolicyInfo, SelectionPool
 from rserpool.policywire import policy_from_wire, policy_to_wire, transport_protocol, transport_tail
 from rserpool.ratelimit import (
     RateTracker,
@@ -41,6 +45,7 @@ from rserpool.wire import (
     HandleResolution,
     OperationError,
     PoolElement,
+    PoolPolicy,
     Registration,
     RegistrationResponse,
     SctpTransport,
@@ -49,7 +54,12 @@ from rserpool.wire import (
     UnknownParameter,
     decode_asap,
 )
-from rserpool.wire.params import encode_tlv
+from rserpool.wire.params import POLICY_FIELDS, encode_tlv
+
+try:
+    from rserpool._selector import hr_batch, hr_reply
+except ImportError:  # pragma: no cover - the extension is built by `pip install -e .`
+    hr_batch = hr_reply = None
 
 if TYPE_CHECKING:
     import collections
@@ -70,6 +80,65 @@ _U32 = struct.Struct("!I")
 
 def operation_error(cause: int, info: bytes = b"") -> OperationError:
     return OperationError((ErrorCause(int(cause), info),))
+
+
+# ---------------------------------------------------------------------------------------------
+# Timers
+
+
+class DeadlineTimer:
+    """One entry's timer (keep-alive, expiry) that is cheap to move to a later time.
+
+    Why: every re-registration (a load report) and keep-alive ack pushes an entry's timers back;
+    cancelling and re-creating an event-loop timer each time cost about a third of a load
+    report's handling. Here the loop's timer stays where it is and, if it fires before the
+    deadline it then has, re-schedules itself for it: ``callback(key)`` runs at the last deadline
+    set, as with ``call_later``. Moving it earlier re-creates the loop's timer."""
+
+    __slots__ = ("_loop", "when", "callback", "key", "_at", "_handle", "live")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float,
+                 callback: Callable[[tuple[bytes, int]], None], key: tuple[bytes, int]) -> None:
+        self._loop = loop
+        self.when = when
+        self.callback = callback
+        self.key = key
+        self._at = when
+        self._handle = loop.call_at(when, self._fire)
+        self.live = True
+
+    def move(self, when: float, callback: Callable[[tuple[bytes, int]], None]) -> bool:
+        """Set a new deadline and callback; False if this timer cannot (it fired, was cancelled,
+        or the deadline is earlier than its loop timer): make a new one then."""
+        if not self.live or when < self._at:
+            return False
+        self.when = when
+        self.callback = callback
+        return True
+
+    def _fire(self) -> None:
+        if self.when > self._at:  # moved later since it was scheduled
+            self._at = self.when
+            self._handle = self._loop.call_at(self.when, self._fire)
+            return
+        self.live = False
+        self.callback(self.key)
+
+    def cancel(self) -> None:
+        self.live = False
+        self._handle.cancel()
+
+
+def set_deadline(timers: dict[tuple[bytes, int], DeadlineTimer], loop: asyncio.AbstractEventLoop,
+                 key: tuple[bytes, int], delay: float, callback: Callable[[tuple[bytes, int]], None]) -> None:
+    """``timers[key]`` calls ``callback(key)`` in ``delay`` s, replacing whatever was pending."""
+    when = loop.time() + delay
+    old = timers.get(key)
+    if old is not None:
+        if old.move(when, callback):
+            return
+        old.cancel()
+    timers[key] = DeadlineTimer(loop, when, callback, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +206,8 @@ class _CoalescingConn:
 class AsapPeer:
     """State of one ASAP connection (a PE's or a PU's association with us)."""
 
-    __slots__ = ("registrar", "conn", "entries", "rates", "bad", "peer_host", "outbound", "__weakref__")
+    __slots__ = ("registrar", "conn", "entries", "rates", "bad", "peer_host", "outbound", "reg_cache", "hr_ctx",
+                 "__weakref__")
 
     def __init__(self, registrar: Registrar) -> None:
         self.registrar = registrar
@@ -147,6 +217,14 @@ class AsapPeer:
         self.bad = 0  # messages of it we had to drop or refuse (``RegistrarConfig.max_bad_messages``)
         self.peer_host = "?"
         self.outbound = False  # our connection to a taken-over PE's user transport
+        # (pool handle, PE id) -> what a load-only re-registration may skip (``_fast_reregistration``)
+        self.reg_cache: dict[tuple[bytes, int], _RegCache] = {}
+        # What the transport's C read loop (``_selector.sctp_drain``) answers Handle Resolutions from
+        # (the objects ``answer_batch`` passes to ``hr_batch``; the limits are read at each read)
+        hs = registrar.handlespace
+        self.hr_ctx: tuple[Any, ...] | None = (
+            None if hr_batch is None else
+            (hs._pools, registrar._pe_cache, registrar._hr_heads, registrar.config, hs, registrar.stats))
 
     def connection_made(self, conn: tp.MessageConnection) -> None:
         loop = self.registrar._loop
@@ -158,6 +236,22 @@ class AsapPeer:
 
     def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
         self.registrar._handle_asap(self, data, ppid)
+
+    def answer_batch(self, conn: tp.MessageConnection, msgs: list[tuple[bytes, int, int]], start: int,
+                     out: list[tuple[bytes, int]]) -> int:
+        """The transport's hook for an SCTP read burst: the plain Handle Resolutions from
+        ``msgs[start]`` on are answered in C (``_selector.hr_batch``, as ``_handle_asap`` answers
+        them through ``hr_reply``); returns the index of the first message left to
+        ``message_received``. Why: per message, the Python dispatch cost more than the answer."""
+        reg = self.registrar
+        if hr_batch is None or self.conn is not conn or reg.config.max_hr_rate > 0:
+            return start
+        hs = reg.handlespace
+        end: int = hr_batch(msgs, start, out, hs._pools, reg._pe_cache, reg._hr_heads, reg.config.max_hr_items,
+                            hs.max_increment)
+        if end > start:
+            reg.stats["handle_resolution"] += end - start
+        return end
 
     def connection_lost(self, conn: tp.MessageConnection, exc: BaseException | None) -> None:
         self.registrar._peers.discard(self)
@@ -180,9 +274,11 @@ class AsapRole:
         _loop: asyncio.AbstractEventLoop | None
         _peers: set[AsapPeer]
         _dispatch: dict[int, Callable[[AsapPeer, Any, bytes], None]]
-        _ka_timers: dict[tuple[bytes, int], asyncio.TimerHandle]
+        _ka_timers: dict[tuple[bytes, int], DeadlineTimer]
+        _expiry_timers: dict[tuple[bytes, int], DeadlineTimer]
         _pe_cache: dict[tuple[bytes, int], tuple[bytes, bytes]]
         _hr_heads: dict[bytes, bytes]
+        _ka_msgs: dict[tuple[bytes, int, int], bytes]
         _audits: dict[tuple[bytes, int], float]
 
         def _log_once(self, host: str, kind: str, msg: str, *args: object) -> None: ...
@@ -190,6 +286,7 @@ class AsapRole:
         def _now_ms(self) -> float: ...
         def _remove(self, entry: PoolEntry, reason: str) -> None: ...
         def _arm_expiry(self, entry: PoolEntry) -> None: ...
+        def _expired(self, key: tuple[bytes, int]) -> None: ...
 
     # ---------------------------------------------------------------- ASAP dispatch
 
@@ -200,14 +297,31 @@ class AsapRole:
             return
         mtype = data[0]
         if mtype == 0x05:
-            # Hot path: a plain Handle Resolution (pool handle [+ option]) is parsed in place.
+            # Hot path: a plain Handle Resolution is answered in one C call (``_selector.hr_reply``
+            # says when it declines), else parsed in place (pool handle [+ option]) here.
+            if hr_reply is not None and peer.conn is not None and self.config.max_hr_rate <= 0:
+                hs = self.handlespace
+                reply = hr_reply(data, hs._pools, self._pe_cache, self._hr_heads, self.config.max_hr_items,
+                                 hs.max_increment)
+                if reply is not None:
+                    self.stats["handle_resolution"] += 1
+                    peer.conn.send(reply)
+                    return
             handle, items = _fast_hr(data)
             if handle is not None:
                 self._resolve(peer, handle, items)
                 return
-        elif mtype == 0x01 and self.config.max_reg_rate > 0 and registration_refused(peer, self.config.max_reg_rate):
-            self._refuse_registration(peer, data)  # before decoding: a flood must cost little
-            return
+        elif mtype == 0x01:
+            if self.config.max_reg_rate > 0 and registration_refused(peer, self.config.max_reg_rate):
+                self._refuse_registration(peer, data)  # before decoding: a flood must cost little
+                return
+            if peer.reg_cache and self._fast_reregistration(peer, data):
+                return
+        elif mtype == 0x08:
+            ids = _keepalive_ack_ids(data)
+            if ids is not None:
+                self._keepalive_acked(peer, ids[0], ids[1])
+                return
         if mtype not in ASAP_MESSAGES:
             self.stats["unrecognized_message"] += 1
             self._log_once(peer.peer_host, "unrecognized", "unrecognized ASAP message type 0x%02x", mtype)
@@ -317,7 +431,7 @@ class AsapRole:
             protocol=transport_protocol(user),
             control_channel=getattr(user, "transport_use", 0) == TransportUse.DATA_PLUS_CONTROL,
         )
-        self._reply_registration(peer, handle, ident, cause)
+        reply = self._reply_registration(peer, handle, ident, cause)
         if cause != HsCause.OKAY or entry is None:
             self.stats["registration_rejected"] += 1
             log.info("registration of $%08x in %r rejected: %s", ident, handle, cause.name)
@@ -328,24 +442,76 @@ class AsapRole:
         peer.entries.add(key)
         self._arm_keepalive(entry, self.config.keepalive_interval)
         self._arm_expiry(entry)
-        log.info("%s $%08x in pool %r (%s)", "registered" if is_new else "re-registered", ident, handle,
-                 policy.to_dict()["name"])
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s $%08x in pool %r (%s)", "registered" if is_new else "re-registered", ident, handle,
+                     policy.to_dict()["name"])
         self._notify("add" if existing is None else "update", entry, "registration")
+        pool = self.handlespace.pool(handle)
+        if reply is not None and entry.registrator is peer and not msg.extra and not pe.extra and pool is not None:
+            _remember_registration(peer, key, data, entry, pe.policy, reply, pool.selection)
 
-    def _reply_registration(self, peer: AsapPeer, handle: bytes, ident: int, cause: HsCause) -> None:
+    def _fast_reregistration(self, peer: AsapPeer, data: bytes) -> bool:
+        """A re-registration that differs from the last one this peer made for the PE only in the
+        policy's values (a load report), applied without the codec; False: take the full path.
+
+        Why: a PE farm reporting loads re-registers all the time (benchmarks/registrar.py: 200/s),
+        and the full decode, checks and reply encoding cost a registrar about ten handle
+        resolutions each. What the full path did for the same bytes (the checks, the unknown-
+        parameter handling, the wildcard address) holds again, so only the new policy values are
+        applied, as ``_on_registration`` applies them to an existing entry of this peer."""
+        ids = _registration_ids(data)
+        if ids is None:
+            return False
+        c = peer.reg_cache.get(ids)
+        if c is None:
+            return False
+        old, vs, ve, fields, entry, reply, selection = c
+        if (len(data) != len(old) or data[:vs] != old[:vs] or data[ve:] != old[ve:]
+                or entry.registrator is not peer or entry.home_pr != self.identifier
+                or self.handlespace.get(ids[0], ids[1]) is not entry):
+            return False
+        # policy_from_wire() of the new values: the type is the old one (the same bytes), the
+        # fields the type does not carry are 0 as they were
+        try:
+            policy = PolicyInfo(entry.policy.policy_type,
+                                **dict(zip(fields[1], fields[0].unpack_from(data, vs), strict=True)))
+        except ValueError:
+            return False
+        self.stats["registration"] += 1
+        selection.update_policy(entry, policy)  # what Handlespace.register does to an existing entry
+        entry.updated_at = self._now_ms()
+        if peer.conn is not None:
+            peer.conn.send(reply)
+        self._pe_cache.pop(ids, None)
+        assert self._loop is not None
+        set_deadline(self._ka_timers, self._loop, ids, self.config.keepalive_interval, self._keepalive_due)
+        if entry.registration_life:  # ``_arm_expiry`` of an entry of ours
+            set_deadline(self._expiry_timers, self._loop, ids, entry.registration_life / 1000.0, self._expired)
+        else:
+            self._arm_expiry(entry)
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s $%08x in pool %r (%s)", "re-registered", ids[1], ids[0], policy.to_dict()["name"])
+        self._notify("update", entry, "registration")
+        return True
+
+    def _reply_registration(self, peer: AsapPeer, handle: bytes, ident: int, cause: HsCause) -> bytes | None:
+        """Send the Registration Response; returns its bytes (None if nothing or a substitute was sent)."""
         if peer.conn is None:
-            return
+            return None
         if cause == HsCause.OKAY:
             resp = RegistrationResponse(pool_handle=handle, identifier=ident)
         else:
             resp = RegistrationResponse(pool_handle=handle, identifier=ident, reject=True,
                                         error=operation_error(int(cause)))
         try:
-            peer.conn.send(resp.encode())
+            out = resp.encode()
         except CodecError:  # e.g. an over-long pool handle cannot be echoed
             resp = RegistrationResponse(pool_handle=b"?", identifier=ident & 0xFFFFFFFF, reject=True,
                                         error=operation_error(int(CauseCode.INVALID_VALUES)))
             peer.conn.send(resp.encode())
+            return None
+        peer.conn.send(out)
+        return out
 
     def _registrator_transport(self, peer: AsapPeer) -> object:
         if peer.conn is None or peer.conn.peer is None:
@@ -438,12 +604,9 @@ class AsapRole:
 
     def _set_ka_timer(self, key: tuple[bytes, int], delay: float,
                       callback: Callable[[tuple[bytes, int]], None]) -> None:
-        """The entry's one monitoring timer: whatever was pending is cancelled, ``callback(key)`` in ``delay`` s."""
-        old = self._ka_timers.pop(key, None)
-        if old is not None:
-            old.cancel()
+        """The entry's one monitoring timer: whatever was pending is replaced, ``callback(key)`` in ``delay`` s."""
         assert self._loop is not None
-        self._ka_timers[key] = self._loop.call_later(delay, callback, key)
+        set_deadline(self._ka_timers, self._loop, key, delay, callback)
 
     def _arm_keepalive(self, entry: PoolEntry, delay: float) -> None:
         self._set_ka_timer((entry.pool_handle, entry.identifier), delay, self._keepalive_due)
@@ -461,8 +624,19 @@ class AsapRole:
         if not isinstance(reg, AsapPeer) or reg.conn is None:
             return False
         self.stats["keepalive_sent"] += 1
-        reg.conn.send(EndpointKeepAlive(server_id=self.identifier, pool_handle=entry.pool_handle,
-                                        identifier=entry.identifier, home=home).encode())
+        if home:
+            data = EndpointKeepAlive(server_id=self.identifier, pool_handle=entry.pool_handle,
+                                     identifier=entry.identifier, home=True).encode()
+        else:  # the regular ones (one per PE every keep-alive interval) are the same bytes each time
+            key = (entry.pool_handle, entry.identifier, self.identifier)
+            cache = self._ka_msgs
+            data = cache.get(key)  # type: ignore[assignment]
+            if data is None:
+                if len(cache) >= _MAX_REG_CACHE:
+                    cache.clear()
+                data = cache[key] = EndpointKeepAlive(server_id=self.identifier, pool_handle=entry.pool_handle,
+                                                      identifier=entry.identifier).encode()
+        reg.conn.send(data)
         return True
 
     def _keepalive_timeout(self, key: tuple[bytes, int]) -> None:
@@ -477,13 +651,16 @@ class AsapRole:
             reg.conn.abort()  # as RSPLIB: ABORT the PE's association
 
     def _on_keepalive_ack(self, peer: AsapPeer, msg: EndpointKeepAliveAck, data: bytes) -> None:
+        self._keepalive_acked(peer, msg.pool_handle, msg.identifier)
+
+    def _keepalive_acked(self, peer: AsapPeer, handle: bytes, ident: int) -> None:
         self.stats["keepalive_ack"] += 1
-        entry = self.handlespace.get(msg.pool_handle, msg.identifier)
+        entry = self.handlespace.get(handle, ident)
         if entry is None:
-            self._log_once(peer.peer_host, "ka-unknown", "keep-alive ack for unknown PE $%08x", msg.identifier)
+            self._log_once(peer.peer_host, "ka-unknown", "keep-alive ack for unknown PE $%08x", ident)
             return
-        log.debug("keep-alive ack for $%08x of pool %r", msg.identifier, msg.pool_handle)
-        if self._audits.pop((msg.pool_handle, msg.identifier), None) is not None:
+        log.debug("keep-alive ack for $%08x of pool %r", ident, handle)
+        if self._audits.pop((handle, ident), None) is not None:
             entry.unreachability_reports = 0  # it answered: the reports were false
             self.stats["unreachable_audit_passed"] += 1
         self._arm_keepalive(entry, self.config.keepalive_interval)
@@ -532,6 +709,57 @@ def _registration_ids(data: bytes) -> tuple[bytes, int] | None:
         return None
     t2, _ = _TLVH.unpack_from(data, off)
     if t2 != 0x000A:
+        return None
+    return data[8:4 + plen], _U32.unpack_from(data, off + 4)[0]
+
+
+_RegCache = tuple[bytes, int, int, tuple[struct.Struct, tuple[str, ...]], PoolEntry, bytes, SelectionPool]
+"""(the registration's bytes, start and end of its policy values, their layout and ``PolicyInfo``
+names, the entry, the reply, the entry's pool's selection)"""
+_MAX_REG_CACHE = 65536  # per peer: entries of removed PEs stay until then (the entry check ignores them)
+_FIELD_STRUCTS = {n: struct.Struct("!" + "I" * n) for n in range(1, 5)}
+
+
+def _remember_registration(peer: AsapPeer, key: tuple[bytes, int], data: bytes, entry: PoolEntry,
+                           policy: PoolPolicy, reply: bytes, selection: SelectionPool) -> None:
+    """Keep what ``_fast_reregistration`` needs of a registration the full path accepted: where its
+    policy values are (the Pool Policy parameter inside the Pool Element parameter)."""
+    names = POLICY_FIELDS.get(policy.policy_type)
+    if not names or policy.extra_bytes:
+        return  # nothing that can change but the whole policy: always the full path
+    n = len(data)
+    _, plen = _TLVH.unpack_from(data, 4)
+    pe = 4 + ((plen + 3) & ~3)
+    _, pelen = _TLVH.unpack_from(data, pe)
+    off, end = pe + 16, min(n, pe + pelen)  # after the PE's identifier, home registrar, life
+    while off + 4 <= end:
+        t, tlen = _TLVH.unpack_from(data, off)
+        if tlen < 4:
+            return
+        if t == 0x0008:
+            vs, ve = off + 8, off + 8 + 4 * len(names)
+            if ve != off + tlen or ve > end:
+                return
+            cache = peer.reg_cache
+            if len(cache) >= _MAX_REG_CACHE and key not in cache:
+                cache.clear()
+            attrs = tuple("weight" if n == "priority" else n for n in names)  # policy_from_wire's mapping
+            cache[key] = (data, vs, ve, (_FIELD_STRUCTS[len(names)], attrs), entry, reply, selection)
+            return
+        off += (tlen + 3) & ~3
+
+
+def _keepalive_ack_ids(data: bytes) -> tuple[bytes, int] | None:
+    """(pool handle, PE identifier) of an Endpoint Keep-Alive Ack that is exactly Pool Handle +
+    PE Identifier, parsed in place; None: anything else (the full decoder takes over)."""
+    n = len(data)
+    if n < 16 or data[1] != 0 or _HDR.unpack_from(data, 0)[2] != n:
+        return None
+    t, plen = _TLVH.unpack_from(data, 4)
+    off = 4 + ((plen + 3) & ~3)
+    if t != 0x0009 or plen < 4 or off + 8 != n:
+        return None
+    if data[off:off + 4] != b"\x00\x0e\x00\x08":
         return None
     return data[8:4 + plen], _U32.unpack_from(data, off + 4)[0]
 

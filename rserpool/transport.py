@@ -37,6 +37,11 @@ import struct
 from collections.abc import Callable
 from typing import Protocol
 
+try:  # batched SCTP message I/O (recvmmsg/sendmmsg), in the C extension; see _selector.c for why
+    from rserpool._selector import sctp_drain, sctp_recv_batch, sctp_send_batch
+except ImportError:  # pragma: no cover - the extension is built by `pip install -e .`
+    sctp_drain = sctp_recv_batch = sctp_send_batch = None
+
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +167,13 @@ class MessageHandler(Protocol):
 
     def connection_lost(self, conn: MessageConnection, exc: BaseException | None) -> None: ...
 
+    # Optional, SCTP with the C extension: ``hr_ctx`` (the registrar's state, see ``_selector.c``'s
+    # ``sctp_drain``) lets a read burst of plain Handle Resolutions be answered without Python.
+    # Optional, SCTP with the C extension: ``answer_batch(conn, msgs, start, out) -> index`` may
+    # answer whole messages of a read burst (``msgs`` as ``sctp_recv_batch`` returns them) from
+    # ``msgs[start]`` on, appending (reply, ppid) to ``out`` (they leave with the burst's other
+    # sends, in order); it returns the index of the first message left to ``message_received``.
+
 
 class MessageConnection(Protocol):
     """A connected message channel: TCP with framing, or an SCTP association."""
@@ -284,6 +296,13 @@ class SCTPMessageConnection:
 
     Message boundaries come from MSG_EOR; the PPID of received data from the SCTP_SNDRCV cmsg
     (enabled with the ``sctp_data_io_event`` subscription); sent data carries its PPID the same way.
+
+    With the C extension, a readable socket is drained with one ``recvmmsg()`` per 16 messages and
+    what the handler sends while it handles them leaves, in order, with one ``sendmmsg()`` at the
+    end of that read burst (or before a close or abort the handler asks for). Why: under the
+    real-kernel lane's qemu every system call is dear, and a registrar answering several
+    requests in flight paid a ``recvmsg`` and a ``sendmsg`` per message plus one ``recvmsg`` that
+    ends in EAGAIN per burst (``_selector.c`` has the figures).
     """
 
     kind = "sctp"
@@ -309,9 +328,15 @@ class SCTPMessageConnection:
             self.local = None
         self._partial = bytearray()
         self._outq: list[tuple[bytes, int]] = []
+        self._batch: list[tuple[bytes, int]] | None = None  # sends of the read burst being handled
         self._closed = False
         self._fd = sock.fileno()
-        loop.add_reader(self._fd, self._on_readable)
+        if sctp_recv_batch is None:
+            loop.add_reader(self._fd, self._on_readable)
+        elif getattr(handler, "hr_ctx", None) is not None:
+            loop.add_reader(self._fd, sctp_drain, self)  # C until it needs Python (``_burst``)
+        else:
+            loop.add_reader(self._fd, self._on_readable_batched)
         # synchronous, like asyncio's TCP transports: callers may send right after connect()
         # returns (reader callbacks cannot run before we are back in the event loop)
         handler.connection_made(self)
@@ -353,8 +378,98 @@ class SCTPMessageConnection:
             if self._closed:
                 return
 
+    def _on_readable_batched(self) -> None:
+        """``_on_readable`` with the C extension's ``recvmmsg()``; the burst's sends go out together."""
+        self._burst(None, 0, [])
+
+    def _burst(self, first: list[tuple[bytes, int, int]] | None, start: int, out: list[tuple[bytes, int]]) -> None:
+        """A read burst: ``first[start:]`` (already read, ``out`` the answers so far; from
+        ``sctp_drain``) or nothing, then up to 64 messages in all from the socket."""
+        max_size, partial, fd = self.max_size, self._partial, self._fd
+        received = self.handler.message_received
+        answer = getattr(self.handler, "answer_batch", None)
+        self._batch = out
+        try:
+            for _ in range(4):  # bounded burst (64 messages) so one busy association cannot starve the loop
+                if first is not None:
+                    msgs, i, first = first, start, None
+                else:
+                    try:
+                        msgs = sctp_recv_batch(fd, max_size, 16)
+                    except OSError as exc:
+                        self._end_batch()
+                        self._shutdown(exc)
+                        return
+                    i = 0
+                m = len(msgs)
+                while i < m:
+                    if answer is not None and not partial:
+                        i = answer(self, msgs, i, out)
+                        if i >= m:
+                            break
+                    data, flags, ppid = msgs[i]
+                    i += 1
+                    if flags & MSG_NOTIFICATION:
+                        continue  # only data_io is subscribed; tolerate anything else
+                    if not data:
+                        self._end_batch()
+                        self._shutdown(None)
+                        return
+                    if flags & socket.MSG_EOR and not partial:
+                        received(self, data, ppid)
+                    else:
+                        partial += data
+                        if len(partial) > max_size:
+                            log.warning("aborting SCTP association %s: message larger than %d", self.peer, max_size)
+                            self.abort()
+                            return
+                        if not flags & socket.MSG_EOR:
+                            continue
+                        msg = bytes(partial)
+                        partial.clear()
+                        received(self, msg, ppid)
+                    if self._closed:
+                        return
+                if len(msgs) < 16:
+                    return  # drained: no recvmsg() that ends in EAGAIN
+        finally:
+            self._end_batch()
+
+    def _drain_failed(self, exc: OSError) -> None:
+        """``sctp_drain``'s read failed (the kernel reports an error once): the association is gone."""
+        self._shutdown(exc)
+
+    def _send_failed(self, exc: OSError) -> None:
+        self.loop.call_soon(self._shutdown, exc)  # as ``_try_send``
+
+    def _queue_unsent(self, out: list[tuple[bytes, int]], sent: int) -> None:
+        """What ``sctp_drain``'s send left (the send buffer was full) waits for the writer."""
+        self._outq.extend(out[sent:])
+        self.loop.add_writer(self._fd, self._on_writable)
+
+    def _end_batch(self) -> None:
+        """Hand the sends collected during a read burst to the kernel (what does not fit: ``_outq``)."""
+        out = self._batch
+        self._batch = None
+        if not out or self._fd < 0:
+            return
+        if self._outq:  # older messages still wait for the writer: these go behind them
+            self._outq.extend(out)
+            return
+        try:
+            n = sctp_send_batch(self._fd, out)
+        except OSError as exc:
+            self.loop.call_soon(self._shutdown, exc)
+            return
+        if n < len(out):
+            self._outq.extend(out[n:])
+            self.loop.add_writer(self._fd, self._on_writable)
+
     def send(self, data: bytes, ppid: int = PPID_ASAP) -> None:
         if self._closed:
+            return
+        if self._batch is not None:
+            self._batch.append((data if type(data) is bytes else bytes(data), ppid))
             return
         if self._outq:
             self._outq.append((data, ppid))
@@ -396,11 +511,13 @@ class SCTPMessageConnection:
         self.handler.connection_lost(self, exc)
 
     def close(self) -> None:
+        self._end_batch()  # what was said before the close leaves first, as it did unbatched
         self._closed = True
         if self._fd >= 0:
             self.loop.call_soon(self._shutdown, None)
 
     def abort(self) -> None:
+        self._end_batch()  # handed to the kernel before the ABORT, as unbatched sends were
         # SO_LINGER with zero timeout turns close() into an SCTP ABORT (as RSPLIB's sendabort()).
         with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -411,8 +528,9 @@ class SCTPMessageConnection:
 
     @property
     def pending(self) -> int:
-        """Messages sent but not yet taken by the kernel (the send buffer was full)."""
-        return len(self._outq)
+        """Messages sent but not yet taken by the kernel (the send buffer was full, or a read
+        burst's answers are still being collected)."""
+        return len(self._outq) + len(self._batch or ())
 
 
 def _sctp_configure(sock: socket.socket) -> None:

@@ -366,3 +366,247 @@ def test_pipelined_requests_are_answered_in_order_in_one_write() -> None:
         pe.close()
         pu.close()
     run(cfg(), body)
+
+
+def test_load_reports_take_the_fast_path_with_the_full_paths_effects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-registration that changes only the policy values is applied without the codec, with
+    what the full path does (reply, order, counters, timers, listeners); any other change, or a
+    PE that went away meanwhile, takes the full path again."""
+    import rserpool.registrar_asap as ra
+
+    decoded: list[int] = []
+    real_decode = ra.decode_asap
+    monkeypatch.setattr(ra, "decode_asap", lambda data: (decoded.append(data[0]), real_decode(data))[1])
+
+    async def body(reg: Registrar) -> None:
+        events: list[HsEvent] = []
+        reg.listeners.append(events.append)
+        c = await Client.open(reg)
+        lu = PolicyType.LEAST_USED
+        assert not (await c.register(1, PolicyInfo.make(lu, load=0.2))).reject
+        assert not (await c.register(2, PolicyInfo.make(lu, load=0.5))).reject
+        assert ids(await c.resolve(items=1)) == [1]
+        assert decoded == [0x01, 0x01]
+        timer = reg._ka_timers[(POOL, 1)]
+        before = timer.when
+        resp = await c.register(1, PolicyInfo.make(lu, load=0.9))  # a load report
+        assert decoded == [0x01, 0x01], "the load report went through the codec"
+        assert resp == RegistrationResponse(pool_handle=POOL, identifier=1)
+        assert reg.stats["registration"] == 3
+        assert reg.handlespace.get(POOL, 1).policy.load == fraction_to_u32(0.9)  # type: ignore[union-attr]
+        r = await c.resolve(items=2)
+        assert ids(r) == [2, 1] and r.pool_elements[1].policy.load == fraction_to_u32(0.9)
+        assert reg._ka_timers[(POOL, 1)] is timer and timer.when > before  # moved, not re-created
+        assert [(e.action, e.reason, e.entry.identifier) for e in events][-1] == ("update", "registration", 1)
+        # another change (the port): the full path, whose bytes the next load report is compared with
+        await c.register(1, PolicyInfo.make(lu, load=0.1), port=5001)
+        assert decoded == [0x01] * 3
+        assert reg.handlespace.get(POOL, 1).user_transport.port == 5001  # type: ignore[union-attr]
+        await c.register(1, PolicyInfo.make(lu, load=0.3), port=5001)
+        assert decoded == [0x01] * 3
+        # gone and back (a new entry): the full path
+        reg.remove_entry(reg.handlespace.get(POOL, 1), "test")  # type: ignore[arg-type]
+        await c.register(1, PolicyInfo.make(lu, load=0.3), port=5001)
+        assert decoded == [0x01] * 4
+        # keep-alive acks are parsed in place too
+        c.send(EndpointKeepAliveAck(pool_handle=POOL, identifier=2).encode())
+        await eventually(lambda: reg.stats["keepalive_ack"] == 1)
+        assert decoded == [0x01] * 4
+        c.close()
+    run(cfg(), body)
+
+
+def test_deadline_timer_moves_later_cheaply_and_earlier_anew() -> None:
+    from rserpool.registrar_asap import set_deadline
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        fired: list[tuple[str, float]] = []
+        timers: dict[tuple[bytes, int], Any] = {}
+        key = (b"p", 1)
+        t0 = loop.time()
+        set_deadline(timers, loop, key, 0.05, lambda k: fired.append(("a", loop.time() - t0)))
+        first = timers[key]
+        set_deadline(timers, loop, key, 0.15, lambda k: fired.append(("b", loop.time() - t0)))
+        assert timers[key] is first  # moved later: the same timer
+        await asyncio.sleep(0.1)
+        assert fired == []  # not at the first deadline
+        await asyncio.sleep(0.1)
+        assert [n for n, _ in fired] == ["b"] and fired[0][1] >= 0.15
+        set_deadline(timers, loop, key, 0.2, lambda k: fired.append(("c", 0)))
+        set_deadline(timers, loop, key, 0.02, lambda k: fired.append(("d", 0)))  # earlier: a new timer
+        await asyncio.sleep(0.3)
+        assert [n for n, _ in fired] == ["b", "d"]
+        set_deadline(timers, loop, key, 0.02, lambda k: fired.append(("e", 0)))
+        timers[key].cancel()
+        await asyncio.sleep(0.05)
+        assert [n for n, _ in fired] == ["b", "d"]
+    asyncio.run(main())
+
+
+def test_c_handle_resolution_matches_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_selector.hr_reply`` answers what it answers with the same bytes and the same selection
+    side effects as the Python path, for the policies it takes and the ones it leaves to Python,
+    through load reports, options asking for more or fewer PEs, unknown pools and new entries."""
+    import rserpool.registrar_asap as ra
+    from rserpool.registrar_asap import AsapPeer
+
+    if ra.hr_reply is None:
+        pytest.skip("the C extension is not built")
+    c_hr = ra.hr_reply
+    in_c: list[bool] = []
+
+    def counted(*args: Any) -> bytes | None:
+        r = c_hr(*args)
+        in_c.append(r is not None)
+        return r
+
+    class Sink:
+        kind, peer, local, user_data = "tcp", ("127.0.0.1", 5000), ("127.0.0.1", 3863), None
+
+        def __init__(self) -> None:
+            self.out: list[bytes] = []
+
+        def send(self, data: bytes, ppid: int = 11) -> None:
+            self.out.append(data)
+
+        def close(self) -> None: ...
+        def abort(self) -> None: ...
+        def is_closing(self) -> bool:
+            return False
+
+    def state(reg: Registrar) -> list[tuple[Any, ...]]:
+        out = []
+        for handle in reg.handlespace.pools():
+            sel = reg.handlespace.pool(handle).selection  # type: ignore[union-attr]
+            out.append((handle, sel.global_seq, [(e.identifier, e.seq, e.selection_counter, e.degradation,
+                                                  sel.selector.key(e.identifier)) for e in sel.ordered()]))
+        return out
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        regs, sinks, peers = [], [], []
+        for _ in range(2):
+            reg = Registrar(cfg(enrp_listen=None, identifier=0x5E1EC7))
+            reg._loop = loop
+            reg.handlespace.rng.seed(3)  # the same draws for the randomised policies
+            sink = Sink()
+            peer = AsapPeer(reg)
+            peer.conn, peer.peer_host = sink, "127.0.0.1"  # type: ignore[assignment]
+            regs.append(reg)
+            sinks.append(sink)
+            peers.append(peer)
+        rnd = random.Random(7)
+        pools = {b"rr": PolicyType.ROUND_ROBIN, b"lu": PolicyType.LEAST_USED, b"plu": PolicyType.PRIORITY_LEAST_USED,
+                 b"prio": PolicyType.PRIORITY, b"lud": PolicyType.LEAST_USED_DEGRADATION,
+                 b"wrr": PolicyType.WEIGHTED_ROUND_ROBIN, b"rand": PolicyType.RANDOM}
+
+        def registration(handle: bytes, ident: int) -> bytes:
+            pt = pools[handle]
+            pol = PolicyInfo(pt, weight=rnd.randint(1, 3), load=fraction_to_u32(rnd.random() * 0.5),
+                             load_degradation=fraction_to_u32(0.01))
+            pe = PoolElement(ident, 0, 60_000, TcpTransport(4000 + ident, ("127.0.0.1",)), policy_to_wire(pol))
+            return Registration(pool_handle=handle, pool_element=pe).encode()
+
+        msgs = [registration(h, i) for h in pools for i in range(1, 8)]
+        for _ in range(600):
+            x = rnd.random()
+            h = rnd.choice(list(pools))
+            if x < 0.15:
+                msgs.append(registration(h, rnd.randint(1, 10)))  # load report, or a new PE
+            elif x < 0.2:
+                msgs.append(HandleResolution(pool_handle=b"none").encode())
+            else:
+                msgs.append(HandleResolution(pool_handle=h, items=rnd.choice([None, None, 1, 2, 5, 200])).encode())
+        for data in msgs:
+            for k, (reg, peer) in enumerate(zip(regs, peers, strict=True)):
+                monkeypatch.setattr(ra, "hr_reply", counted if k == 0 else None)
+                reg._handle_asap(peer, data, 11)
+            assert sinks[0].out == sinks[1].out
+            assert state(regs[0]) == state(regs[1])
+        assert regs[0].stats == regs[1].stats
+        assert 200 < sum(in_c) < len(in_c)  # both paths were exercised
+        for reg in regs:
+            for h in [*reg._ka_timers.values(), *reg._expiry_timers.values()]:
+                h.cancel()
+
+    asyncio.run(main())
+
+
+def test_c_handle_resolution_is_taken_for_plain_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rserpool.registrar_asap as ra
+
+    if ra.hr_reply is None:
+        pytest.skip("the C extension is not built")
+    calls: list[bool] = []
+    real = ra.hr_reply
+    monkeypatch.setattr(ra, "hr_reply", lambda *a: (r := real(*a), calls.append(r is not None))[0])
+
+    async def body(reg: Registrar) -> None:
+        c = await Client.open(reg)
+        await c.register(1, PolicyInfo.make(PolicyType.LEAST_USED, load=0.2))
+        await c.register(2, PolicyInfo.make(PolicyType.LEAST_USED, load=0.1))
+        assert ids(await c.resolve()) == [2, 1]  # first one: the TLVs are not cached yet, Python answers
+        assert ids(await c.resolve(items=1)) == [2]
+        assert calls == [False, True]
+        assert reg.stats["handle_resolution"] == 2
+        c.close()
+    run(cfg(), body)
+
+
+def test_c_batch_answers_a_read_bursts_plain_resolutions_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AsapPeer.answer_batch`` (the SCTP read burst's hook) answers the plain Handle Resolutions
+    up to the first other message, with the bytes the Python path sends, and counts them."""
+    import socket
+
+    import rserpool.registrar_asap as ra
+    from rserpool.registrar_asap import AsapPeer
+
+    if ra.hr_batch is None:
+        pytest.skip("the C extension is not built")
+
+    class Sink:
+        kind, peer, local, user_data = "sctp", ("127.0.0.1", 5000), ("127.0.0.1", 3863), None
+
+        def __init__(self) -> None:
+            self.out: list[bytes] = []
+
+        def send(self, data: bytes, ppid: int = 11) -> None:
+            self.out.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def main() -> None:
+        regs, peers, sinks = [], [], []
+        for _ in range(2):
+            reg = Registrar(cfg(enrp_listen=None, identifier=0x5E1EC7))
+            reg._loop = asyncio.get_running_loop()
+            peer, sink = AsapPeer(reg), Sink()
+            peer.conn, peer.peer_host = sink, "127.0.0.1"  # type: ignore[assignment]
+            for i in range(1, 6):
+                pe = PoolElement(i, 0, 60_000, TcpTransport(4000 + i, ("127.0.0.1",)),
+                                 policy_to_wire(PolicyInfo.make(PolicyType.LEAST_USED, load=i / 10)))
+                reg._handle_asap(peer, Registration(pool_handle=POOL, pool_element=pe).encode(), 11)
+            reg._handle_asap(peer, HandleResolution(pool_handle=POOL).encode(), 11)  # fills the TLV caches
+            regs.append(reg)
+            peers.append(peer)
+            sinks.append(sink)
+        eor = socket.MSG_EOR
+        hr, hr1 = HandleResolution(pool_handle=POOL).encode(), HandleResolution(pool_handle=POOL, items=1).encode()
+        msgs = [(hr, eor, 11), (hr1, eor, 0), (HandleResolution(pool_handle=b"none").encode(), eor, 11), (hr, eor, 11)]
+        out: list[tuple[bytes, int]] = []
+        assert peers[0].answer_batch(sinks[0], msgs, 0, out) == 2  # type: ignore[arg-type]
+        assert peers[0].answer_batch(sinks[0], msgs, 3, out) == 4  # type: ignore[arg-type]
+        monkeypatch.setattr(ra, "hr_reply", None)
+        for data in (hr, hr1, hr):
+            regs[1]._handle_asap(peers[1], data, 11)
+        assert out == [(d, 11) for d in sinks[1].out[-3:]]
+        assert regs[0].stats["handle_resolution"] == regs[1].stats["handle_resolution"] == 4
+        for stop in ([(hr, 0, 11)], [(hr, eor | 0x8000, 11)], [(hr, eor, 12)]):  # a piece, a notification, ENRP
+            assert peers[0].answer_batch(sinks[0], stop, 0, out) == 0  # type: ignore[arg-type]
+        for reg in regs:
+            for h in [*reg._ka_timers.values(), *reg._expiry_timers.values()]:
+                h.cancel()
+
+    asyncio.run(main())

@@ -291,3 +291,175 @@ def test_route_watcher_is_shared_per_event_loop_and_closed_by_its_last_user() ->
         c.release()
 
     asyncio.run(main())
+
+
+def test_sctp_batched_reads_answer_in_one_batch_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C extension's path: reads come in batches of up to 16 (a message may be in pieces, a
+    notification in between), what the handler sends meanwhile leaves in one batch, in order;
+    a batch the kernel takes only in part leaves the rest queued for the writer."""
+    if tp.sctp_recv_batch is None:
+        pytest.skip("the C extension is not built")
+    eor = socket.MSG_EOR
+    script = [[(_asap(5, b"a"), eor, 11), (b"x" * 10, 0, 34), (b"y" * 5, eor, 34),
+               (b"\x00" * 8, tp.MSG_NOTIFICATION, 0)] + [(_asap(5, bytes([i])), eor, 11) for i in range(12)],
+              [(_asap(6, b"b"), eor, tp.PPID_ENRP)]]
+    batches: list[list[tuple[bytes, int]]] = []
+    taken = [100]
+
+    def recv_batch(fd: int, size: int, count: int) -> list[tuple[bytes, int, int]]:
+        assert count == 16
+        return script.pop(0) if script else []
+
+    def send_batch(fd: int, items: list[tuple[bytes, int]]) -> int:
+        batches.append(list(items))
+        return min(taken[0], len(items))
+
+    monkeypatch.setattr(tp, "sctp_recv_batch", recv_batch)
+    monkeypatch.setattr(tp, "sctp_send_batch", send_batch)
+
+    class Echo(Collect):
+        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+            super().message_received(conn, data, ppid)
+            conn.send(b"re:" + data, ppid)
+
+    async def main() -> None:
+        sock = _ScriptedSctpSocket([])
+        got = Echo()
+        conn = tp.SCTPMessageConnection(sock, got, asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            conn._on_readable_batched()
+            # 16 reads (one a notification, two pieces of one message) = 14 messages, then 1 more
+            assert len(got.messages) == 15 and not script
+            assert got.messages[1] == (b"x" * 10 + b"y" * 5, 34) and got.messages[-1] == (_asap(6, b"b"), 12)
+            assert batches == [[(b"re:" + d, p) for d, p in got.messages]]
+            taken[0] = 1  # the send buffer takes one message only: the rest waits for the writer
+            script.append([(_asap(7, b"c"), eor, 11), (_asap(7, b"d"), eor, 11)])
+            conn._on_readable_batched()
+            assert conn.pending == 1 and sock.sent == []
+            conn.send(b"later", 11)  # queued behind it, not sent before it
+            assert conn.pending == 2
+            conn._on_writable()
+            assert sock.sent == [(b"re:" + _asap(7, b"d"), 11), (b"later", 11)] and conn.pending == 0
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not tp.sctp_available(), reason="kernel has no SCTP")
+def test_sctp_pipelined_messages_are_answered_in_order_with_ppids() -> None:
+    """Over a real association: 40 pipelined messages (one larger than a batch piece) are each
+    answered from inside the handler, in order, with their PPIDs."""
+    class Echo(Collect):
+        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+            conn.send(data[::-1], ppid + 1)
+
+    async def main() -> None:
+        srv = await tp.start_server(Echo, "127.0.0.1", 0, tp.Framing.ASAP, kind="sctp")
+        client_side = Collect()
+        try:
+            conn = await tp.connect(client_side, "127.0.0.1", srv.port, kind="sctp")
+            sent = [(bytes([i]) * (40000 if i == 7 else 20 + i), 20 + i) for i in range(40)]
+            for data, ppid in sent:
+                conn.send(data, ppid)
+            await _wait_for(lambda: len(client_side.messages) == len(sent), 30)
+            assert client_side.messages == [(d[::-1], p + 1) for d, p in sent]
+            conn.close()
+        finally:
+            srv.close()
+    asyncio.run(main())
+
+
+def test_sctp_batched_reads_let_the_handler_answer_runs_of_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler's ``answer_batch`` answers what it can of a read burst; the rest goes to
+    ``message_received``; the answers of both keep the order of the requests, also behind
+    messages still waiting for the writer."""
+    if tp.sctp_recv_batch is None:
+        pytest.skip("the C extension is not built")
+    eor = socket.MSG_EOR
+    script = [[(b"q1", eor, 11), (b"q2", eor, 11), (b"slow", eor, 11), (b"q3", eor, 11), (b"piece", 0, 11),
+               (b"-end", eor, 11), (b"q4", eor, 11)]]
+    sent: list[list[tuple[bytes, int]]] = []
+    monkeypatch.setattr(tp, "sctp_recv_batch", lambda fd, size, count: script.pop(0) if script else [])
+    monkeypatch.setattr(tp, "sctp_send_batch", lambda fd, items: sent.append(list(items)) or len(items))
+
+    class Quick(Collect):
+        def answer_batch(self, conn: tp.MessageConnection, msgs: list[tuple[bytes, int, int]], start: int,
+                         out: list[tuple[bytes, int]]) -> int:
+            while start < len(msgs) and msgs[start][0].startswith(b"q") and msgs[start][1] & eor:
+                out.append((b"fast:" + msgs[start][0], 11))
+                start += 1
+            return start
+
+        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+            super().message_received(conn, data, ppid)
+            conn.send(b"slow:" + data, ppid)
+
+    async def main() -> None:
+        sock = _ScriptedSctpSocket([])
+        conn = tp.SCTPMessageConnection(sock, Quick(), asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            conn._outq.append((b"older", 11))  # the send buffer was full before this burst
+            conn._on_readable_batched()
+            assert sent == []
+            assert conn._outq == [(b"older", 11), (b"fast:q1", 11), (b"fast:q2", 11), (b"slow:slow", 11),
+                                  (b"fast:q3", 11), (b"slow:piece-end", 11), (b"fast:q4", 11)]
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not tp.sctp_available(), reason="kernel has no SCTP")
+def test_registrar_over_sctp_answers_pipelined_requests_in_order() -> None:
+    """The registrar's SCTP read path (C where it can, Python where it must): pipelined Handle
+    Resolutions around a Registration and an unknown pool are answered in order, and counted."""
+    from rserpool.policy import PolicyInfo
+    from rserpool.policytypes import PolicyType
+    from rserpool.policywire import policy_to_wire
+    from rserpool.registrar import Registrar, RegistrarConfig
+    from rserpool.wire import (
+        HandleResolution,
+        HandleResolutionResponse,
+        PoolElement,
+        Registration,
+        RegistrationResponse,
+        SctpTransport,
+        decode_asap,
+    )
+
+    def registration(ident: int) -> bytes:
+        pe = PoolElement(ident, 0, 60_000, SctpTransport(4000 + ident, ("127.0.0.1",)),
+                         policy_to_wire(PolicyInfo.make(PolicyType.LEAST_USED, load=ident / 10)))
+        return Registration(pool_handle=b"P", pool_element=pe).encode()
+
+    async def main() -> None:
+        reg = Registrar(RegistrarConfig(listen=[("127.0.0.1", 0)], enrp_listen=None, announce=False, transport="sctp"))
+        await reg.start()
+        client = Collect()
+        try:
+            conn = await tp.connect(client, "127.0.0.1", reg.port, kind="sctp")
+            for i in (1, 2, 3):
+                conn.send(registration(i))
+            await _wait_for(lambda: len(client.messages) == 3)
+            hr = HandleResolution(pool_handle=b"P").encode()
+            burst = [hr, hr, registration(4), HandleResolution(pool_handle=b"P", items=1).encode(),
+                     HandleResolution(pool_handle=b"none").encode(), hr]
+            for _ in range(5):
+                for data in burst:
+                    conn.send(data)
+            await _wait_for(lambda: len(client.messages) == 3 + 5 * len(burst), 20)
+            replies = [decode_asap(d) for d, _ in client.messages[3:]]
+            for k in range(5):
+                one = replies[k * len(burst):(k + 1) * len(burst)]
+                assert [type(r) for r in one] == [HandleResolutionResponse, HandleResolutionResponse,
+                                                  RegistrationResponse] + [HandleResolutionResponse] * 3
+                assert [len(r.pool_elements) for i, r in enumerate(one) if i != 2] == [3, 3, 1, 0, 3]
+                assert one[4].error is not None and one[4].error.causes[0].code == 0x9
+                assert [pe.identifier for pe in one[3].pool_elements] == [1]
+            assert reg.stats["handle_resolution"] == 5 * 5
+            assert all(p == tp.PPID_ASAP for _, p in client.messages)
+            conn.close()
+        finally:
+            await reg.stop()
+    asyncio.run(main())
