@@ -944,6 +944,25 @@ static PyObject *sctp_recv_batch(PyObject *Py_UNUSED(mod), PyObject *const *args
     return out;
 }
 
+static PyObject *struct_error; /* struct.error: what struct.pack("!I", ppid) raised for a bad PPID */
+
+/* A PPID (0..0xFFFFFFFF) from an int, or -1 with struct.error set, as struct.pack("!I", v) would. */
+static long long ppid_of(PyObject *v)
+{
+    if (!PyLong_Check(v)) {
+        PyErr_SetString(struct_error, "required argument is not an integer");
+        return -1;
+    }
+    int overflow = 0;
+    long long r = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (r == -1 && PyErr_Occurred()) return -1;
+    if (overflow || r < 0 || r > 0xFFFFFFFFLL) {
+        PyErr_SetString(struct_error, "'I' format requires 0 <= number <= 4294967295");
+        return -1;
+    }
+    return r;
+}
+
 static PyObject *sctp_send_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyList_Check(args[1])) {
@@ -956,19 +975,23 @@ static PyObject *sctp_send_batch(PyObject *Py_UNUSED(mod), PyObject *const *args
     Py_ssize_t total = PyList_GET_SIZE(items), sent = 0;
     struct mmsghdr msgs[BATCH_MAX];
     struct iovec iov[BATCH_MAX];
+    /* every item checked before the first message leaves: a bad one sends nothing (as struct.pack
+       refused it before sendmsg() in the one-by-one path); the loop below runs no Python code */
+    for (Py_ssize_t i = 0; i < total; i++) {
+        PyObject *it = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2 || !PyBytes_Check(PyTuple_GET_ITEM(it, 0))) {
+            PyErr_SetString(PyExc_TypeError, "sctp_send_batch: items must be (bytes, ppid)");
+            return NULL;
+        }
+        if (ppid_of(PyTuple_GET_ITEM(it, 1)) < 0) return NULL;
+    }
     while (sent < total) {
         Py_ssize_t n = total - sent < BATCH_MAX ? total - sent : BATCH_MAX;
         memset(msgs, 0, sizeof(msgs[0]) * (size_t)n);
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *it = PyList_GET_ITEM(items, sent + i);
-            PyObject *data;
-            unsigned long ppid;
-            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 2 || !PyBytes_Check(data = PyTuple_GET_ITEM(it, 0))) {
-                PyErr_SetString(PyExc_TypeError, "sctp_send_batch: items must be (bytes, ppid)");
-                return NULL;
-            }
-            ppid = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(it, 1));
-            if (ppid == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+            PyObject *data = PyTuple_GET_ITEM(it, 0);
+            long long ppid = ppid_of(PyTuple_GET_ITEM(it, 1)); /* checked above: cannot fail */
             iov[i].iov_base = PyBytes_AS_STRING(data);
             iov[i].iov_len = (size_t)PyBytes_GET_SIZE(data);
             struct cmsghdr *c = (struct cmsghdr *)send_ctl[i].buf;
@@ -1064,15 +1087,21 @@ static PyObject *hr_answer(const unsigned char *d, Py_ssize_t n, PyObject *const
     if (want < 1) Py_RETURN_NONE;
 
     PyObject *result = NULL, *handle = NULL, *sel = NULL, *policy = NULL, *elements = NULL, *selector = NULL;
-    PyObject *keyf = NULL, *valuef = NULL;
+    PyObject *keyf = NULL, *valuef = NULL, *head = NULL;
     PyObject *ents[MAX_HR_ITEMS], *tlvs[MAX_HR_ITEMS];
     uint64_t ids[MAX_HR_ITEMS];
     Py_ssize_t got = 0, held = 0;
     handle = PyBytes_FromStringAndSize((const char *)d + 8, plen - 4);
     if (handle == NULL) return NULL;
-    PyObject *pool = PyDict_GetItemWithError(ctx[0], handle); /* borrowed */
-    PyObject *head = PyDict_GetItemWithError(ctx[2], handle); /* borrowed */
-    if (pool == NULL || head == NULL || !PyBytes_Check(head)) goto none;
+    PyObject *pool = PyDict_GetItemWithError(ctx[0], handle); /* borrowed, used before any Python code */
+    if (pool == NULL) goto none;
+    /* held: the Python code run below (attribute look-ups, the policy's key) may change the dict */
+    head = PyDict_GetItemWithError(ctx[2], handle);
+    if (head == NULL || !PyBytes_Check(head)) {
+        head = NULL;
+        goto none;
+    }
+    Py_INCREF(head);
     if ((sel = PyObject_GetAttr(pool, s_selection)) == NULL || (policy = PyObject_GetAttr(sel, s_policy)) == NULL
         || (elements = PyObject_GetAttr(sel, s_elements)) == NULL
         || (selector = PyObject_GetAttr(sel, s_selector)) == NULL)
@@ -1081,15 +1110,20 @@ static PyObject *hr_answer(const unsigned char *d, Py_ssize_t n, PyObject *const
         || ((SelectorObject *)selector)->root == NULL)
         goto none;
     {
-        PyObject *by_value = PyObject_GetAttr(policy, s_by_value), *update = PyObject_GetAttr(policy, s_update);
-        int plain = by_value == Py_False && update == Py_None;
-        Py_XDECREF(by_value);
-        Py_XDECREF(update);
-        if (PyErr_Occurred()) goto error;
+        PyObject *by_value = PyObject_GetAttr(policy, s_by_value);
+        if (by_value == NULL) goto error;
+        int plain = by_value == Py_False;
+        Py_DECREF(by_value);
+        if (!plain) goto none;
+        PyObject *update = PyObject_GetAttr(policy, s_update);
+        if (update == NULL) goto error;
+        plain = update == Py_None;
+        Py_DECREF(update);
         if (!plain) goto none;
     }
     int ok = 1;
     long long inc = max_increment ? max_increment : attr_ll(policy, s_default_max_increment, &ok);
+    if (!ok) goto error;
     long long seq = attr_ll(sel, s_global_seq, &ok);
     if (!ok) goto error;
     /* the first `want` items in key order (SelectionPool.select: selector.first(n)) */
@@ -1100,16 +1134,22 @@ static PyObject *hr_answer(const unsigned char *d, Py_ssize_t n, PyObject *const
     Py_ssize_t size = 4 + PyBytes_GET_SIZE(head);
     for (Py_ssize_t i = 0; i < got; i++, held++) {
         PyObject *id = PyLong_FromUnsignedLongLong(ids[i]);
-        PyObject *k = id ? PyTuple_Pack(2, handle, id) : NULL;
-        PyObject *e = id ? PyDict_GetItemWithError(elements, id) : NULL;
+        if (id == NULL) goto error;
+        PyObject *e = PyDict_GetItemWithError(elements, id);
+        if (e == NULL) {
+            Py_DECREF(id);
+            goto none; /* an error, or the selector and the elements disagree: Python answers */
+        }
+        Py_INCREF(e); /* before the next allocation (a garbage collection may run Python code) */
+        PyObject *k = PyTuple_Pack(2, handle, id);
+        Py_DECREF(id);
         PyObject *c = k ? PyDict_GetItemWithError(ctx[1], k) : NULL;
-        Py_XDECREF(id);
         Py_XDECREF(k);
-        if (PyErr_Occurred()) goto error;
-        if (e == NULL || c == NULL || !PyTuple_Check(c) || PyTuple_GET_SIZE(c) != 2
-            || !PyBytes_Check(PyTuple_GET_ITEM(c, 0)) || !PyBytes_Check(PyTuple_GET_ITEM(c, 1)))
-            goto none;
-        Py_INCREF(e);
+        if (c == NULL || !PyTuple_Check(c) || PyTuple_GET_SIZE(c) != 2
+            || !PyBytes_Check(PyTuple_GET_ITEM(c, 0)) || !PyBytes_Check(PyTuple_GET_ITEM(c, 1))) {
+            Py_DECREF(e);
+            goto none; /* not cached yet: Python answers (an error, if one is set, is returned) */
+        }
         Py_INCREF(c);
         ents[i] = e;
         tlvs[i] = c;
@@ -1187,6 +1227,7 @@ done:
     Py_XDECREF(elements);
     Py_XDECREF(policy);
     Py_XDECREF(sel);
+    Py_XDECREF(head);
     Py_DECREF(handle);
     return result;
 }
@@ -1240,8 +1281,9 @@ static PyObject *hr_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ss
         PyObject *m = PyList_GET_ITEM(msgs, i);
         if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(m, 0))) break;
         long flags = PyLong_AsLong(PyTuple_GET_ITEM(m, 1));
+        if (flags == -1 && PyErr_Occurred()) return NULL;
         long ppid = PyLong_AsLong(PyTuple_GET_ITEM(m, 2));
-        if (PyErr_Occurred()) return NULL;
+        if (ppid == -1 && PyErr_Occurred()) return NULL;
         if (!(flags & MSG_EOR) || (flags & 0x8000) || (ppid != 11 && ppid != 0)) break; /* 0x8000: MSG_NOTIFICATION */
         PyObject *data = PyTuple_GET_ITEM(m, 0);
         PyObject *reply = hr_answer((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
@@ -1268,9 +1310,11 @@ static PyObject *hr_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ss
  * recvmmsg(); if every message is a plain Handle Resolution hr_answer() answers, the answers leave
  * with one sendmmsg() and stats["handle_resolution"] counts them, without any Python frame;
  * otherwise (or with a partial message, queued sends, a rate limit, an error) conn's Python
- * methods take over (_burst continues where this stopped, with the answers so far).  Why: in the
- * real-kernel lane the Python read loop and dispatch around the C answer cost ~2 us on the host,
- * ~45 us under qemu, per read burst.
+ * methods take over (_burst continues where this stopped, with the answers so far).  An error
+ * after the read is not raised: the messages are out of the kernel and the answers built so far
+ * had their selection side effects, so conn._drain_error logs it and hands both to _burst.  Why: in
+ * the real-kernel lane the Python read loop and dispatch around the C answer cost ~2 us on the
+ * host, ~45 us under qemu, per read burst.
  */
 static PyObject *s_fd, *s_partial, *s_outq, *s_handler, *s_hr_ctx, *s_max_hr_rate, *s_max_hr_items,
     *s_max_increment, *s_hr_stat;
@@ -1290,8 +1334,9 @@ static PyObject *take_exception(void)
 static PyObject *sctp_drain(PyObject *mod, PyObject *conn)
 {
     PyObject *result = NULL, *msgs = NULL, *out = NULL, *handler = NULL, *ctx = NULL, *partial = NULL,
-             *outq = NULL, *fdo = NULL;
+             *outq = NULL, *fdo = NULL, *fdl = NULL, *idx = NULL;
     long max_items = 0, max_inc = 0;
+    Py_ssize_t start = 0; /* after the read: the first message not handled yet */
     if ((fdo = PyObject_GetAttr(conn, s_fd)) == NULL) return NULL;
     long fd = PyLong_AsLong(fdo);
     Py_DECREF(fdo);
@@ -1305,21 +1350,28 @@ static PyObject *sctp_drain(PyObject *mod, PyObject *conn)
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto error;
         PyErr_Clear();
     }
-    int quick = ctx != NULL && PyTuple_Check(ctx) && PyTuple_GET_SIZE(ctx) == 6 && PyObject_Length(partial) == 0
-                && PyList_Check(outq) && PyList_GET_SIZE(outq) == 0;
-    if (PyErr_Occurred()) goto error;
+    int quick = ctx != NULL && PyTuple_Check(ctx) && PyTuple_GET_SIZE(ctx) == 6 && PyList_Check(outq)
+                && PyList_GET_SIZE(outq) == 0;
     if (quick) {
+        Py_ssize_t plen = PyObject_Length(partial);
+        if (plen < 0) goto error;
+        quick = plen == 0;
+    }
+    if (quick) { /* each call checked before the next: none may run with an exception set */
         PyObject *cfg = PyTuple_GET_ITEM(ctx, 3), *hs = PyTuple_GET_ITEM(ctx, 4);
-        PyObject *rate = PyObject_GetAttr(cfg, s_max_hr_rate);
-        PyObject *items = rate ? PyObject_GetAttr(cfg, s_max_hr_items) : NULL;
-        PyObject *inc = items ? PyObject_GetAttr(hs, s_max_increment) : NULL;
-        double r = rate ? PyFloat_AsDouble(rate) : 0;
-        if (items) max_items = PyLong_AsLong(items);
-        if (inc) max_inc = PyLong_AsLong(inc);
-        Py_XDECREF(rate);
-        Py_XDECREF(items);
-        Py_XDECREF(inc);
-        if (PyErr_Occurred()) goto error;
+        PyObject *v = PyObject_GetAttr(cfg, s_max_hr_rate);
+        if (v == NULL) goto error;
+        double r = PyFloat_AsDouble(v);
+        Py_DECREF(v);
+        if (r == -1.0 && PyErr_Occurred()) goto error;
+        if ((v = PyObject_GetAttr(cfg, s_max_hr_items)) == NULL) goto error;
+        max_items = PyLong_AsLong(v);
+        Py_DECREF(v);
+        if (max_items == -1 && PyErr_Occurred()) goto error;
+        if ((v = PyObject_GetAttr(hs, s_max_increment)) == NULL) goto error;
+        max_inc = PyLong_AsLong(v);
+        Py_DECREF(v);
+        if (max_inc == -1 && PyErr_Occurred()) goto error;
         quick = r <= 0;
     }
     if (!quick) {
@@ -1328,7 +1380,8 @@ static PyObject *sctp_drain(PyObject *mod, PyObject *conn)
     }
     {
         PyObject *rargs[3];
-        PyObject *fdl = PyLong_FromLong(fd), *piece = PyLong_FromLong(BATCH_PIECE), *cnt = PyLong_FromLong(BATCH_MAX);
+        PyObject *piece = PyLong_FromLong(BATCH_PIECE), *cnt = PyLong_FromLong(BATCH_MAX);
+        fdl = PyLong_FromLong(fd);
         if (fdl && piece && cnt) {
             rargs[0] = fdl;
             rargs[1] = piece;
@@ -1338,26 +1391,23 @@ static PyObject *sctp_drain(PyObject *mod, PyObject *conn)
         Py_XDECREF(piece);
         Py_XDECREF(cnt);
         if (msgs == NULL) {
-            Py_XDECREF(fdl);
             if (!PyErr_ExceptionMatches(PyExc_OSError)) goto error;
             PyObject *exc = take_exception();
             result = PyObject_CallMethod(conn, "_drain_failed", "O", exc);
             Py_DECREF(exc);
             goto done;
         }
-        Py_ssize_t got = PyList_GET_SIZE(msgs);
-        if (got == 0) {
-            Py_DECREF(fdl);
-            result = Py_None;
-            Py_INCREF(result);
-            goto done;
-        }
-        if ((out = PyList_New(0)) == NULL) {
-            Py_DECREF(fdl);
-            goto error;
-        }
+    }
+    /* From here on the messages are out of the kernel: an error must not lose them (read_error). */
+    Py_ssize_t got = PyList_GET_SIZE(msgs);
+    if (got == 0) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    if ((out = PyList_New(0)) == NULL) goto read_error;
+    {
         PyObject *zero = PyLong_FromLong(0), *mi = PyLong_FromLong(max_items), *mc = PyLong_FromLong(max_inc);
-        PyObject *idx = NULL;
         if (zero && mi && mc) {
             PyObject *bargs[8] = {msgs, zero, out, PyTuple_GET_ITEM(ctx, 0), PyTuple_GET_ITEM(ctx, 1),
                                   PyTuple_GET_ITEM(ctx, 2), mi, mc};
@@ -1366,36 +1416,38 @@ static PyObject *sctp_drain(PyObject *mod, PyObject *conn)
         Py_XDECREF(zero);
         Py_XDECREF(mi);
         Py_XDECREF(mc);
-        if (idx == NULL) {
-            Py_DECREF(fdl);
-            goto error;
+    }
+    if (idx == NULL) {
+        /* from msgs[0]: one answer in `out` per message answered, side effects applied; the failed one
+           (its side effects maybe in part) and the rest go to Python */
+        start = PyList_GET_SIZE(out);
+        goto read_error;
+    }
+    Py_ssize_t done_n = PyLong_AsSsize_t(idx);
+    if (done_n > 0) { /* stats["handle_resolution"] += done_n */
+        PyObject *stats = PyTuple_GET_ITEM(ctx, 5);
+        PyObject *old = PyObject_GetItem(stats, s_hr_stat);
+        PyObject *nw = old ? PyNumber_Add(old, idx) : NULL;
+        int bad = nw == NULL || PyObject_SetItem(stats, s_hr_stat, nw) < 0;
+        Py_XDECREF(old);
+        Py_XDECREF(nw);
+        if (bad) {
+            start = done_n;
+            goto read_error;
         }
-        Py_ssize_t done_n = PyLong_AsSsize_t(idx);
-        if (done_n > 0) { /* stats["handle_resolution"] += done_n */
-            PyObject *stats = PyTuple_GET_ITEM(ctx, 5);
-            PyObject *old = PyObject_GetItem(stats, s_hr_stat);
-            PyObject *nw = old ? PyNumber_Add(old, idx) : NULL;
-            int bad = nw == NULL || PyObject_SetItem(stats, s_hr_stat, nw) < 0;
-            Py_XDECREF(old);
-            Py_XDECREF(nw);
-            if (bad) {
-                Py_DECREF(idx);
-                Py_DECREF(fdl);
-                goto error;
-            }
-        }
-        if (done_n < got || got == BATCH_MAX) { /* the rest (and any further reads) in Python, in order */
-            result = PyObject_CallMethod(conn, "_burst", "OOO", msgs, idx, out);
-            Py_DECREF(idx);
-            Py_DECREF(fdl);
-            goto done;
-        }
-        Py_DECREF(idx);
+    }
+    if (done_n < got || got == BATCH_MAX) { /* the rest (and any further reads) in Python, in order */
+        result = PyObject_CallMethod(conn, "_burst", "OOO", msgs, idx, out);
+        goto done;
+    }
+    {
         PyObject *sargs[2] = {fdl, out};
         PyObject *sent = sctp_send_batch(mod, sargs, 2);
-        Py_DECREF(fdl);
         if (sent == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_OSError)) goto error;
+            if (!PyErr_ExceptionMatches(PyExc_OSError)) {
+                start = got;
+                goto read_error;
+            }
             PyObject *exc = take_exception();
             result = PyObject_CallMethod(conn, "_send_failed", "O", exc);
             Py_DECREF(exc);
@@ -1411,9 +1463,22 @@ static PyObject *sctp_drain(PyObject *mod, PyObject *conn)
         Py_INCREF(result);
         goto done;
     }
+read_error: {
+        /* Python logs it and goes on from msgs[start] with the answers so far (conn._drain_error) */
+        PyObject *exc = take_exception();
+        if (exc == NULL) { /* cannot be: every way here sets an exception */
+            exc = Py_None;
+            Py_INCREF(exc);
+        }
+        result = PyObject_CallMethod(conn, "_drain_error", "OOnO", exc, msgs, start, out ? out : Py_None);
+        Py_DECREF(exc);
+        goto done;
+    }
 error:
     Py_CLEAR(result);
 done:
+    Py_XDECREF(idx);
+    Py_XDECREF(fdl);
     Py_XDECREF(msgs);
     Py_XDECREF(out);
     Py_XDECREF(ctx);
@@ -1470,6 +1535,11 @@ PyMODINIT_FUNC PyInit__selector(void)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL) return NULL;
     if ((ppid_asap = PyLong_FromLong(11)) == NULL) return NULL;
+    PyObject *structmod = PyImport_ImportModule("struct");
+    if (structmod == NULL) return NULL;
+    struct_error = PyObject_GetAttrString(structmod, "error");
+    Py_DECREF(structmod);
+    if (struct_error == NULL) return NULL;
     struct { PyObject **slot; const char *name; } names2[] = {
         {&s_fd, "_fd"}, {&s_partial, "_partial"}, {&s_outq, "_outq"}, {&s_handler, "handler"},
         {&s_hr_ctx, "hr_ctx"}, {&s_max_hr_rate, "max_hr_rate"}, {&s_max_hr_items, "max_hr_items"},

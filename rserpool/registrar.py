@@ -467,6 +467,7 @@ class Registrar(AsapRole):
             h.cancel()
         if isinstance(reg, AsapPeer):
             reg.entries.discard(key)
+            reg.reg_cache.pop(key, None)  # it holds the entry and its pool's selection
             if reg.outbound and not reg.entries and reg.conn is not None:
                 reg.conn.close()  # a takeover connection with nothing left to monitor
 

@@ -247,8 +247,13 @@ class AsapPeer:
         if hr_batch is None or self.conn is not conn or reg.config.max_hr_rate > 0:
             return start
         hs = reg.handlespace
-        end: int = hr_batch(msgs, start, out, hs._pools, reg._pe_cache, reg._hr_heads, reg.config.max_hr_items,
-                            hs.max_increment)
+        before = len(out)
+        try:
+            end: int = hr_batch(msgs, start, out, hs._pools, reg._pe_cache, reg._hr_heads, reg.config.max_hr_items,
+                                hs.max_increment)
+        except Exception:  # a bug: what it answered stands (one reply each), the rest goes the Python way
+            log.exception("C handle resolution failed on %s", self.peer_host)
+            end = start + len(out) - before
         if end > start:
             reg.stats["handle_resolution"] += end - start
         return end
@@ -291,61 +296,64 @@ class AsapRole:
     # ---------------------------------------------------------------- ASAP dispatch
 
     def _handle_asap(self, peer: AsapPeer, data: bytes, ppid: int) -> None:
-        if ppid not in (tp.PPID_ASAP, 0):
-            self._log_once(peer.peer_host, "ppid", "PPID %d on the ASAP port", ppid)
-            self._penalize(peer)
-            return
-        mtype = data[0]
-        if mtype == 0x05:
-            # Hot path: a plain Handle Resolution is answered in one C call (``_selector.hr_reply``
-            # says when it declines), else parsed in place (pool handle [+ option]) here.
-            if hr_reply is not None and peer.conn is not None and self.config.max_hr_rate <= 0:
-                hs = self.handlespace
-                reply = hr_reply(data, hs._pools, self._pe_cache, self._hr_heads, self.config.max_hr_items,
-                                 hs.max_increment)
-                if reply is not None:
-                    self.stats["handle_resolution"] += 1
-                    peer.conn.send(reply)
+        # One guard for everything, the fast paths included: a bug in one handler must not take the
+        # registrar down nor lose the messages read with this one (a try costs nothing in 3.11).
+        try:
+            if ppid not in (tp.PPID_ASAP, 0):
+                self._log_once(peer.peer_host, "ppid", "PPID %d on the ASAP port", ppid)
+                self._penalize(peer)
+                return
+            mtype = data[0]
+            if mtype == 0x05:
+                # Hot path: a plain Handle Resolution is answered in one C call (``_selector.hr_reply``
+                # says when it declines), else parsed in place (pool handle [+ option]) here.
+                if hr_reply is not None and peer.conn is not None and self.config.max_hr_rate <= 0:
+                    hs = self.handlespace
+                    reply = hr_reply(data, hs._pools, self._pe_cache, self._hr_heads, self.config.max_hr_items,
+                                     hs.max_increment)
+                    if reply is not None:
+                        self.stats["handle_resolution"] += 1
+                        peer.conn.send(reply)
+                        return
+                handle, items = _fast_hr(data)
+                if handle is not None:
+                    self._resolve(peer, handle, items)
                     return
-            handle, items = _fast_hr(data)
-            if handle is not None:
-                self._resolve(peer, handle, items)
+            elif mtype == 0x01:
+                if self.config.max_reg_rate > 0 and registration_refused(peer, self.config.max_reg_rate):
+                    self._refuse_registration(peer, data)  # before decoding: a flood must cost little
+                    return
+                if peer.reg_cache and self._fast_reregistration(peer, data):
+                    return
+            elif mtype == 0x08:
+                ids = _keepalive_ack_ids(data)
+                if ids is not None:
+                    self._keepalive_acked(peer, ids[0], ids[1])
+                    return
+            if mtype not in ASAP_MESSAGES:
+                self.stats["unrecognized_message"] += 1
+                self._log_once(peer.peer_host, "unrecognized", "unrecognized ASAP message type 0x%02x", mtype)
+                self._send_error(peer, CauseCode.UNRECOGNIZED_MESSAGE, data[:1024])
+                self._penalize(peer)
                 return
-        elif mtype == 0x01:
-            if self.config.max_reg_rate > 0 and registration_refused(peer, self.config.max_reg_rate):
-                self._refuse_registration(peer, data)  # before decoding: a flood must cost little
+            try:
+                msg = decode_asap(data)
+            except CodecError as exc:
+                self._log_once(peer.peer_host, "malformed", "malformed ASAP message: %s", exc)
+                self._penalize(peer)
                 return
-            if peer.reg_cache and self._fast_reregistration(peer, data):
+            if not self._check_unknown_params(peer, msg):
+                self._penalize(peer)
                 return
-        elif mtype == 0x08:
-            ids = _keepalive_ack_ids(data)
-            if ids is not None:
-                self._keepalive_acked(peer, ids[0], ids[1])
+            handler = self._dispatch.get(mtype)
+            if handler is None:
+                self._log_once(peer.peer_host, f"type{mtype}", "unexpected %s at a registrar", type(msg).__name__)
+                self._penalize(peer)
                 return
-        if mtype not in ASAP_MESSAGES:
-            self.stats["unrecognized_message"] += 1
-            self._log_once(peer.peer_host, "unrecognized", "unrecognized ASAP message type 0x%02x", mtype)
-            self._send_error(peer, CauseCode.UNRECOGNIZED_MESSAGE, data[:1024])
-            self._penalize(peer)
-            return
-        try:
-            msg = decode_asap(data)
-        except CodecError as exc:
-            self._log_once(peer.peer_host, "malformed", "malformed ASAP message: %s", exc)
-            self._penalize(peer)
-            return
-        if not self._check_unknown_params(peer, msg):
-            self._penalize(peer)
-            return
-        handler = self._dispatch.get(mtype)
-        if handler is None:
-            self._log_once(peer.peer_host, f"type{mtype}", "unexpected %s at a registrar", type(msg).__name__)
-            self._penalize(peer)
-            return
-        try:
             handler(peer, msg, data)
-        except Exception:  # a bug in one handler must not take the registrar down
-            log.exception("error handling %s from %s", type(msg).__name__, peer.peer_host)
+        except Exception:
+            log.exception("error handling ASAP message type 0x%02x from %s", data[0] if data else -1,
+                          peer.peer_host)
 
     def _check_unknown_params(self, peer: AsapPeer, msg: Any) -> bool:
         """Apply RFC 5354 §2.1 action bits to unrecognised parameters; False = discard message."""
@@ -402,6 +410,9 @@ class AsapRole:
         pe = msg.pool_element
         handle = msg.pool_handle
         ident = pe.identifier
+        # What ``_fast_reregistration`` may take as "the last registration" is this one from now on,
+        # or nothing: one the full path refuses or cannot cache must not leave an older one behind.
+        peer.reg_cache.pop((handle, ident), None)
         user = pe.user_transport
         # A PE that registers a wildcard (or no) address means "the address you see me at".
         if (not user.addresses or any(tp.is_unspecified(a) for a in user.addresses)) and peer.conn and peer.conn.peer:
@@ -418,6 +429,7 @@ class AsapRole:
             # another host claiming the identifier is refused by the handlespace (non-unique ID).
             if old.peer_host == peer.peer_host or old.conn is None or old.conn.is_closing():
                 old.entries.discard((handle, ident))
+                old.reg_cache.pop((handle, ident), None)
                 existing.registrator = peer
         registrator_transport = self._registrator_transport(peer)
         cause, entry = self.handlespace.register(

@@ -404,7 +404,11 @@ class SCTPMessageConnection:
                 m = len(msgs)
                 while i < m:
                     if answer is not None and not partial:
-                        i = answer(self, msgs, i, out)
+                        try:
+                            i = answer(self, msgs, i, out)
+                        except Exception:  # how far it got is unknown: the rest goes one by one
+                            log.exception("answer_batch failed on SCTP association %s", self.peer)
+                            answer = None
                         if i >= m:
                             break
                     data, flags, ppid = msgs[i]
@@ -415,9 +419,7 @@ class SCTPMessageConnection:
                         self._end_batch()
                         self._shutdown(None)
                         return
-                    if flags & socket.MSG_EOR and not partial:
-                        received(self, data, ppid)
-                    else:
+                    if not flags & socket.MSG_EOR or partial:
                         partial += data
                         if len(partial) > max_size:
                             log.warning("aborting SCTP association %s: message larger than %d", self.peer, max_size)
@@ -425,15 +427,28 @@ class SCTPMessageConnection:
                             return
                         if not flags & socket.MSG_EOR:
                             continue
-                        msg = bytes(partial)
+                        data = bytes(partial)
                         partial.clear()
-                        received(self, msg, ppid)
+                    # The rest of this batch is read already (unlike one recvmsg() per message, an
+                    # exception here would lose it): a handler's bug costs its one message only.
+                    try:
+                        received(self, data, ppid)
+                    except Exception:
+                        log.exception("error handling a message from SCTP association %s", self.peer)
                     if self._closed:
                         return
                 if len(msgs) < 16:
                     return  # drained: no recvmsg() that ends in EAGAIN
         finally:
             self._end_batch()
+
+    def _drain_error(self, exc: BaseException, msgs: list[tuple[bytes, int, int]], start: int,
+                     out: list[tuple[bytes, int]] | None) -> None:
+        """``sctp_drain`` failed after its read (a bug, or no memory): ``msgs[start:]`` are read but
+        not handled and ``out`` holds answers whose side effects were applied. Why not just raise:
+        the kernel would not give these messages again; Python carries on with them instead."""
+        log.error("SCTP read path failed on association %s; continuing in Python", self.peer, exc_info=exc)
+        self._burst(msgs, start, [] if out is None else out)
 
     def _drain_failed(self, exc: OSError) -> None:
         """``sctp_drain``'s read failed (the kernel reports an error once): the association is gone."""
@@ -460,6 +475,11 @@ class SCTPMessageConnection:
             n = sctp_send_batch(self._fd, out)
         except OSError as exc:
             self.loop.call_soon(self._shutdown, exc)
+            return
+        except (TypeError, ValueError, struct.error):  # an item it refuses (then nothing was sent)
+            log.exception("dropping unsendable messages on SCTP association %s", self.peer)
+            self._batch = [(d, p) for d, p in out if isinstance(d, bytes) and isinstance(p, int) and 0 <= p <= 0xFFFFFFFF]
+            self._end_batch()
             return
         if n < len(out):
             self._outq.extend(out[n:])

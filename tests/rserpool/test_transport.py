@@ -7,14 +7,16 @@ import errno
 import logging
 import socket
 import struct
+from typing import Any
 
 import pytest
 
 from rserpool import multicast, routewatch
 from rserpool import transport as tp
 
-# The whole module runs in the real-kernel lane too: there the SCTP paths are taken, not the fallbacks.
-pytestmark = pytest.mark.realkernel
+# The tests that need or exercise the kernel's SCTP are marked realkernel (the lane takes the SCTP
+# paths there, not the fallbacks); the rest (framing, scripted sockets, the C read path over an
+# AF_UNIX socket) need no SCTP and run in the normal suite.
 
 
 def test_parse_endpoint_forms() -> None:
@@ -26,6 +28,7 @@ def test_parse_endpoint_forms() -> None:
     assert tp.format_endpoint("::1", 5) == "[::1]:5"
 
 
+@pytest.mark.realkernel
 def test_sctp_probe_is_cached_bool() -> None:
     first = tp.sctp_available()
     assert isinstance(first, bool)
@@ -33,6 +36,7 @@ def test_sctp_probe_is_cached_bool() -> None:
     assert tp.sctp_available.cache_info().hits >= 1
 
 
+@pytest.mark.realkernel
 def test_transport_kind_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(tp.ENV_TRANSPORT, "tcp")
     assert tp.transport_kind() == "tcp"
@@ -194,6 +198,7 @@ def test_multicast_no_route_is_reported_once_not_raised(monkeypatch: pytest.Monk
         real.close()
 
 
+@pytest.mark.realkernel
 @pytest.mark.skipif(not tp.sctp_available(), reason="kernel has no SCTP")
 def test_sctp_message_connection_carries_ppid() -> None:
     async def main() -> None:
@@ -346,6 +351,7 @@ def test_sctp_batched_reads_answer_in_one_batch_in_order(monkeypatch: pytest.Mon
     asyncio.run(main())
 
 
+@pytest.mark.realkernel
 @pytest.mark.skipif(not tp.sctp_available(), reason="kernel has no SCTP")
 def test_sctp_pipelined_messages_are_answered_in_order_with_ppids() -> None:
     """Over a real association: 40 pipelined messages (one larger than a batch piece) are each
@@ -410,10 +416,13 @@ def test_sctp_batched_reads_let_the_handler_answer_runs_of_messages(monkeypatch:
     asyncio.run(main())
 
 
+@pytest.mark.realkernel
 @pytest.mark.skipif(not tp.sctp_available(), reason="kernel has no SCTP")
-def test_registrar_over_sctp_answers_pipelined_requests_in_order() -> None:
+def test_registrar_over_sctp_answers_pipelined_requests_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """The registrar's SCTP read path (C where it can, Python where it must): pipelined Handle
-    Resolutions around a Registration and an unknown pool are answered in order, and counted."""
+    Resolutions around a Registration and an unknown pool are answered in order, and counted;
+    a burst of plain ones (their TLVs cached) is answered by the C read callback alone."""
+    import rserpool.registrar_asap as ra
     from rserpool.policy import PolicyInfo
     from rserpool.policytypes import PolicyType
     from rserpool.policywire import policy_to_wire
@@ -436,6 +445,23 @@ def test_registrar_over_sctp_answers_pipelined_requests_in_order() -> None:
     async def main() -> None:
         reg = Registrar(RegistrarConfig(listen=[("127.0.0.1", 0)], enrp_listen=None, announce=False, transport="sctp"))
         await reg.start()
+        # who answered: the Python dispatch (_handle_asap), the C batch called from Python
+        # (answer_batch), or else the C read callback (sctp_drain) without any Python
+        in_python, in_batch = [0], [0]
+        real_handle, real_batch = reg._handle_asap, ra.hr_batch
+
+        def handle(peer: Any, data: bytes, ppid: int) -> None:
+            in_python[0] += data[:1] == b"\x05"
+            real_handle(peer, data, ppid)
+
+        def batch(msgs: Any, start: int, *rest: Any) -> int:
+            end: int = real_batch(msgs, start, *rest)
+            in_batch[0] += end - start
+            return end
+
+        monkeypatch.setattr(reg, "_handle_asap", handle)
+        if real_batch is not None:
+            monkeypatch.setattr(ra, "hr_batch", batch)
         client = Collect()
         try:
             conn = await tp.connect(client, "127.0.0.1", reg.port, kind="sctp")
@@ -459,7 +485,311 @@ def test_registrar_over_sctp_answers_pipelined_requests_in_order() -> None:
                 assert [pe.identifier for pe in one[3].pool_elements] == [1]
             assert reg.stats["handle_resolution"] == 5 * 5
             assert all(p == tp.PPID_ASAP for _, p in client.messages)
+            assert in_python[0] > 0  # the first ones (nothing cached yet) and the unknown pool
+            if tp.sctp_drain is not None:
+                before = (in_python[0], in_batch[0])
+                n = len(client.messages)
+                for _ in range(10):
+                    conn.send(hr)
+                await _wait_for(lambda: len(client.messages) == n + 10, 20)
+                assert all(len(decode_asap(d).pool_elements) == 3 for d, _ in client.messages[n:])  # max_hr_items
+                assert reg.stats["handle_resolution"] == 5 * 5 + 10
+                assert (in_python[0], in_batch[0]) == before, "plain resolutions went through Python"
             conn.close()
         finally:
             await reg.stop()
+    asyncio.run(main())
+
+
+def test_sctp_burst_keeps_the_rest_of_a_read_when_a_handler_raises(monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A read batch is out of the kernel: a handler's exception on one message is logged and the
+    batch's other messages are still handled, and their answers sent."""
+    if tp.sctp_recv_batch is None:
+        pytest.skip("the C extension is not built")
+    eor = socket.MSG_EOR
+    script = [[(b"m1", eor, 11), (b"boom", eor, 11), (b"m3", eor, 11)]]
+    sent: list[tuple[bytes, int]] = []
+    monkeypatch.setattr(tp, "sctp_recv_batch", lambda fd, size, count: script.pop(0) if script else [])
+    monkeypatch.setattr(tp, "sctp_send_batch", lambda fd, items: sent.extend(items) or len(items))
+
+    class Fragile(Collect):
+        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+            super().message_received(conn, data, ppid)
+            if data == b"boom":
+                raise RuntimeError("handler bug")
+            conn.send(b"re:" + data, ppid)
+
+    async def main() -> None:
+        sock = _ScriptedSctpSocket([])
+        got = Fragile()
+        conn = tp.SCTPMessageConnection(sock, got, asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            with caplog.at_level(logging.ERROR, logger="rserpool.transport"):
+                conn._on_readable_batched()
+            assert [d for d, _ in got.messages] == [b"m1", b"boom", b"m3"]
+            assert sent == [(b"re:m1", 11), (b"re:m3", 11)] and not conn.is_closing()
+            assert any("error handling a message" in r.getMessage() for r in caplog.records)
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+class _SeqpacketSocket(_ScriptedSctpSocket):
+    """An AF_UNIX SOCK_SEQPACKET pair standing in for an SCTP association (this host may have no
+    SCTP): the C read path's recvmmsg()/sendmmsg() work on it; ``far`` is the peer's end. It sets
+    no MSG_EOR, so every message reads as a piece: the C path hands such a read over to Python."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        for s in self._idle:
+            s.close()
+        self._idle = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._idle[0].setblocking(False)
+        self.far = self._idle[1]
+        self.far.settimeout(2)
+
+
+class _HrCtxHandler(Collect):
+    """A handler offering ``hr_ctx`` (as the registrar's ASAP peer does): its connection's reads
+    go through ``_selector.sctp_drain``."""
+
+    def __init__(self, max_hr_rate: float = 0.0, pools: object = None) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+        self.stats = {"handle_resolution": 0}
+        self.hr_ctx = ({} if pools is None else pools, {}, {}, SimpleNamespace(max_hr_rate=max_hr_rate, max_hr_items=3),
+                       SimpleNamespace(max_increment=0), self.stats)
+
+
+def _drain_conn(handler: Collect) -> tuple[tp.SCTPMessageConnection, _SeqpacketSocket, list[tuple[str, Any]]]:
+    """A connection over a seqpacket pair whose Python hand-over methods are recorded (and run)."""
+    sock = _SeqpacketSocket()
+    conn = tp.SCTPMessageConnection(sock, handler, asyncio.get_running_loop())  # type: ignore[arg-type]
+    calls: list[tuple[str, Any]] = []
+    for name in ("_burst", "_on_readable_batched", "_drain_error", "_drain_failed"):
+        real = getattr(conn, name)
+
+        def recorded(*args: Any, _name: str = name, _real: Any = real) -> Any:
+            calls.append((_name, args))
+            return _real(*args)
+        setattr(conn, name, recorded)
+    return conn, sock, calls
+
+
+def _nothing_left(sock: _SeqpacketSocket) -> bool:
+    try:
+        sock._idle[0].recv(100)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_sctp_drain_hands_a_read_it_does_not_answer_to_python() -> None:
+    """``sctp_drain`` reads once and gives Python what it read (here: pieces without MSG_EOR,
+    which no Handle Resolution answer may take), from the first message, with no answers yet."""
+    if tp.sctp_drain is None:
+        pytest.skip("the C extension is not built")
+
+    async def main() -> None:
+        handler = _HrCtxHandler()
+        conn, sock, calls = _drain_conn(handler)
+        try:
+            assert tp.sctp_drain(conn) is None and calls == []  # nothing to read: nothing called
+            for part in (b"one", b"two", b"three"):
+                sock.far.send(part)
+            assert tp.sctp_drain(conn) is None
+            assert [(n, len(a[0]), a[1], a[2]) for n, a in calls] == [("_burst", 3, 0, [])]
+            assert bytes(conn._partial) == b"onetwothree" and _nothing_left(sock)
+            assert handler.stats["handle_resolution"] == 0
+            sock.far.close()  # end of stream: the association is gone
+            tp.sctp_drain(conn)
+            assert conn.is_closing() and handler.lost.is_set()
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+def test_sctp_drain_leaves_rate_limited_or_queued_connections_to_python() -> None:
+    """With a Handle Resolution rate limit, or sends still queued for the writer, ``sctp_drain``
+    reads nothing itself: the Python read loop (``_on_readable_batched``) does it all."""
+    if tp.sctp_drain is None:
+        pytest.skip("the C extension is not built")
+
+    async def main() -> None:
+        for handler, queued in ((_HrCtxHandler(max_hr_rate=5.0), False), (_HrCtxHandler(), True)):
+            conn, sock, calls = _drain_conn(handler)
+            try:
+                if queued:
+                    conn._outq.append((b"older", 11))
+                sock.far.send(b"req")
+                tp.sctp_drain(conn)
+                assert [n for n, _ in calls] == ["_on_readable_batched", "_burst"]
+                assert calls[1][1] == (None, 0, [])  # the Python loop read it itself
+                assert bytes(conn._partial) == b"req" and _nothing_left(sock)
+            finally:
+                conn._shutdown(None)
+                sock.close()
+    asyncio.run(main())
+
+
+def test_sctp_drain_error_after_its_read_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """An error in the C path after recvmmsg() (here: a registrar state it cannot use) does not
+    drop what was read: it is logged and Python carries on with the messages, in order."""
+    if tp.sctp_drain is None:
+        pytest.skip("the C extension is not built")
+
+    async def main() -> None:
+        handler = _HrCtxHandler(pools=["not", "a", "dict"])
+        conn, sock, calls = _drain_conn(handler)
+        try:
+            sock.far.send(b"first")
+            sock.far.send(b"second")
+            with caplog.at_level(logging.ERROR, logger="rserpool.transport"):
+                assert tp.sctp_drain(conn) is None  # nothing raised into the event loop
+            assert [n for n, _ in calls] == ["_drain_error", "_burst"]
+            exc, msgs, start, out = calls[0][1]
+            assert isinstance(exc, TypeError) and [m[0] for m in msgs] == [b"first", b"second"]
+            assert start == 0 and out == []
+            assert bytes(conn._partial) == b"firstsecond" and _nothing_left(sock)
+            assert any("SCTP read path failed" in r.getMessage() for r in caplog.records)
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+def test_sctp_drain_error_hand_over_sends_the_answers_so_far_first() -> None:
+    """What ``sctp_drain`` hands over after an error (the answers it built, the messages from the
+    one it failed on) is answered in order: its answers first, then Python's, in one send."""
+    if tp.sctp_drain is None:
+        pytest.skip("the C extension is not built")
+    eor = socket.MSG_EOR
+
+    class Echo(_HrCtxHandler):
+        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+            super().message_received(conn, data, ppid)
+            conn.send(b"re:" + data, ppid)
+
+    async def main() -> None:
+        handler = Echo()
+        conn, sock, _ = _drain_conn(handler)
+        try:
+            msgs = [(b"q0", eor, 11), (b"q1", eor, 11), (b"q2", eor, 12)]
+            conn._drain_error(RuntimeError("C bug"), msgs, 1, [(b"a0", 11)])
+            assert handler.messages == [(b"q1", 11), (b"q2", 12)]
+            assert [sock.far.recv(100) for _ in range(3)] == [b"a0", b"re:q1", b"re:q2"]
+            conn._drain_error(RuntimeError("no memory"), [(b"q3", eor, 11)], 0, None)  # nothing built yet
+            assert handler.messages[-1] == (b"q3", 11) and sock.far.recv(100) == b"re:q3"
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+def test_sctp_drain_send_hand_overs_queue_the_rest_and_report_failures() -> None:
+    """``_queue_unsent`` (the send buffer took only part of a burst's answers: the rest waits for
+    the writer, in order, ahead of later sends) and ``_send_failed`` (the association is gone)."""
+    async def main() -> None:
+        handler = Collect()
+        sock = _ScriptedSctpSocket([])
+        conn = tp.SCTPMessageConnection(sock, handler, asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            conn._queue_unsent([(b"a", 11), (b"b", 11), (b"c", 12)], 1)
+            conn.send(b"later", 11)
+            assert conn.pending == 3 and sock.sent == []
+            conn._on_writable()
+            assert sock.sent == [(b"b", 11), (b"c", 12), (b"later", 11)] and conn.pending == 0
+            err = OSError(errno.ECONNRESET, "reset")
+            conn._send_failed(err)
+            assert not handler.lost.is_set()  # from the event loop, as a failed send() does
+            await asyncio.wait_for(handler.lost.wait(), 2)
+            assert conn.is_closing()
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+def test_sctp_send_batch_checks_every_item_before_sending_any() -> None:
+    """A bad item anywhere in the list (past the first 16 too) sends nothing and raises what
+    ``struct.pack("!I", ppid)`` raised in the one-by-one path; a burst's bad message is dropped
+    alone (``_end_batch``), the others leave in order."""
+    if tp.sctp_send_batch is None:
+        pytest.skip("the C extension is not built")
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        good = [(b"m%d" % i, 11) for i in range(20)]
+        for bad, exc in (((b"x", 1 << 32), struct.error), ((b"x", -1), struct.error), ((b"x", "11"), struct.error),
+                         ((b"x", 1 << 70), struct.error), (("x", 11), TypeError), ((b"x",), TypeError)):
+            with pytest.raises(exc):
+                tp.sctp_send_batch(a.fileno(), [*good, bad])
+            with pytest.raises(BlockingIOError):
+                b.recv(100)  # nothing was sent
+        assert tp.sctp_send_batch(a.fileno(), [(b"lo", 0), (b"hi", 0xFFFFFFFF)]) == 2
+        assert [b.recv(100), b.recv(100)] == [b"lo", b"hi"]
+    finally:
+        a.close()
+        b.close()
+
+    async def main() -> None:
+        sock = _SeqpacketSocket()
+        conn = tp.SCTPMessageConnection(sock, Collect(), asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            conn._batch = []
+            conn.send(b"one", 11)
+            conn.send(b"bad", 1 << 32)
+            conn.send(b"two", 12)
+            conn._end_batch()
+            assert [sock.far.recv(100), sock.far.recv(100)] == [b"one", b"two"]
+            sock._idle[1].setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.far.recv(100)
+        finally:
+            conn._shutdown(None)
+            sock.close()
+    asyncio.run(main())
+
+
+def test_sctp_burst_goes_one_by_one_when_answer_batch_raises(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A handler's ``answer_batch`` that raises is logged and not asked again in that burst; the
+    burst's messages still reach ``message_received``, in order."""
+    if tp.sctp_recv_batch is None:
+        pytest.skip("the C extension is not built")
+    eor = socket.MSG_EOR
+    script = [[(b"q1", eor, 11), (b"q2", eor, 11)]]
+    sent: list[tuple[bytes, int]] = []
+    monkeypatch.setattr(tp, "sctp_recv_batch", lambda fd, size, count: script.pop(0) if script else [])
+    monkeypatch.setattr(tp, "sctp_send_batch", lambda fd, items: sent.extend(items) or len(items))
+
+    class Broken(Collect):
+        asked = 0
+
+        def answer_batch(self, conn: tp.MessageConnection, msgs: list[tuple[bytes, int, int]], start: int,
+                         out: list[tuple[bytes, int]]) -> int:
+            self.asked += 1
+            raise RuntimeError("batch bug")
+
+        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+            super().message_received(conn, data, ppid)
+            conn.send(b"re:" + data, ppid)
+
+    async def main() -> None:
+        sock = _ScriptedSctpSocket([])
+        got = Broken()
+        conn = tp.SCTPMessageConnection(sock, got, asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            with caplog.at_level(logging.ERROR, logger="rserpool.transport"):
+                conn._on_readable_batched()
+            assert got.asked == 1 and [d for d, _ in got.messages] == [b"q1", b"q2"]
+            assert sent == [(b"re:q1", 11), (b"re:q2", 11)]
+            assert any("answer_batch failed" in r.getMessage() for r in caplog.records)
+        finally:
+            conn._shutdown(None)
+            sock.close()
     asyncio.run(main())
