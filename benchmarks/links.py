@@ -1,6 +1,7 @@
 """Benchmark of the link emulation layer: ping RTT accuracy and TCP throughput per backend.
 
-Builds two Mininet hosts joined by one EmuLink (the same code path the testbed uses), for every
+Builds two Mininet hosts joined by one EmuLink (``emu_link``: the testbed's code path, the
+interfaces made by one ``ip -batch``, then the link), for every
 backend this kernel offers (netem only where sch_netem exists; the shaper everywhere), and measures:
 
 * ping RTT for one-way delays 0, 5, 20, 50, 160 ms (and 20 ms with 5 ms jitter) against the
@@ -38,7 +39,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from emulab.linkparams import LinkParams
-from emulab.links import BACKENDS, EmuLink, cleanup_leftovers, probe_netem
+from emulab.links import BACKENDS, EmuLink, cleanup_leftovers, emu_link, probe_netem
 from emulab.shaper_control import Shaper
 
 DELAYS_MS = [0.0, 5.0, 20.0, 50.0, 160.0]
@@ -107,8 +108,8 @@ def run_backend(backend: str, quick: bool, tag: str) -> dict[str, Any]:
         if backend == "shaper":
             shaper = Shaper.start(f"{tmp}/shaper.sock", netns=netns)
         h1, h2 = Host(f"lb{tag}a"), Host(f"lb{tag}b")
-        link = EmuLink(h1, h2, intfName1="lb-eth0", intfName2="lb-eth1", params=LinkParams(), backend=backend,
-                       shaper=shaper, link_id="bench", dynamic=True)
+        link = emu_link(h1, h2, "lb-eth0", "lb-eth1", params=LinkParams(), backend=backend, shaper=shaper,
+                        link_id="bench", dynamic=True)
         h1.setIP(f"{IP1}/24", intf="lb-eth0")
         h2.setIP(f"{IP2}/24", intf="lb-eth1")
         rtt = [measure_rtt(link, h1, d, 0.0, count) for d in DELAYS_MS]
@@ -203,17 +204,17 @@ def _hop_cost(quick: bool, tag: str, background: bool, backend: str = "shaper") 
         h1, h2, h3, h4 = (Host(f"lh{tag}{x}") for x in "abcd")
         # h1-h2: plain veth (the reference); h3-h4: through the emulation with neutral parameters
         # (dynamic: the shaper hop, or a zero-delay netem qdisc on both ends, stays in place)
-        plain = EmuLink(h1, h2, intfName1="lh-eth0", intfName2="lh-eth1", params=LinkParams(), backend=backend,
-                        shaper=shaper, link_id="plain", dynamic=False)
-        shaped = EmuLink(h3, h4, intfName1="lh-eth0", intfName2="lh-eth1", params=LinkParams(), backend=backend,
-                         shaper=shaper, link_id="hop", dynamic=True)
+        plain = emu_link(h1, h2, "lh-eth0", "lh-eth1", params=LinkParams(), backend=backend, shaper=shaper,
+                         link_id="plain", dynamic=False)
+        shaped = emu_link(h3, h4, "lh-eth0", "lh-eth1", params=LinkParams(), backend=backend, shaper=shaper,
+                          link_id="hop", dynamic=True)
         for h, ip in ((h1, IP1), (h2, IP2), (h3, IP1), (h4, IP2)):
             h.setIP(f"{ip}/24", intf="lh-eth0" if ip == IP1 else "lh-eth1")
         for k in range(BG_LINKS if background else 0):
             a, b = Host(f"lg{tag}{k}a"), Host(f"lg{tag}{k}b")
             bg_hosts += [a, b]
-            bg_links.append(EmuLink(a, b, intfName1="lg-eth0", intfName2="lg-eth1", params=LinkParams(delay_ms=1.0),
-                                    backend=backend, shaper=shaper, link_id=f"bg{k}"))
+            bg_links.append(emu_link(a, b, "lg-eth0", "lg-eth1", params=LinkParams(delay_ms=1.0), backend=backend,
+                                     shaper=shaper, link_id=f"bg{k}"))
             a.setIP(f"{IP1}/24", intf="lg-eth0")
             b.setIP(f"{IP2}/24", intf="lg-eth1")
             bg_pings.append(a.popen(["ping", "-n", "-q", "-i", str(BG_INTERVAL), IP2], stdout=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import time
 from typing import Any
 
 from mininet.node import Host
@@ -44,18 +45,44 @@ class QuickHost(Host):  # type: ignore[misc]
         self.waiting = True  # no command may be sent before finish_shells saw the prompt
 
 
-def finish_shells(hosts: list[Any]) -> None:
+def finish_shells(hosts: list[Any], timeout: float = 60.0) -> None:
     """The rest of Node.startShell for hosts built as ``QuickHost``: wait for each shell's prompt,
-    then run Mininet's set-up line in all of them at once."""
+    then run Mininet's set-up line in all of them at once.
+
+    A shell that exits first (mnexec could not enter or create the namespace) or gives no prompt
+    within ``timeout`` s (generous: a busy machine is slow, not broken) raises RuntimeError with
+    what it printed, which says why."""
+    deadline = time.monotonic() + timeout
     for host in hosts:
+        said = ""
+        # Mininet's own pollOut also reports the terminal writable, i.e. always: its read would
+        # then block for ever on a shell that died without a word
+        readable = select.poll()
+        readable.register(host.stdout.fileno(), select.POLLIN)
         while True:
-            if host.pollOut.poll(1000):
-                if host.read(1024).endswith(PROMPT):
+            if readable.poll(100):
+                try:
+                    chunk = host.read(1024)
+                except OSError:  # EIO: the shell's side of the terminal is closed, it exited
+                    chunk = ""
+                said += chunk
+                if said.endswith(PROMPT):
                     break
-            elif host.shell.poll() is not None:  # Mininet would wait for ever
-                raise RuntimeError(f"{host.name}: its shell exited at start (code {host.shell.returncode})")
+                if chunk:
+                    continue
+            if host.shell.poll() is not None:  # Mininet would wait for ever
+                raise RuntimeError(f"{host.name}: its shell exited at start (code {host.shell.returncode})"
+                                   + _said(said))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{host.name}: its shell gave no prompt within {timeout:g} s" + _said(said))
         host.waiting = False
     for host in hosts:
         host.sendCmd("unset HISTFILE; stty -echo; set +m")  # +m: no job control notices
     for host in hosts:
         host.waitOutput()
+
+
+def _said(output: str) -> str:
+    """What a shell printed before it failed (mnexec's reason), for an error message."""
+    text = " ".join(output.replace(PROMPT, " ").split())
+    return f": {text[-500:]}" if text else ""

@@ -1,11 +1,17 @@
 """The link emulation layer: tc netem where the kernel has it, the userspace shaper where not.
 
-`choose_backend` is the one place that decides between the two. `EmuLink` is the Mininet link
-class the builder uses for every link::
+`choose_backend` is the one place that decides between the two. Links are built in two steps,
+by the testbed and by every test and benchmark alike: ``make_link_interfaces`` makes the veth pairs
+of all the links (one ``ip -batch`` per namespace), then `EmuLink`, the Mininet link class, is
+created on them for each link::
 
+    middles = make_link_interfaces([LinkPlan(name, n1.pid, "eth0", n2.pid, "eth0", hop=...), ...],
+                                   shaper_netns)
     net.addLink(n1, n2, cls=EmuLink, intfName1=..., intfName2=..., params=LinkParams(...),
-                backend="netem" | "shaper", shaper=<emulab.shaper.Shaper or None>, link_id="name",
-                dynamic=False, limit=1000)
+                backend="netem" | "shaper", shaper=<emulab.shaper.Shaper or None>, link_id=name,
+                dynamic=False, limit=1000, middle=middles.get(name))
+
+(``emu_link`` does both for one link between two hosts.)
 
 * backend "netem": one veth pair; a netem qdisc (handle 10:, root) on the egress of BOTH ends,
   installed with tc (nsenter into /proc/<pid>/ns/net; pyroute2 0.9 cannot encode netem's rate)
@@ -199,9 +205,10 @@ def needs_hop(backend: str, params: LinkParams, dynamic: bool) -> bool:
 
 @dataclass(frozen=True)
 class VethPair:
-    """One veth pair for ``make_veth_pairs``: end 1 is created up, end 2 down (its node's
-    configuration brings it up); each end in the network namespace of process ``pid`` (None: the
-    namespace ``ip`` runs in), with MAC address ``mac`` (None: the kernel's random one)."""
+    """One veth pair for ``make_veth_pairs``: end 1 is created up, end 2 down (the kernel allows
+    no more), to be brought up by its node's configuration or, for a switch's port, by the batch's
+    ``extra`` lines; each end in the network namespace of process ``pid`` (None: the namespace
+    ``ip`` runs in), with MAC address ``mac`` (None: the kernel's random one)."""
 
     name1: str
     name2: str
@@ -242,6 +249,95 @@ def free_shaper_indexes(netns: str, count: int) -> list[int]:
         return _free_indexes(ipr, count)
 
 
+@dataclass(frozen=True)
+class LinkPlan:
+    """One link's interfaces for ``make_link_interfaces``: each end's node (its shell's ``pid``
+    names its network namespace), interface name and MAC address (None: the kernel's random one);
+    ``port1``/``port2``: that end is a switch's port, in the namespace ``ip`` runs in, which no
+    node's configuration brings up (the batch does); ``hop``: the link goes through the shaper
+    (``needs_hop``)."""
+
+    name: str
+    pid1: int
+    intf1: str
+    pid2: int
+    intf2: str
+    hop: bool = False
+    mac1: str | None = None
+    mac2: str | None = None
+    port1: bool = False
+    port2: bool = False
+
+
+def make_link_interfaces(plans: Sequence[LinkPlan], shaper_netns: str | None = None) -> dict[str, tuple[str, str]]:
+    """Every planned link's veth pairs in one `ip -batch` per namespace: the shaper's (``shaper_netns``)
+    for the shaped links' middle ends, then this one for the rest. A node's end is left down for
+    its own configuration to bring up; a switch's port is brought up here. Returns the middle
+    interfaces (emsh<N>a, emsh<N>b) of each shaped link, by name."""
+    hops = [p for p in plans if p.hop]
+    if hops and shaper_netns is None:
+        raise LinkError(f"link {hops[0].name}: a shaped link needs the shaper's namespace")
+    numbers = iter(free_shaper_indexes(shaper_netns, len(hops)) if hops and shaper_netns else [])
+    middles: dict[str, tuple[str, str]] = {}
+    shaped: list[VethPair] = []
+    plain: list[VethPair] = []
+    ports_up: list[str] = []  # a switch's port made down: of a shaped link, or end 2 between two switches
+    for p in plans:
+        ends = [(p.intf1, p.pid1, p.mac1, p.port1), (p.intf2, p.pid2, p.mac2, p.port2)]
+        if p.hop:
+            n = next(numbers)
+            mids = middles[p.name] = (f"{SHAPER_IFPREFIX}{n}a", f"{SHAPER_IFPREFIX}{n}b")
+            for mid, (intf, pid, mac, port) in zip(mids, ends, strict=True):
+                shaped.append(VethPair(mid, intf, pid2=pid, mac2=mac))
+                if port:
+                    ports_up.append(f"link set {intf} up")
+            continue
+        if not p.port1:  # end 1 is made up: a switch's port, where there is one
+            ends.reverse()
+        (intf1, pid1, mac1, _), (intf2, pid2, mac2, port2) = ends
+        plain.append(VethPair(intf1, intf2, pid1=pid1, pid2=pid2, mac1=mac1, mac2=mac2))
+        if port2:
+            ports_up.append(f"link set {intf2} up")
+    if shaped:
+        make_veth_pairs(shaped, netns=shaper_netns)
+    make_veth_pairs(plain, extra=ports_up)
+    return middles
+
+
+def emu_link(node1: Any, node2: Any, intf1: str, intf2: str, *, backend: str, shaper: Shaper | None = None,
+             params: LinkParams | None = None, dynamic: bool = False, link_id: str = "link",
+             **kwargs: Any) -> EmuLink:
+    """One EmuLink between two hosts, built as the testbed builds its links (``make_link_interfaces``,
+    then the link on the interfaces made); the hosts' configuration (``setIP``) brings their ends up."""
+    hop = needs_hop(backend, params or LinkParams(), dynamic)
+    if hop and shaper is None:
+        raise _no_shaper(link_id)
+    middles = make_link_interfaces([LinkPlan(link_id, node1.pid, intf1, node2.pid, intf2, hop=hop)],
+                                   shaper.netns if shaper is not None else None)
+    try:
+        return EmuLink(node1, node2, intfName1=intf1, intfName2=intf2, params=params, backend=backend,
+                       shaper=shaper, link_id=link_id, dynamic=dynamic, middle=middles.get(link_id), **kwargs)
+    except BaseException:  # EmuLink removes what it got; interfaces it never got are removed here
+        _delete_interfaces(node1, intf1, middles.get(link_id), shaper)
+        raise
+
+
+def _no_shaper(link_id: Any) -> LinkError:
+    return LinkError(f"link {link_id}: backend 'shaper' needs a running shaper (Shaper.start(...)) passed as shaper=")
+
+
+def _delete_interfaces(node: Any, intf: str, middle: tuple[str, str] | None, shaper: Shaper | None) -> None:
+    """Remove a link's interfaces (a veth end takes its peer along)."""
+    with contextlib.suppress(Exception), _node_ipr(node) as ipr:
+        if ipr.link_lookup(ifname=intf):
+            ipr.link("del", ifname=intf)
+    if middle is not None and shaper is not None:
+        with contextlib.suppress(Exception), IPRoute(netns=shaper.netns, flags=0) as ipr:
+            for mid in middle:
+                if ipr.link_lookup(ifname=mid):
+                    ipr.link("del", ifname=mid)
+
+
 def _node_ipr(node: Any) -> IPRoute:
     """A netlink socket inside the node's (possibly unnamed) network namespace."""
     try:
@@ -268,9 +364,12 @@ class EmuLink(Link):
       dynamic  keep the emulation hop even while neutral, because set_params will be called
       limit    packets queued per direction before tail drop (netem limit; shaper limit)
       seed     random seed for the shaper's loss/jitter (reproducible runs)
-      premade  the interfaces exist already and are (or will be) up: made in one batch for many
-               links (make_veth_pairs), the middle interfaces of a shaped link named by ``middle``;
-               the link then runs no command of its own but the shaper's add
+      middle   the middle interfaces (emsh<N>a, emsh<N>b) of a shaped link
+
+    Its interfaces exist already, made for many links at once by ``make_link_interfaces`` (one
+    link: ``emu_link``); the link runs no command of its own but the shaper's add or netem's
+    qdiscs, and brings no interface up: a node's configuration brings up its own ends, the batch
+    a switch's.
     """
 
     def __init__(self, node1: Any, node2: Any, port1: int | None = None, port2: int | None = None,
@@ -278,7 +377,7 @@ class EmuLink(Link):
                  addr1: str | None = None, addr2: str | None = None, *,
                  params: LinkParams | None = None, backend: str | None = None, shaper: Shaper | None = None,
                  link_id: str | int | None = None, dynamic: bool = False, limit: int = DEFAULT_LIMIT,
-                 seed: int | None = None, premade: bool = False, middle: tuple[str, str] | None = None,
+                 seed: int | None = None, middle: tuple[str, str] | None = None,
                  **kwargs: Any) -> None:
         if backend not in BACKENDS:
             raise LinkError(f"EmuLink needs backend='netem' or 'shaper' (see emulab.links.choose_backend), "
@@ -302,15 +401,12 @@ class EmuLink(Link):
         #: True when traffic goes through the shaper process (two veth pairs)
         self.hop = needs_hop(backend, params, dynamic)
         if self.hop and shaper is None:
-            raise LinkError(f"link {link_id}: backend 'shaper' needs a running shaper "
-                            "(Shaper.start(...)) passed as shaper=")
-        self.premade = premade
-        if premade:
-            if self.hop:
-                if middle is None:
-                    raise LinkError(f"link {link_id}: a premade shaped link needs its middle interfaces")
-                self.mid1, self.mid2 = middle
-            kwargs.setdefault("up", None)  # Mininet's Intf would run `ifconfig up` per interface
+            raise _no_shaper(link_id)
+        if self.hop:
+            if middle is None:
+                raise LinkError(f"link {link_id}: a shaped link needs its middle interfaces (make_link_interfaces)")
+            self.mid1, self.mid2 = middle
+        kwargs.setdefault("up", None)  # Mininet's Intf would run `ifconfig up` per interface
         super().__init__(node1, node2, port1=port1, port2=port2, intfName1=intfName1, intfName2=intfName2,
                          addr1=addr1, addr2=addr2, fast=True, **kwargs)
         if self.link_id is None:
@@ -327,31 +423,8 @@ class EmuLink(Link):
 
     # -- interface creation ----------------------------------------------------------------------
 
-    def makeIntfPair(self, intfname1: str, intfname2: str, addr1: str | None = None,  # noqa: N802
-                     addr2: str | None = None, node1: Any = None, node2: Any = None,
-                     deleteIntfs: bool = True) -> None:  # noqa: N803
-        """Mininet hook: one veth pair, or two through the shaper namespace when the link has a hop."""
-        if self.premade:
-            return
-        if not self.hop:
-            Link.makeIntfPair(intfname1, intfname2, addr1, addr2, node1, node2, deleteIntfs=deleteIntfs)
-            return
-        assert self.shaper is not None and node1 is not None and node2 is not None
-        ns = self.shaper.netns
-        try:
-            with IPRoute(netns=ns, flags=0) as ipr:
-                n = _free_index(ipr)
-                self.mid1, self.mid2 = f"{SHAPER_IFPREFIX}{n}a", f"{SHAPER_IFPREFIX}{n}b"
-                for mid, name, node, addr in ((self.mid1, intfname1, node1, addr1),
-                                              (self.mid2, intfname2, node2, addr2)):
-                    peer: dict[str, Any] = {"ifname": name, "net_ns_pid": node.pid}
-                    if addr:
-                        peer["address"] = addr
-                    ipr.link("add", ifname=mid, kind="veth", peer=peer)
-                    ipr.link("set", index=_ifindex(ipr, mid, ns), state="up")
-        except NetlinkError as e:
-            self._delete_middle()
-            raise LinkError(f"cannot create the shaped link {intfname1}<->{intfname2} via namespace {ns}: {e}") from e
+    def makeIntfPair(self, *_args: Any, **_kwargs: Any) -> None:  # noqa: N802 - Mininet's hook
+        """Mininet's hook to make the interfaces: they exist already (make_link_interfaces)."""
 
     def _delete_middle(self) -> None:
         if self.shaper is None or not (self.mid1 or self.mid2):
@@ -475,10 +548,6 @@ class EmuLink(Link):
         self._iprs.clear()
         if getattr(self, "intf1", None) is not None and getattr(self, "intf2", None) is not None:
             super().delete()
-
-
-def _free_index(ipr: IPRoute) -> int:
-    return _free_indexes(ipr, 1)[0]
 
 
 def _free_indexes(ipr: IPRoute, count: int) -> list[int]:

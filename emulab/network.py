@@ -92,7 +92,8 @@ class Testbed:
     # ------------------------------------------------------------------ build
     def start(self) -> None:
         t0 = time.monotonic()
-        self._radio_preflight()
+        with self.phases("radio preflight"):
+            self._radio_preflight()
         try:
             self._start()
         except BaseException as exc:
@@ -153,20 +154,22 @@ class Testbed:
             self.progress("starting Open vSwitch")
             ovs.ensure_running()
 
+        with phase("imports"):  # the link layer (Mininet, pyroute2), which deciding the backend needs
+            backend = self.link_backend
+            from mininet.log import setLogLevel
+            from mininet.net import Mininet
+            from mininet.node import OVSSwitch
+
+            from emulab.hosts import QuickHost, finish_shells
+            from emulab.links import EmuLink
+
         # Radio links change at run time, so they need a shaper hop even while their parameters are neutral.
-        if self.link_backend == "shaper" and any(not lk.params.is_neutral or lk.radio for lk in self.spec.links):
+        if backend == "shaper" and any(not lk.params.is_neutral or lk.radio for lk in self.spec.links):
             from emulab.shaper_control import Shaper
 
             with phase("shaper"):  # launched here, waited for before the links: its start overlaps the hosts'
                 self.progress("starting the userspace link shaper (no sch_netem in this kernel)")
                 self.shaper = Shaper.launch(paths.shaper_socket(), log_path=paths.log_dir() / "shaper.log")
-
-        from mininet.log import setLogLevel
-        from mininet.net import Mininet
-        from mininet.node import OVSSwitch
-
-        from emulab.hosts import QuickHost, finish_shells
-        from emulab.links import EmuLink
 
         setLogLevel("error")
         self.progress(
@@ -200,7 +203,6 @@ class Testbed:
                     shaper=self.shaper,
                     link_id=link.name,
                     dynamic=link.radio,
-                    premade=True,
                     middle=middles.get(link.name),
                 )
             # Mininet's build would only run `ifconfig lo up` in each host, one round trip at a time:
@@ -213,9 +215,10 @@ class Testbed:
         if self.want_services and self.launcher is not None:
             from emulab.services import ServiceManager
 
-            # the registrars, and the elements that reach theirs without a switch or the radio, need
-            # neither the controller nor the radio: their registration overlaps the waits for both
-            # (addresses and routes come first for the same reason: they need no switch either)
+            # the registrars whose ENRP peers, and the elements whose registrar, are reached without
+            # a switch or the radio (ServiceManager.early_services) need neither the controller nor
+            # the radio: their start overlaps the waits for both (addresses and routes come first
+            # for the same reason: they need no switch either)
             with phase("services (early)"):
                 self.services = ServiceManager(self, launcher=self.launcher)
                 early = self.services.start_early()
@@ -242,10 +245,10 @@ class Testbed:
         else:  # nothing will ever connect to it, but later restarts (controller_action) expect it up
             self.controller.wait_listening(timeout=60)
 
-        from emulab.radio_host import TestbedRadioHost
-        from radio import get_backend
-
         with phase("radio"):
+            from emulab.radio_host import TestbedRadioHost
+            from radio import get_backend
+
             self.progress(f"starting the radio backend: {self.radio_name}")
             self.radio = get_backend(self.radio_name)(TestbedRadioHost(self))
             self.radio.start()
@@ -293,41 +296,23 @@ class Testbed:
         return sw.bridge if sw else name
 
     def _make_interfaces(self) -> dict[str, tuple[str, str]]:
-        """Every link's veth pairs, made in one `ip -batch` per namespace (the shaper's for the shaped
-        links' middle ends, then this one for the rest), with the MAC addresses of ``p2p_macs``.
-        Returns the middle interfaces (emsh<N>a, emsh<N>b) of each shaped link."""
-        from emulab.links import SHAPER_IFPREFIX, VethPair, free_shaper_indexes, make_veth_pairs, needs_hop
+        """Every link's veth pairs, made by ``emulab.links.make_link_interfaces`` (one `ip -batch`
+        per namespace), with the MAC addresses of ``p2p_macs``. Returns the middle interfaces
+        (emsh<N>a, emsh<N>b) of each shaped link."""
+        from emulab.links import LinkPlan, make_link_interfaces, needs_hop
 
         def pid(name: str) -> int:  # a switch's shell runs in this namespace, where its ports belong
             return self.net.get(self._mn_name(name)).pid
 
         macs = self.p2p_macs()
-        hops = [lk for lk in self.spec.links if needs_hop(self.link_backend, lk.params, lk.radio)]
-        hop_names = {lk.name for lk in hops}
-        numbers = iter(free_shaper_indexes(self.shaper.netns, len(hops)) if hops else [])
-        middles: dict[str, tuple[str, str]] = {}
-        shaped: list[VethPair] = []
-        plain: list[VethPair] = []
-        switch_ends_up: list[str] = []  # a switch's end of a shaped link: made down, and no node brings it up
+        plans = []
         for link in self.spec.links:
-            mac = macs.get(link.name, (None, None))
-            if link.name in hop_names:
-                n = next(numbers)
-                mids = middles[link.name] = (f"{SHAPER_IFPREFIX}{n}a", f"{SHAPER_IFPREFIX}{n}b")
-                for mid, end, end_mac in zip(mids, link.ends, mac, strict=True):
-                    shaped.append(VethPair(mid, end.intf, pid2=pid(end.node), mac2=end_mac))
-                    if end.node in self.spec.switches:
-                        switch_ends_up.append(f"link set {end.intf} up")
-                continue
             a, b = link.ends
-            mac_a, mac_b = mac
-            if a.node not in self.spec.switches:  # end 1 is made up: the switch's end, where there is one
-                a, b, mac_a, mac_b = b, a, mac_b, mac_a
-            plain.append(VethPair(a.intf, b.intf, pid1=pid(a.node), pid2=pid(b.node), mac1=mac_a, mac2=mac_b))
-        if shaped:
-            make_veth_pairs(shaped, netns=self.shaper.netns)
-        make_veth_pairs(plain, extra=switch_ends_up)
-        return middles
+            mac_a, mac_b = macs.get(link.name, (None, None))
+            plans.append(LinkPlan(link.name, pid(a.node), a.intf, pid(b.node), b.intf,
+                                  hop=needs_hop(self.link_backend, link.params, link.radio), mac1=mac_a, mac2=mac_b,
+                                  port1=a.node in self.spec.switches, port2=b.node in self.spec.switches))
+        return make_link_interfaces(plans, self.shaper.netns if self.shaper is not None else None)
 
     def p2p_macs(self) -> dict[str, tuple[str, str]]:
         """Fixed MAC addresses (locally administered, numbered by link) for both ends of every link
@@ -354,9 +339,13 @@ class Testbed:
             self.netns[node] = name
 
     def _configure_ip(self) -> None:
-        """Addresses, routes and per-host settings: the commands go to every host's shell before the
-        first answer is awaited (a window of hosts at a time, so a large topology does not fork a
-        process per host all at once), so the hosts configure themselves side by side."""
+        """Addresses, routes and per-host settings: the commands go to every host of a window before
+        the first answer is awaited, so those hosts configure themselves side by side. The window
+        (32 hosts) bounds how many `ip` processes run at once: the work is CPU-bound, so more at
+        once would only add memory and scheduling on a machine of a few cores, and a failing
+        window ends the start before the next is sent. Every host of a window is waited for before
+        a failure is raised (a host left with its command outstanding could not be stopped), and
+        the error names every host that failed."""
         routes = self.spec.routes()
         macs = self.p2p_macs()
         links_of: dict[str, list[Any]] = {name: [] for name in self.spec.nodes}
@@ -370,11 +359,19 @@ class Testbed:
             batch = [(node, self.net.get(node.name)) for node in nodes[i:i + window]]
             for node, host in batch:
                 host.sendCmd(self._node_script(node, links_of[node.name], routes, macs))
+            failures: list[str] = []
             for node, host in batch:
-                out = host.waitOutput()
+                try:
+                    out = host.waitOutput()
+                except Exception as exc:  # its shell died: the others are still waited for
+                    host.waiting = False  # nothing more will come; the teardown may use the host
+                    failures.append(f"{node.name}: {type(exc).__name__}: {exc}")
+                    continue
                 if _CONFIG_FAILED in out:
                     detail = " ".join(ln.strip() for ln in out.splitlines() if ln.strip() and _CONFIG_FAILED not in ln)
-                    raise StartError(f"{node.name}: addresses/routes could not be set: {detail}")
+                    failures.append(f"{node.name}: {detail}")
+            if failures:
+                raise StartError("addresses/routes could not be set: " + "; ".join(failures))
 
     def _node_script(self, node: Any, links: list[Any], routes: dict[str, Any],
                      macs: dict[str, tuple[str, str]]) -> str:

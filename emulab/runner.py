@@ -2,8 +2,8 @@
 
 It builds the testbed, records it in ``state.json``, answers the control socket (status, stop, link
 changes, radio actions) and tears everything down on `emulab stop`, SIGTERM or CLI exit. A detached
-start is this module re-executed as its own session leader; the caller waits until the state file
-says ``ready`` (or ``failed``, with the reason).
+start is this module re-executed as its own session leader; the caller waits until the runner says
+``ready`` on a pipe, once its control socket answers (or until it exits, reporting its reason).
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ LAUNCHED_ENV = "EMULAB_RUNNER_LAUNCHED"
 #: it is ready (answering on its control socket), so the caller returns at once instead of at its
 #: next look at the state file. The pipe closes when the runner exits, ready or not.
 READY_FD_ENV = "EMULAB_RUNNER_READY_FD"
+#: setuptools' switch between its own distutils and the standard library's, read by the .pth file
+#: that installs its shim when the interpreter starts (and only then, unless setuptools is imported).
+DISTUTILS_ENV = "SETUPTOOLS_USE_DISTUTILS"
+#: Set by `start_detached` when it set DISTUTILS_ENV itself (not the user): the runner then removes both.
+DISTUTILS_SET_ENV = "EMULAB_RUNNER_SET_DISTUTILS"
 
 
 class StartAborted(StartError):
@@ -225,10 +230,12 @@ def start_detached(options: StartOptions, timeout: float | None, progress: Progr
     log_path = paths.log_dir() / "runner.log"
     ready_r, ready_w = os.pipe()
     env = dict(os.environ, **{LAUNCHED_ENV: repr(time.monotonic()), READY_FD_ENV: str(ready_w)})
-    if sys.version_info < (3, 12):
+    if sys.version_info < (3, 12) and DISTUTILS_ENV not in env:
         # Mininet imports distutils, which setuptools' shim (on by default in a venv) serves by
         # importing all of setuptools: 0.1 s of the runner's start. Python < 3.12 has its own.
-        env.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+        # The runner removes it again (daemon_main): it is for the runner's interpreter only.
+        env[DISTUTILS_ENV] = "stdlib"
+        env[DISTUTILS_SET_ENV] = "1"
     try:
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
@@ -251,14 +258,20 @@ def start_detached(options: StartOptions, timeout: float | None, progress: Progr
 
 def _wait_ready(proc: subprocess.Popen[bytes], log_path: Any, ready_r: int,
                 timeout: float, progress: Progress) -> str:
-    """``start_detached``'s wait: the runner's progress lines shown as they come, until it is ready."""
+    """``start_detached``'s wait: the runner's progress lines shown as they come, until it says
+    ``ready`` on the pipe, which it does once its control socket answers (the state file says
+    ready a moment before that). End of file without it: the runner exited (or is exiting), and
+    its own reason is reported."""
     deadline = time.monotonic() + timeout
     shown = 0
     watching = True
+    said = b""
     while time.monotonic() < deadline:
         if watching:  # woken by the runner's ready (or its exit), else every 50 ms for progress
-            if select.select([ready_r], [], [], 0.05)[0] and not os.read(ready_r, 64):
-                watching = False  # end of file: the runner closed it (ready, or exited: see below)
+            if select.select([ready_r], [], [], 0.05)[0]:
+                chunk = os.read(ready_r, 64)
+                said += chunk
+                watching = bool(chunk)  # end of file: the runner closed it (ready, or exited)
         else:
             time.sleep(0.05)
         with contextlib.suppress(OSError):
@@ -267,7 +280,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], log_path: Any, ready_r: int,
                 if line.startswith("emulab: ") and not line.startswith("emulab: error: "):
                     progress(line)
             shown = len(lines)
-        state = control.read_state()
+        state = control.read_state() if b"ready\n" in said else None
         if state and state.get("phase") == "ready" and state.get("runner_pid") == proc.pid:
             return (
                 f"{state['topology']} is up in {state['ready_s']:.1f} s: {len(state['nodes'])} nodes, "
@@ -341,8 +354,16 @@ def _say_ready() -> None:
             os.close(fd)
 
 
+def _forget_distutils_choice() -> None:
+    """Remove the distutils choice ``start_detached`` made for this interpreter's start (the shim
+    was installed or not when it started), so that no process the testbed starts inherits it."""
+    if os.environ.pop(DISTUTILS_SET_ENV, None):
+        os.environ.pop(DISTUTILS_ENV, None)
+
+
 def daemon_main(options: StartOptions) -> int:
     """Entry point of a detached runner."""
+    _forget_distutils_choice()
     _READY_FD[0] = _ready_fd()
 
     def progress(msg: str) -> None:

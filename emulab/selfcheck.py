@@ -175,7 +175,9 @@ def schedule(pairs: Iterable[tuple[str, str]]) -> list[list[tuple[str, str]]]:
 
 def measure(testbed: Any, pairs: Iterable[tuple[str, str]], count: int = DEFAULT_COUNT,
             interval: float = DEFAULT_INTERVAL, between: Callable[[int], None] | None = None) -> list[PairResult]:
-    """Ping each pair ``count`` times after one warm-up ping (which pays for ARP on every hop) and
+    """Ping each pair ``count`` times after one warm-up ping (which pays for ARP on the hops to and
+    across switches, and for a switch's first flow set-up; point-to-point links have permanent
+    neighbour entries from the start) and
     report the median RTT (robust against a stray scheduling hiccup; unbiased under symmetric jitter).
 
     Pairs are probed in rounds (``schedule``): all sources at once, each one target per round, so

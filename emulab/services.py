@@ -303,62 +303,91 @@ class ServiceManager:
             return None
         return out.decode(errors="replace")
 
-    def start_early(self) -> list[tuple[str, str, subprocess.Popen[bytes]]]:
-        """Spawn, before the switches are connected and the radio is up, what needs neither: the
-        registrars, and the pool elements whose way to their registrar and back crosses no switch
-        and no radio link (the far ones, whose registration takes longest). ``start(early=...)``
-        then starts the rest and waits for all."""
+    def _path_ready_early(self, a: str, b: str) -> bool:
+        """Whether the round trip between nodes ``a`` and ``b`` crosses neither a switch nor the
+        radio, so that it works before the switches are connected and the radio is up."""
         from emulab.selfcheck_paths import round_trip
 
         spec = self.testbed.spec
+        try:
+            hops = round_trip(spec, a, b)
+        except Exception:  # noqa: BLE001 - not sure: left to start()
+            return False
+        return not any(lk.radio or lk.a.node in spec.switches or lk.b.node in spec.switches for lk, _ in hops)
 
-        def independent(node: str, svc: Any) -> bool:
+    def early_services(self) -> list[tuple[str, Any]]:
+        """The (node, service) pairs that can start before the switches are connected and the radio
+        is up: registrars whose static ENRP peers are reached that way and start early too (a
+        peer's first connect across an unconnected switch would be lost, and peering complete
+        only after a retransmission, a second or more later), and the pool elements that reach
+        such a registrar that way."""
+        spec = self.testbed.spec
+        registrars = [(n.name, s) for n in spec.nodes.values() for s in n.services if s.kind == "registrar"]
+        early = {node for node, s in registrars
+                 if all(self._path_ready_early(node, str(peer)) for peer in s.options.get("peers", ()))}
+        while True:  # a peer started later would refuse the early registrar's first connect
+            late = {node for node, s in registrars if node in early
+                    and not all(str(peer) in early for peer in s.options.get("peers", ()))}
+            if not late:
+                break
+            early -= late
+
+        def pe_early(node: str, svc: Any) -> bool:
             try:
-                hops = round_trip(spec, node, self._registrar_node(node, svc.options))
-            except Exception:  # noqa: BLE001 - not sure: left to start()
+                registrar = self._registrar_node(node, svc.options)
+            except StartError:  # reported by start()
                 return False
-            return not any(lk.radio or lk.a.node in spec.switches or lk.b.node in spec.switches for lk, _ in hops)
+            return registrar in early and self._path_ready_early(node, registrar)
 
-        todo = [(n.name, s) for n in spec.nodes.values() for s in n.services]
-        pes = sorted((t for t in todo if t[1].kind == "pe" and independent(*t)),
-                     key=lambda t: -self._registration_rtt_ms(*t))
-        return [(node, svc.kind, self.spawn(node, svc.kind, self.command(node, svc.kind, dict(svc.options)),
-                                            append=False))
-                for node, svc in [t for t in todo if t[1].kind == "registrar"] + pes]
+        return [(n.name, s) for n in spec.nodes.values() for s in n.services
+                if (s.kind == "registrar" and n.name in early) or (s.kind == "pe" and pe_early(n.name, s))]
+
+    def _spawn_in_order(self, todo: list[tuple[str, Any]]) -> list[tuple[str, Any, subprocess.Popen[bytes]]]:
+        """Spawn services: registrars first, then the pool elements farthest from their registrar
+        (each spawn takes the launcher a few ms, and their registration takes longest), then the
+        rest as listed. Returns (node, service, process) for each."""
+        def rank(item: tuple[str, Any]) -> tuple[int, float]:
+            node, svc = item
+            if svc.kind == "registrar":
+                return (0, 0.0)
+            return (1, -self._registration_rtt_ms(node, svc)) if svc.kind == "pe" else (2, 0.0)
+
+        return [(node, svc, self.spawn(node, svc.kind, self.command(node, svc.kind, dict(svc.options)),
+                                       append=False))
+                for node, svc in sorted(todo, key=rank)]
+
+    def start_early(self) -> list[tuple[str, Any, subprocess.Popen[bytes]]]:
+        """Spawn ``early_services`` (without waiting for them); ``start(early=...)`` then starts the
+        rest and waits for all."""
+        return self._spawn_in_order(self.early_services())
 
     def start(self, kinds: Collection[str] | None = None, timeout: float | None = None,
-              early: list[tuple[str, str, subprocess.Popen[bytes]]] | None = None) -> int:
+              early: list[tuple[str, Any, subprocess.Popen[bytes]]] | None = None) -> int:
         """Start the topology's services (only those of ``kinds`` if given) and return once they are
         up: registrars listening and pool elements registered with them, then any other kinds.
 
         Pool elements are started right after the registrars (those with the longest round trip to
         their registrar first), not once these listen: the registrars
         are listening long before a connection from another node reaches them, and an element refused
-        by its own node's registrar tries again within 50 ms at start (rserpool.pe's
+        by its own node's registrar tries again after 50 ms, then backing off (rserpool.pe's
         start_retry_delay). Readiness is read from each service's own log line, not guessed with a
         timer. A service that exits or is not up within ``timeout`` s fails the start, naming its log.
         ``early``: what ``start_early`` spawned already (it is waited for with the rest).
         """
         spec = self.testbed.spec
         early = early or []
-        done = {(node, kind) for node, kind, _ in early}
+        done = {id(svc) for _, svc, _ in early}  # the service itself: a node may run two of a kind
         todo = [(n.name, s) for n in spec.nodes.values() for s in n.services
-                if (kinds is None or s.kind in kinds) and (n.name, s.kind) not in done]
+                if (kinds is None or s.kind in kinds) and id(s) not in done]
         if timeout is None:  # a busy machine starts Python slowly: scale with the number of processes
             timeout = 30.0 + 0.5 * (len(todo) + len(early))
         deadline = time.monotonic() + timeout
         started = 0
         others = sorted({s.kind for _, s in todo} - {"registrar", "pe"})
-        # the elements farthest from their registrars first: each spawn takes the launcher a few ms
-        pes = sorted((t for t in todo if t[1].kind == "pe"), key=lambda t: -self._registration_rtt_ms(*t))
-        groups = [[t for t in todo if t[1].kind == "registrar"] + pes,
+        groups = [[t for t in todo if t[1].kind in ("registrar", "pe")],
                   *([t for t in todo if t[1].kind == kind] for kind in others)]
         for i, group in enumerate(groups):
-            procs = [(node, svc.kind, self.spawn(node, svc.kind, self.command(node, svc.kind, dict(svc.options)),
-                                                 append=False))
-                     for node, svc in group]
-            if i == 0:
-                procs = early + procs
+            procs = [(node, svc.kind, proc) for node, svc, proc in (early if i == 0 else []) + self._spawn_in_order(group)]
             self.wait_up(procs, deadline)
             started += len(procs)
         return started

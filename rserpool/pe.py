@@ -109,10 +109,10 @@ class PEConfig:
     capacity: float = 1_000_000.0  # for calcapp
     request_timeout: float = REQUEST_TIMEOUT
     retry_delay: float = 1.0  # pause before trying the registrars again when none answered
-    # Until the first registration, for start_retry_window s after start(), the pause is only
-    # start_retry_delay: a PE started beside its registrar (a testbed's start) is refused while the
-    # registrar is a few ms from listening, and need not then wait the full retry_delay.
-    start_retry_window: float = 3.0
+    # Until the first registration, a refused connect is retried after start_retry_delay, doubling
+    # up to retry_delay: a PE started beside its registrar (a testbed's start) is refused while the
+    # registrar is a few ms from listening, and need not then wait the full retry_delay; a registrar
+    # that stays away is soon tried only every retry_delay.
     start_retry_delay: float = 0.05
     business_card: bool = False  # send each PU a Business Card of alternate PEs (RSPLIB never does)
     business_card_items: int = 3  # alternates per card (RSPLIB's handle-resolution default)
@@ -152,7 +152,7 @@ class PoolElement:
         self._stopping = False
         self._paused = False
         self._outage_logged = False
-        self._started_at = 0.0  # time.monotonic() of start()
+        self._start_refusals = 0  # refused connects before the first registration (start_retry_delay)
         self._service: Any = None
         self._csp: csp.CSPReporter | None = None  # component status reports, if a monitor is configured
 
@@ -160,7 +160,6 @@ class PoolElement:
 
     async def start(self, wait: bool = True, timeout: float | None = 30.0) -> None:
         cfg = self.config
-        self._started_at = time.monotonic()
         self._setup_service()
         host, port = cfg.listen
         self._server = await tp.start_server(lambda: self._new_session(), host, port, tp.Framing.TAGGED,
@@ -314,10 +313,10 @@ class PoolElement:
                 ch = await RegistrarChannel.connect_any(self.discovery, kind=self.kind, avoid=avoid,
                                                         on_message=self._on_registrar_message)
             except NoRegistrarError as exc:
-                # warn once per outage, then keep trying quietly; a registrar not yet listening at
-                # start is no outage
-                delay = self._retry_delay()
-                starting = delay < self.config.retry_delay
+                # warn once per outage, then keep trying quietly; a registrar a few hundred ms from
+                # listening at start is no outage
+                delay = self._retry_delay(exc.refused)
+                starting = delay < self.config.retry_delay / 2
                 (log.debug if self._outage_logged or starting else log.warning)("%s; retrying", exc)
                 self._outage_logged = self._outage_logged or not starting
                 avoid.clear()
@@ -346,12 +345,16 @@ class PoolElement:
             ch.close()
             self.registered.clear()
 
-    def _retry_delay(self) -> float:
-        """The pause before trying the registrars again: short at start (see PEConfig.start_retry_window)."""
+    def _retry_delay(self, refused: bool) -> float:
+        """The pause before trying the registrars again: after a refused connect before the first
+        registration, start_retry_delay doubling with each refusal up to retry_delay (with the defaults
+        the first warning comes after 0.75 s of refusals, see _registrar_loop); else retry_delay."""
         cfg = self.config
-        if not self.stats["registrations"] and time.monotonic() - self._started_at < cfg.start_retry_window:
-            return min(cfg.retry_delay, cfg.start_retry_delay)
-        return cfg.retry_delay
+        if not refused or self.stats["registrations"]:
+            return cfg.retry_delay
+        delay = min(cfg.retry_delay, cfg.start_retry_delay * 2 ** min(self._start_refusals, 30))
+        self._start_refusals += 1
+        return delay
 
     async def _serve_registrar(self, ch: RegistrarChannel) -> None:
         """Re-register on schedule or on load change until the channel breaks."""

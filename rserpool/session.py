@@ -56,7 +56,12 @@ REQUEST_TIMEOUT = 3.0  # ASAP_DEFAULT_REGISTRAR_REQUEST_TIMEOUT / RESPONSE_TIMEO
 
 
 class NoRegistrarError(ConnectionError):
-    """No registrar could be reached (none configured, none announced, or all refused)."""
+    """No registrar could be reached (none configured, none announced, or all refused).
+    ``refused``: every candidate refused the connection (nothing listens there yet or any more)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +201,7 @@ class RegistrarChannel:
         if avoid:
             cands = [c for c in cands if c not in avoid] + [c for c in cands if c in avoid]
         errors = []
+        refused = 0
         for host, port in cands:
             ch = cls(on_message, on_lost)
             ch.endpoint = (host, port)
@@ -203,12 +209,13 @@ class RegistrarChannel:
                 await tp.connect(ch, host, port, tp.Framing.ASAP, kind=kind or discovery.kind,
                                  timeout=connect_timeout)
             except (TimeoutError, OSError) as exc:
+                refused += isinstance(exc, ConnectionRefusedError)
                 errors.append(f"{tp.format_endpoint(host, port)}: {exc or type(exc).__name__}")
                 continue
             return ch
         if not cands:
             raise NoRegistrarError("no registrar known: give --registrar or run one that announces")
-        raise NoRegistrarError("no registrar reachable (" + "; ".join(errors) + ")")
+        raise NoRegistrarError("no registrar reachable (" + "; ".join(errors) + ")", refused=refused == len(cands))
 
     def send(self, data: bytes) -> None:
         if self.conn is None or self.conn.is_closing():

@@ -47,6 +47,7 @@ SCENARIO = Scenario(pus=(8,), runs=1, duration=60.0, seed=11)
 LOSE_AT, RESTORE_AT = 15.0, 35.0
 FAILOVER_SLACK_S = 0.5  # beyond the radio's RLF time
 RECOVERY_BOUND_S = 15.0
+APPLY_BOUND_S = 1.5  # the radio applying the loss or the restore
 
 
 def rlf_s(summary: dict) -> float:
@@ -85,7 +86,13 @@ def test_work_moves_to_the_ue_during_the_loss_and_back_to_the_mec(coverage_run: 
     summary = json.loads((coverage_run / "summary.json").read_text())
     run = summary["coverage_runs"][0]
     lost, restored = run["lost_at_s"], run["restored_at_s"]
-    assert lost is not None and restored is not None and restored - lost == pytest.approx(RESTORE_AT - LOSE_AT, abs=0.5)
+    assert lost is not None and restored is not None
+    # The marks are taken once the radio has applied each change; the schedule is between the
+    # requests. Applying the loss is a tc process (0.002 s on the host, 0.5-1.1 s in the lane's
+    # emulated CPU on a busy host); the restore returns at once (re-attach follows its own timer).
+    apply = run["radio"]["apply_s"]
+    assert (restored - apply["restore"]) - (lost - apply["lose"]) == pytest.approx(RESTORE_AT - LOSE_AT, abs=0.5)
+    assert max(apply.values()) <= APPLY_BOUND_S, apply
     # while cut off, nothing beyond the UE can accept; the UE's own element does the work
     during = run["accepts_during_loss"]
     assert during["mec"] == 0 and during["pmc"] == 0 and during["ue"] >= 1, during

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from emulab.linkparams import LinkParams
-from emulab.links import EmuLink, LinkError, cleanup_leftovers, probe_netem
+from emulab.links import EmuLink, LinkError, cleanup_leftovers, emu_link, probe_netem
 from emulab.shaper_control import Shaper, ShaperClient, ShaperError, netns_exists
 
 pytestmark = pytest.mark.root
@@ -73,8 +73,8 @@ def hosts() -> Iterator[tuple[Any, Any]]:
 def _link(hosts: tuple[Any, Any], params: LinkParams, backend: str, shaper: Shaper | None,
           dynamic: bool = True) -> EmuLink:
     h1, h2 = hosts
-    link = EmuLink(h1, h2, intfName1="te-eth0", intfName2="te-eth1", params=params, backend=backend,
-                   shaper=shaper, link_id="t", dynamic=dynamic)
+    link = emu_link(h1, h2, "te-eth0", "te-eth1", params=params, backend=backend, shaper=shaper, link_id="t",
+                    dynamic=dynamic)
     h1.setIP(f"{IP1}/24", intf="te-eth0")
     h2.setIP(f"{IP2}/24", intf="te-eth1")
     return link

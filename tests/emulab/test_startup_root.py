@@ -86,3 +86,15 @@ def test_starts_succeed_while_every_cpu_is_busy(testbed_guard):
             h.kill()
             h.wait()
     assert failures == []
+
+
+def test_hosts_reach_each_other_across_a_chain_of_switches(testbed_guard):
+    """A link between two switches: both its ends must be up (no node's configuration brings up a
+    switch's port), so h1 (on s1) reaches h2 (on s2) and, through r1, h3."""
+    path = Path(__file__).parent / "data" / "good-switch-chain.yaml"
+    spec = load(str(path))
+    emulab("start", str(path), "--detach", "--no-services", check=True)
+    for target in ("h2", "h3"):
+        address = str(spec.primary_address(target))
+        ping = emulab("exec", "h1", "--", "ping", "-n", "-c", "1", "-W", "5", address, timeout=60)
+        assert ping.returncode == 0, (target, ping.stdout, ping.stderr)
