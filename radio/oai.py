@@ -251,7 +251,8 @@ class OaiRfsimRadio(RadioBackend):
         self.ue_log = UeLog(self.host.log_dir / "oai-ue.log")
         self.user_plane = "waiting for the UE's RRC attach"
         timeout = float(self.options.get("attach_timeout_s", ATTACH_TIMEOUT_S))
-        self._wait_attached(timeout)  # the MAC reader starts with the user plane (_step)
+        self._wait_attached(timeout)
+        self._start_mac_reader()  # again after a re-attach that followed restarted softmodems (_step)
         self._start_probe()
         self._start_rlm()
         self._stop.clear()
@@ -419,8 +420,7 @@ class OaiRfsimRadio(RadioBackend):
                 if self.rlm.cell_back_at is not None:
                     self.reattach_s = round(attached_at - self.rlm.cell_back_at, 3)
                 self.rlm.reattached()
-            # at the first attach, and at the one after the softmodems were restarted (which ended it)
-            self._start_mac_reader()
+                self._start_mac_reader()  # a no-op unless the softmodems' restart ended it
             if attached_at is not None and self.started_at is not None and self.attach_s is None:
                 self.attach_s = round(attached_at - self.started_at, 3)
             self.user_plane = f"OAI tunnel {ue_tun} ({UE_TUN} <-> {ENB_TUN})"
