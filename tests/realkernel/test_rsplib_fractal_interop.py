@@ -78,8 +78,10 @@ def _lines(path: Path) -> list[dict]:
 
 def test_rspserver_fractal_serves_emulab_fractal_pu(lab: Lab) -> None:
     rsp_registrar(lab, "pr", 3863, 9901)
+    # Both fail after 8 data messages: which one RSPLIB's round robin names first varies from run to
+    # run (with 2 elements and several items per resolution it can name the same one every time).
     rsp_server(lab, "rsp-a", "fractal", POOL, 3863, 0x0F1, "-fgpfailureafter=8")
-    rsp_server(lab, "rsp-b", "fractal", POOL, 3863, 0x0F2)
+    rsp_server(lab, "rsp-b", "fractal", POOL, 3863, 0x0F2, "-fgpfailureafter=8")
     wait_for("both rspserver registered", lambda: all(
         i in rsp_hsdump(lab, 9901).lower() for i in ("$000000f1", "$000000f2")), lab)
     out = lab.tmp / "fractal-pu.jsonl"
@@ -99,7 +101,7 @@ def test_rspserver_fractal_serves_emulab_fractal_pu(lab: Lab) -> None:
     assert used <= {0x0F1, 0x0F2} and used, used  # every point from an RSPLIB element
     failovers = [e for e in events if e.get("event") == "failover"]
     assert failovers, f"rspserver -fgpfailureafter=8 should force a fail-over\n{events}"
-    assert all(f["from_pe"] == 0x0F1 for f in failovers)
+    assert all(f["from_pe"] in (0x0F1, 0x0F2) for f in failovers)
     # RSPLIB's element sent cookies: the session resumed where its last cookie said
     assert any(f["cookie"] for f in failovers), failovers
 
