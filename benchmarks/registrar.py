@@ -63,6 +63,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from _common import load_1m
 from registrar_load import (
     NETNS_ADDR,
     POLICIES,
@@ -99,7 +100,7 @@ def run_load(args: argparse.Namespace, procs: Procs, target: str, reg_pid: int |
         raise SystemExit(f"PE farm failed: {err.decode(errors='replace')[-2000:]}")
     reg = json.loads(line)
     cpu0 = cpu_seconds(reg_pid) if reg_pid else 0.0
-    load0 = os.getloadavg()[0]
+    load0 = load_1m()
     clients = [procs.spawn(me + ["--role", "client", "--connections", str(args.connections), "--depth",
                                  str(args.depth), "--duration", str(duration), "--rate",
                                  str(args.rate / args.clients)], procs.client_cpus, subprocess.PIPE)
@@ -132,7 +133,7 @@ def run_load(args: argparse.Namespace, procs: Procs, target: str, reg_pid: int |
             "registrations_per_s": round(args.pes / reg["registration_s"], 1),
             "load_updates": fstats.get("updates"), "keepalives_acked": fstats.get("keepalives"),
             "registrar_cpu_us_per_resolution": round(cpu / answered * 1e6, 2) if answered and reg_pid else None,
-            "loadavg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+            "loadavg_1m": [load0, load_1m()]}
 
 
 def single(args: argparse.Namespace, duration: float) -> dict[str, Any]:

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import loadavg
+
 from emulab.topology import load
 
 EMULAB = [sys.executable, "-m", "emulab"]
@@ -321,7 +323,7 @@ def main() -> int:
     machine = {"cpus": os.cpu_count(), "kernel": os.uname().release, "link_backend": caps.link_backend,
                "ovs_datapath": caps.ovs_datapath}
     tmp = Path(tempfile.mkdtemp(prefix="emulab-startup-"))
-    result: dict[str, Any] = {"machine": machine, "loadavg_before": list(os.getloadavg())}
+    result: dict[str, Any] = {"machine": machine, "loadavg_before": loadavg()}
     ok = True
 
     if args.under_load:
@@ -392,7 +394,7 @@ def main() -> int:
         result["goal_met"] = row["emulab_start_s"] <= START_GOAL_S and not row["failures"]
         ok = result["goal_met"]
 
-    result["loadavg_after"] = list(os.getloadavg())
+    result["loadavg_after"] = loadavg()
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
