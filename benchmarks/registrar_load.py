@@ -156,7 +156,7 @@ class Farm:
             self.updates += 1
 
     def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
-        if data[0] == 0x07:  # Endpoint Keep-Alive: 1,000 of them arrive in a burst, answered in place
+        if data[0] == AsapType.ENDPOINT_KEEP_ALIVE:  # 1,000 of them arrive in a burst, answered in place
             ack = self._keepalive_ack(data)
             if ack is not None:
                 self.keepalives += 1

@@ -324,8 +324,7 @@ class Registrar(AsapRole):
                 h.cancel()
         reg = removed.registrator
         if isinstance(reg, AsapPeer):
-            reg.entries.discard(key)
-            reg.reg_cache.pop(key, None)
+            reg.forget(key)
         self.stats["removed_" + reason] += 1
         log.info("removed $%08x from pool %r (%s)", entry.identifier, entry.pool_handle, reason)
         self._notify("remove", removed, reason)
@@ -466,8 +465,7 @@ class Registrar(AsapRole):
         if h is not None:
             h.cancel()
         if isinstance(reg, AsapPeer):
-            reg.entries.discard(key)
-            reg.reg_cache.pop(key, None)  # it holds the entry and its pool's selection
+            reg.forget(key)
             if reg.outbound and not reg.entries and reg.conn is not None:
                 reg.conn.close()  # a takeover connection with nothing left to monitor
 

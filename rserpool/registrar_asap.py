@@ -226,6 +226,12 @@ class AsapPeer:
             None if hr_batch is None else
             (hs._pools, registrar._pe_cache, registrar._hr_heads, registrar.config, hs, registrar.stats))
 
+    def forget(self, key: tuple[bytes, int]) -> None:
+        """This connection no longer registers the entry ``key``: nor may its cached registration
+        (which holds the entry and its pool's selection) serve a load report."""
+        self.entries.discard(key)
+        self.reg_cache.pop(key, None)
+
     def connection_made(self, conn: tp.MessageConnection) -> None:
         loop = self.registrar._loop
         if isinstance(conn, tp.TCPMessageProtocol) and conn.framing is tp.Framing.ASAP and loop is not None:
@@ -428,8 +434,7 @@ class AsapRole:
             # The same host re-registering over a new association (reconnect) takes the entry over;
             # another host claiming the identifier is refused by the handlespace (non-unique ID).
             if old.peer_host == peer.peer_host or old.conn is None or old.conn.is_closing():
-                old.entries.discard((handle, ident))
-                old.reg_cache.pop((handle, ident), None)
+                old.forget((handle, ident))
                 existing.registrator = peer
         registrator_transport = self._registrator_transport(peer)
         cause, entry = self.handlespace.register(
@@ -495,12 +500,8 @@ class AsapRole:
         if peer.conn is not None:
             peer.conn.send(reply)
         self._pe_cache.pop(ids, None)
-        assert self._loop is not None
-        set_deadline(self._ka_timers, self._loop, ids, self.config.keepalive_interval, self._keepalive_due)
-        if entry.registration_life:  # ``_arm_expiry`` of an entry of ours
-            set_deadline(self._expiry_timers, self._loop, ids, entry.registration_life / 1000.0, self._expired)
-        else:
-            self._arm_expiry(entry)
+        self._arm_keepalive(entry, self.config.keepalive_interval)
+        self._arm_expiry(entry)
         if log.isEnabledFor(logging.INFO):
             log.info("%s $%08x in pool %r (%s)", "re-registered", ids[1], ids[0], policy.to_dict()["name"])
         self._notify("update", entry, "registration")

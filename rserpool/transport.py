@@ -458,7 +458,7 @@ class SCTPMessageConnection:
         self.loop.call_soon(self._shutdown, exc)  # as ``_try_send``
 
     def _queue_unsent(self, out: list[tuple[bytes, int]], sent: int) -> None:
-        """What ``sctp_drain``'s send left (the send buffer was full) waits for the writer."""
+        """What a batch send left (the send buffer was full) waits for the writer."""
         self._outq.extend(out[sent:])
         self.loop.add_writer(self._fd, self._on_writable)
 
@@ -474,7 +474,7 @@ class SCTPMessageConnection:
         try:
             n = sctp_send_batch(self._fd, out)
         except OSError as exc:
-            self.loop.call_soon(self._shutdown, exc)
+            self._send_failed(exc)
             return
         except (TypeError, ValueError, struct.error):  # an item it refuses (then nothing was sent)
             log.exception("dropping unsendable messages on SCTP association %s", self.peer)
@@ -482,8 +482,7 @@ class SCTPMessageConnection:
             self._end_batch()
             return
         if n < len(out):
-            self._outq.extend(out[n:])
-            self.loop.add_writer(self._fd, self._on_writable)
+            self._queue_unsent(out, n)
 
     def send(self, data: bytes, ppid: int = PPID_ASAP) -> None:
         if self._closed:
