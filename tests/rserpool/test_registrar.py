@@ -34,6 +34,8 @@ from rserpool.wire import (
     decode_asap,
 )
 
+from helpers.c_extension import need_c_extension
+
 POOL = b"TestPool"
 
 
@@ -458,6 +460,28 @@ def test_deadline_timer_moves_later_cheaply_and_earlier_anew() -> None:
     asyncio.run(main())
 
 
+class _Sink:
+    """Stands in for a peer's connection: records what the registrar sends."""
+
+    kind, peer, local, user_data = "tcp", ("127.0.0.1", 5000), ("127.0.0.1", 3863), None
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def send(self, data: bytes, ppid: int = 11) -> None:
+        self.out.append(data)
+
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def is_closing(self) -> bool:
+        return False
+
+
+def _cancel_timers(reg: Registrar) -> None:
+    for h in [*reg._ka_timers.values(), *reg._expiry_timers.values()]:
+        h.cancel()
+
+
 def test_c_handle_resolution_matches_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """``_selector.hr_reply`` answers what it answers with the same bytes and the same selection
     side effects as the Python path, for the policies it takes and the ones it leaves to Python,
@@ -465,8 +489,7 @@ def test_c_handle_resolution_matches_the_python_path(monkeypatch: pytest.MonkeyP
     import rserpool.registrar_asap as ra
     from rserpool.registrar_asap import AsapPeer
 
-    if ra.hr_reply is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(ra.hr_reply, "hr_reply")
     c_hr = ra.hr_reply
     in_c: list[bool] = []
 
@@ -474,20 +497,6 @@ def test_c_handle_resolution_matches_the_python_path(monkeypatch: pytest.MonkeyP
         r = c_hr(*args)
         in_c.append(r is not None)
         return r
-
-    class Sink:
-        kind, peer, local, user_data = "tcp", ("127.0.0.1", 5000), ("127.0.0.1", 3863), None
-
-        def __init__(self) -> None:
-            self.out: list[bytes] = []
-
-        def send(self, data: bytes, ppid: int = 11) -> None:
-            self.out.append(data)
-
-        def close(self) -> None: ...
-        def abort(self) -> None: ...
-        def is_closing(self) -> bool:
-            return False
 
     def state(reg: Registrar) -> list[tuple[Any, ...]]:
         out = []
@@ -504,7 +513,7 @@ def test_c_handle_resolution_matches_the_python_path(monkeypatch: pytest.MonkeyP
             reg = Registrar(cfg(enrp_listen=None, identifier=0x5E1EC7))
             reg._loop = loop
             reg.handlespace.rng.seed(3)  # the same draws for the randomised policies
-            sink = Sink()
+            sink = _Sink()
             peer = AsapPeer(reg)
             peer.conn, peer.peer_host = sink, "127.0.0.1"  # type: ignore[assignment]
             regs.append(reg)
@@ -541,8 +550,7 @@ def test_c_handle_resolution_matches_the_python_path(monkeypatch: pytest.MonkeyP
         assert regs[0].stats == regs[1].stats
         assert 200 < sum(in_c) < len(in_c)  # both paths were exercised
         for reg in regs:
-            for h in [*reg._ka_timers.values(), *reg._expiry_timers.values()]:
-                h.cancel()
+            _cancel_timers(reg)
 
     asyncio.run(main())
 
@@ -550,8 +558,7 @@ def test_c_handle_resolution_matches_the_python_path(monkeypatch: pytest.MonkeyP
 def test_c_handle_resolution_is_taken_for_plain_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     import rserpool.registrar_asap as ra
 
-    if ra.hr_reply is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(ra.hr_reply, "hr_reply")
     calls: list[bool] = []
     real = ra.hr_reply
     monkeypatch.setattr(ra, "hr_reply", lambda *a: (r := real(*a), calls.append(r is not None))[0])
@@ -576,8 +583,7 @@ def test_c_batch_answers_a_read_bursts_plain_resolutions_in_order(monkeypatch: p
     import rserpool.registrar_asap as ra
     from rserpool.registrar_asap import AsapPeer
 
-    if ra.hr_batch is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(ra.hr_batch, "hr_batch")
 
     class Sink:
         kind, peer, local, user_data = "sctp", ("127.0.0.1", 5000), ("127.0.0.1", 3863), None
@@ -620,27 +626,9 @@ def test_c_batch_answers_a_read_bursts_plain_resolutions_in_order(monkeypatch: p
         for stop in ([(hr, 0, 11)], [(hr, eor | 0x8000, 11)], [(hr, eor, 12)]):  # a piece, a notification, ENRP
             assert peers[0].answer_batch(sinks[0], stop, 0, out) == 0  # type: ignore[arg-type]
         for reg in regs:
-            for h in [*reg._ka_timers.values(), *reg._expiry_timers.values()]:
-                h.cancel()
+            _cancel_timers(reg)
 
     asyncio.run(main())
-
-
-class _Sink:
-    """Stands in for a peer's connection: records what the registrar sends."""
-
-    kind, peer, local, user_data = "tcp", ("127.0.0.1", 5000), ("127.0.0.1", 3863), None
-
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-
-    def send(self, data: bytes, ppid: int = 11) -> None:
-        self.out.append(data)
-
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-    def is_closing(self) -> bool:
-        return False
 
 
 def _in_process_registrar(loop: asyncio.AbstractEventLoop) -> tuple[Registrar, Any, _Sink]:
@@ -651,11 +639,6 @@ def _in_process_registrar(loop: asyncio.AbstractEventLoop) -> tuple[Registrar, A
     peer, sink = AsapPeer(reg), _Sink()
     peer.conn, peer.peer_host = sink, "127.0.0.1"
     return reg, peer, sink
-
-
-def _cancel_timers(reg: Registrar) -> None:
-    for h in [*reg._ka_timers.values(), *reg._expiry_timers.values()]:
-        h.cancel()
 
 
 def _registration(port: int, load: float, life_ms: int = 60_000, skip_param: bool = False) -> bytes:
@@ -760,8 +743,7 @@ def test_c_batch_failure_keeps_its_answers_and_leaves_the_rest_to_python(
     (one each) and it returns the index of the message it failed on, for the Python path."""
     import rserpool.registrar_asap as ra
 
-    if ra.hr_batch is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(ra.hr_batch, "hr_batch")
 
     def fails_on_second(msgs: list[Any], start: int, out: list[tuple[bytes, int]], *rest: Any) -> int:
         out.append((b"first", 11))

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from rserpool import multicast, routewatch
 from rserpool import transport as tp
+
+from helpers.c_extension import need_c_extension
 
 # The tests that need or exercise the kernel's SCTP are marked realkernel (the lane takes the SCTP
 # paths there, not the fallbacks); the rest (framing, scripted sockets, the C read path over an
@@ -260,6 +264,30 @@ class _ScriptedSctpSocket:
             s.close()
 
 
+@contextlib.contextmanager
+def _scripted_conn(handler: tp.MessageHandler) -> Iterator[tuple[tp.SCTPMessageConnection, _ScriptedSctpSocket]]:
+    """An SCTP message connection over a ``_ScriptedSctpSocket`` with no reads scripted, for
+    ``handler``; shut down and closed on the way out, also when the test fails. Call it from
+    inside the event loop."""
+    sock = _ScriptedSctpSocket([])
+    try:
+        conn = tp.SCTPMessageConnection(sock, handler, asyncio.get_running_loop())  # type: ignore[arg-type]
+        try:
+            yield conn, sock
+        finally:
+            conn._shutdown(None)
+    finally:
+        sock.close()
+
+
+class _Echo(Collect):
+    """Records each message and answers it at once with ``re:`` before it, on the same PPID."""
+
+    def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
+        super().message_received(conn, data, ppid)
+        conn.send(b"re:" + data, ppid)
+
+
 def test_sctp_message_connection_reassembles_and_keeps_ppids() -> None:
     """Whole messages, a message in two reads and a notification, with their PPIDs, both ways."""
     eor = socket.MSG_EOR
@@ -302,8 +330,7 @@ def test_sctp_batched_reads_answer_in_one_batch_in_order(monkeypatch: pytest.Mon
     """The C extension's path: reads come in batches of up to 16 (a message may be in pieces, a
     notification in between), what the handler sends meanwhile leaves in one batch, in order;
     a batch the kernel takes only in part leaves the rest queued for the writer."""
-    if tp.sctp_recv_batch is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_recv_batch, "sctp_recv_batch")
     eor = socket.MSG_EOR
     script = [[(_asap(5, b"a"), eor, 11), (b"x" * 10, 0, 34), (b"y" * 5, eor, 34),
                (b"\x00" * 8, tp.MSG_NOTIFICATION, 0)] + [(_asap(5, bytes([i])), eor, 11) for i in range(12)],
@@ -322,16 +349,9 @@ def test_sctp_batched_reads_answer_in_one_batch_in_order(monkeypatch: pytest.Mon
     monkeypatch.setattr(tp, "sctp_recv_batch", recv_batch)
     monkeypatch.setattr(tp, "sctp_send_batch", send_batch)
 
-    class Echo(Collect):
-        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
-            super().message_received(conn, data, ppid)
-            conn.send(b"re:" + data, ppid)
-
     async def main() -> None:
-        sock = _ScriptedSctpSocket([])
-        got = Echo()
-        conn = tp.SCTPMessageConnection(sock, got, asyncio.get_running_loop())  # type: ignore[arg-type]
-        try:
+        got = _Echo()
+        with _scripted_conn(got) as (conn, sock):
             conn._on_readable_batched()
             # 16 reads (one a notification, two pieces of one message) = 14 messages, then 1 more
             assert len(got.messages) == 15 and not script
@@ -345,9 +365,6 @@ def test_sctp_batched_reads_answer_in_one_batch_in_order(monkeypatch: pytest.Mon
             assert conn.pending == 2
             conn._on_writable()
             assert sock.sent == [(b"re:" + _asap(7, b"d"), 11), (b"later", 11)] and conn.pending == 0
-        finally:
-            conn._shutdown(None)
-            sock.close()
     asyncio.run(main())
 
 
@@ -380,8 +397,7 @@ def test_sctp_batched_reads_let_the_handler_answer_runs_of_messages(monkeypatch:
     """A handler's ``answer_batch`` answers what it can of a read burst; the rest goes to
     ``message_received``; the answers of both keep the order of the requests, also behind
     messages still waiting for the writer."""
-    if tp.sctp_recv_batch is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_recv_batch, "sctp_recv_batch")
     eor = socket.MSG_EOR
     script = [[(b"q1", eor, 11), (b"q2", eor, 11), (b"slow", eor, 11), (b"q3", eor, 11), (b"piece", 0, 11),
                (b"-end", eor, 11), (b"q4", eor, 11)]]
@@ -402,17 +418,12 @@ def test_sctp_batched_reads_let_the_handler_answer_runs_of_messages(monkeypatch:
             conn.send(b"slow:" + data, ppid)
 
     async def main() -> None:
-        sock = _ScriptedSctpSocket([])
-        conn = tp.SCTPMessageConnection(sock, Quick(), asyncio.get_running_loop())  # type: ignore[arg-type]
-        try:
+        with _scripted_conn(Quick()) as (conn, _):
             conn._outq.append((b"older", 11))  # the send buffer was full before this burst
             conn._on_readable_batched()
             assert sent == []
             assert conn._outq == [(b"older", 11), (b"fast:q1", 11), (b"fast:q2", 11), (b"slow:slow", 11),
                                   (b"fast:q3", 11), (b"slow:piece-end", 11), (b"fast:q4", 11)]
-        finally:
-            conn._shutdown(None)
-            sock.close()
     asyncio.run(main())
 
 
@@ -505,8 +516,7 @@ def test_sctp_burst_keeps_the_rest_of_a_read_when_a_handler_raises(monkeypatch: 
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """A read batch is out of the kernel: a handler's exception on one message is logged and the
     batch's other messages are still handled, and their answers sent."""
-    if tp.sctp_recv_batch is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_recv_batch, "sctp_recv_batch")
     eor = socket.MSG_EOR
     script = [[(b"m1", eor, 11), (b"boom", eor, 11), (b"m3", eor, 11)]]
     sent: list[tuple[bytes, int]] = []
@@ -521,18 +531,13 @@ def test_sctp_burst_keeps_the_rest_of_a_read_when_a_handler_raises(monkeypatch: 
             conn.send(b"re:" + data, ppid)
 
     async def main() -> None:
-        sock = _ScriptedSctpSocket([])
         got = Fragile()
-        conn = tp.SCTPMessageConnection(sock, got, asyncio.get_running_loop())  # type: ignore[arg-type]
-        try:
+        with _scripted_conn(got) as (conn, _):
             with caplog.at_level(logging.ERROR, logger="rserpool.transport"):
                 conn._on_readable_batched()
             assert [d for d, _ in got.messages] == [b"m1", b"boom", b"m3"]
             assert sent == [(b"re:m1", 11), (b"re:m3", 11)] and not conn.is_closing()
             assert any("error handling a message" in r.getMessage() for r in caplog.records)
-        finally:
-            conn._shutdown(None)
-            sock.close()
     asyncio.run(main())
 
 
@@ -589,8 +594,7 @@ def _nothing_left(sock: _SeqpacketSocket) -> bool:
 def test_sctp_drain_hands_a_read_it_does_not_answer_to_python() -> None:
     """``sctp_drain`` reads once and gives Python what it read (here: pieces without MSG_EOR,
     which no Handle Resolution answer may take), from the first message, with no answers yet."""
-    if tp.sctp_drain is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_drain, "sctp_drain")
 
     async def main() -> None:
         handler = _HrCtxHandler()
@@ -615,8 +619,7 @@ def test_sctp_drain_hands_a_read_it_does_not_answer_to_python() -> None:
 def test_sctp_drain_leaves_rate_limited_or_queued_connections_to_python() -> None:
     """With a Handle Resolution rate limit, or sends still queued for the writer, ``sctp_drain``
     reads nothing itself: the Python read loop (``_on_readable_batched``) does it all."""
-    if tp.sctp_drain is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_drain, "sctp_drain")
 
     async def main() -> None:
         for handler, queued in ((_HrCtxHandler(max_hr_rate=5.0), False), (_HrCtxHandler(), True)):
@@ -638,8 +641,7 @@ def test_sctp_drain_leaves_rate_limited_or_queued_connections_to_python() -> Non
 def test_sctp_drain_error_after_its_read_loses_nothing(caplog: pytest.LogCaptureFixture) -> None:
     """An error in the C path after recvmmsg() (here: a registrar state it cannot use) does not
     drop what was read: it is logged and Python carries on with the messages, in order."""
-    if tp.sctp_drain is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_drain, "sctp_drain")
 
     async def main() -> None:
         handler = _HrCtxHandler(pools=["not", "a", "dict"])
@@ -664,8 +666,7 @@ def test_sctp_drain_error_after_its_read_loses_nothing(caplog: pytest.LogCapture
 def test_sctp_drain_error_hand_over_sends_the_answers_so_far_first() -> None:
     """What ``sctp_drain`` hands over after an error (the answers it built, the messages from the
     one it failed on) is answered in order: its answers first, then Python's, in one send."""
-    if tp.sctp_drain is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_drain, "sctp_drain")
     eor = socket.MSG_EOR
 
     class Echo(_HrCtxHandler):
@@ -694,9 +695,7 @@ def test_sctp_drain_send_hand_overs_queue_the_rest_and_report_failures() -> None
     the writer, in order, ahead of later sends) and ``_send_failed`` (the association is gone)."""
     async def main() -> None:
         handler = Collect()
-        sock = _ScriptedSctpSocket([])
-        conn = tp.SCTPMessageConnection(sock, handler, asyncio.get_running_loop())  # type: ignore[arg-type]
-        try:
+        with _scripted_conn(handler) as (conn, sock):
             conn._queue_unsent([(b"a", 11), (b"b", 11), (b"c", 12)], 1)
             conn.send(b"later", 11)
             assert conn.pending == 3 and sock.sent == []
@@ -707,9 +706,6 @@ def test_sctp_drain_send_hand_overs_queue_the_rest_and_report_failures() -> None
             assert not handler.lost.is_set()  # from the event loop, as a failed send() does
             await asyncio.wait_for(handler.lost.wait(), 2)
             assert conn.is_closing()
-        finally:
-            conn._shutdown(None)
-            sock.close()
     asyncio.run(main())
 
 
@@ -717,8 +713,7 @@ def test_sctp_send_batch_checks_every_item_before_sending_any() -> None:
     """A bad item anywhere in the list (past the first 16 too) sends nothing and raises what
     ``struct.pack("!I", ppid)`` raised in the one-by-one path; a burst's bad message is dropped
     alone (``_end_batch``), the others leave in order."""
-    if tp.sctp_send_batch is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_send_batch, "sctp_send_batch")
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         a.setblocking(False)
@@ -759,15 +754,14 @@ def test_sctp_burst_goes_one_by_one_when_answer_batch_raises(monkeypatch: pytest
                                                              caplog: pytest.LogCaptureFixture) -> None:
     """A handler's ``answer_batch`` that raises is logged and not asked again in that burst; the
     burst's messages still reach ``message_received``, in order."""
-    if tp.sctp_recv_batch is None:
-        pytest.skip("the C extension is not built")
+    need_c_extension(tp.sctp_recv_batch, "sctp_recv_batch")
     eor = socket.MSG_EOR
     script = [[(b"q1", eor, 11), (b"q2", eor, 11)]]
     sent: list[tuple[bytes, int]] = []
     monkeypatch.setattr(tp, "sctp_recv_batch", lambda fd, size, count: script.pop(0) if script else [])
     monkeypatch.setattr(tp, "sctp_send_batch", lambda fd, items: sent.extend(items) or len(items))
 
-    class Broken(Collect):
+    class Broken(_Echo):
         asked = 0
 
         def answer_batch(self, conn: tp.MessageConnection, msgs: list[tuple[bytes, int, int]], start: int,
@@ -775,21 +769,12 @@ def test_sctp_burst_goes_one_by_one_when_answer_batch_raises(monkeypatch: pytest
             self.asked += 1
             raise RuntimeError("batch bug")
 
-        def message_received(self, conn: tp.MessageConnection, data: bytes, ppid: int) -> None:
-            super().message_received(conn, data, ppid)
-            conn.send(b"re:" + data, ppid)
-
     async def main() -> None:
-        sock = _ScriptedSctpSocket([])
         got = Broken()
-        conn = tp.SCTPMessageConnection(sock, got, asyncio.get_running_loop())  # type: ignore[arg-type]
-        try:
+        with _scripted_conn(got) as (conn, _):
             with caplog.at_level(logging.ERROR, logger="rserpool.transport"):
                 conn._on_readable_batched()
             assert got.asked == 1 and [d for d, _ in got.messages] == [b"q1", b"q2"]
             assert sent == [(b"re:q1", 11), (b"re:q2", 11)]
             assert any("answer_batch failed" in r.getMessage() for r in caplog.records)
-        finally:
-            conn._shutdown(None)
-            sock.close()
     asyncio.run(main())
