@@ -31,7 +31,6 @@ from typing import Any
 
 from radio.oai_rlm import TELNET_CLIENT
 
-MEASUR_COMMAND = "measur show enbues"
 MAC_STATS_FILE = "MAC_stats.log"  # written by OAI into the eNB's working directory
 ENB_MAC_FILE = "enb-mac.txt"  # written by READER into its working directory
 POLL_S = 1.0
